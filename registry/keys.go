@@ -1,0 +1,45 @@
+package registry
+
+import "strings"
+
+// DefaultPrefix is fleet's historical key prefix.
+const DefaultPrefix = "/_coreos.com/fleet/"
+
+// keys builds every etcd key the registry uses; nothing else in the package
+// concatenates key strings.
+type keys struct{ prefix string }
+
+func newKeys(prefix string) keys {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	return keys{prefix: prefix}
+}
+
+func (k keys) units() string                  { return k.prefix + "units/" }
+func (k keys) unit(name string) string        { return k.units() + name }
+func (k keys) bodies() string                 { return k.prefix + "bodies/" }
+func (k keys) body(hash string) string        { return k.bodies() + hash }
+func (k keys) machines() string               { return k.prefix + "machines/" }
+func (k keys) machine(id string) string       { return k.machines() + id }
+func (k keys) schedules() string              { return k.prefix + "schedule/" }
+func (k keys) schedule(machine string) string { return k.schedules() + machine + "/" }
+func (k keys) placement(machine, name string) string {
+	return k.schedule(machine) + name
+}
+func (k keys) states() string                      { return k.prefix + "states/" }
+func (k keys) machineStates(machine string) string { return k.states() + machine + "/" }
+func (k keys) state(machine, name string) string {
+	return k.machineStates(machine) + name
+}
+func (k keys) election() string      { return k.prefix + "engine/leader" }
+func (k keys) engineVersion() string { return k.prefix + "engine/version" }
+
+// splitMachineKey splits "<machine>/<name>" (what is left of a schedule or
+// state key after its collection prefix).
+func splitMachineKey(rest string) (machine, name string, ok bool) {
+	return strings.Cut(rest, "/")
+}

@@ -1,0 +1,189 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/seed-a1ce88ea/fleet/machine"
+)
+
+// MinTTL is etcd's smallest useful lease TTL for machine presence.
+const MinTTL = 2 * time.Second
+
+// Presence is a machine's registration: its record in P/machines bound to a
+// lease kept alive in the background. Unit states published through it die
+// with it.
+type Presence struct {
+	r       *Registry
+	m       machine.Machine
+	lease   clientv3.LeaseID
+	adopted bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+	once    sync.Once
+}
+
+// Register publishes m under a lease of the given TTL and keeps the lease
+// alive until ctx ends, Close is called or the lease is lost.
+//
+// A record already present for m.ID is either this same host restarted (same
+// hostname and public IP): its lease is adopted, so the machine never
+// disappears and its units are not moved; or another host with a duplicate
+// machine ID: refused with ErrMachineIDInUse.
+func (r *Registry) Register(ctx context.Context, m machine.Machine, ttl time.Duration) (*Presence, error) {
+	if ttl < MinTTL {
+		return nil, fmt.Errorf("register machine %s: TTL %s is below etcd's minimum of %s", m.ID, ttl, MinTTL)
+	}
+	key := r.keys.machine(m.ID)
+	for {
+		resp, err := r.get(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("register machine %s: %w", m.ID, err)
+		}
+		if len(resp.Kvs) > 0 {
+			kv := resp.Kvs[0]
+			var old machine.Machine
+			if err := json.Unmarshal(kv.Value, &old); err != nil {
+				return nil, fmt.Errorf("register machine %s: decode existing record: %w", m.ID, err)
+			}
+			if old.Hostname != m.Hostname || old.PublicIP != m.PublicIP {
+				return nil, fmt.Errorf("register machine %s: %w: host %q (%s) holds it; every machine needs a unique /etc/machine-id (or set machine_id)",
+					m.ID, ErrMachineIDInUse, old.Hostname, old.PublicIP)
+			}
+			lease := clientv3.LeaseID(kv.Lease)
+			tr, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)},
+				[]clientv3.Op{clientv3.OpPut(key, mustJSON(m), clientv3.WithLease(lease))})
+			if err != nil {
+				return nil, fmt.Errorf("register machine %s: adopt lease: %w", m.ID, err)
+			}
+			if !tr.Succeeded {
+				continue // expired or rewritten meanwhile: look again
+			}
+			return r.keepAlive(ctx, m, lease, true)
+		}
+		lctx, cancel := r.reqCtx(ctx)
+		g, err := r.cli.Grant(lctx, int64((ttl+time.Second-1)/time.Second))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("register machine %s: grant lease: %w", m.ID, err)
+		}
+		tr, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+			[]clientv3.Op{clientv3.OpPut(key, mustJSON(m), clientv3.WithLease(g.ID))})
+		if err != nil {
+			return nil, fmt.Errorf("register machine %s: %w", m.ID, err)
+		}
+		if tr.Succeeded {
+			return r.keepAlive(ctx, m, g.ID, false)
+		}
+		r.revoke(g.ID)
+	}
+}
+
+func (r *Registry) keepAlive(ctx context.Context, m machine.Machine, lease clientv3.LeaseID, adopted bool) (*Presence, error) {
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ch, err := r.cli.KeepAlive(kctx, lease)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("register machine %s: keep lease alive: %w", m.ID, err)
+	}
+	p := &Presence{r: r, m: m, lease: lease, adopted: adopted, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-ctx.Done():
+				cancel()
+				return
+			case _, ok := <-ch:
+				if !ok {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return p, nil
+}
+
+func (r *Registry) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	_, _ = r.cli.Revoke(ctx, id) // best effort: an unrevoked lease expires by itself
+}
+
+// Machine returns the registered machine.
+func (p *Presence) Machine() machine.Machine { return p.m }
+
+// Lease returns the lease that binds the machine's presence.
+func (p *Presence) Lease() clientv3.LeaseID { return p.lease }
+
+// Adopted reports whether Register took over the lease of this host's
+// previous fleetd.
+func (p *Presence) Adopted() bool { return p.adopted }
+
+// Done is closed when the lease can no longer be kept alive (lost, revoked,
+// or Close called).
+func (p *Presence) Done() <-chan struct{} { return p.done }
+
+// Close stops keeping the lease alive without revoking it: the machine stays
+// present until the TTL runs out, so a fleetd restarted within the TTL adopts
+// it and nothing moves.
+func (p *Presence) Close() {
+	p.once.Do(p.cancel)
+	<-p.done
+}
+
+// Revoke ends the presence now: the machine and its unit states disappear.
+func (p *Presence) Revoke(ctx context.Context) error {
+	p.Close()
+	ctx, cancel := p.r.reqCtx(ctx)
+	defer cancel()
+	if _, err := p.r.cli.Revoke(ctx, p.lease); err != nil {
+		return fmt.Errorf("revoke presence of %s: %w", p.m.ID, err)
+	}
+	return nil
+}
+
+// UpdateMachine rewrites the machine record (for example new metadata) under
+// the same lease.
+func (p *Presence) UpdateMachine(ctx context.Context, m machine.Machine) error {
+	ctx, cancel := p.r.reqCtx(ctx)
+	defer cancel()
+	if _, err := p.r.cli.Put(ctx, p.r.keys.machine(m.ID), mustJSON(m), clientv3.WithLease(p.lease)); err != nil {
+		return fmt.Errorf("update machine %s: %w", m.ID, err)
+	}
+	p.m = m
+	return nil
+}
+
+// Machines lists present machines sorted by ID, with the read revision.
+func (r *Registry) Machines(ctx context.Context) ([]machine.Machine, int64, error) {
+	resp, err := r.get(ctx, r.keys.machines(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, 0, fmt.Errorf("list machines: %w", err)
+	}
+	out := make([]machine.Machine, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		m, err := decodeMachine(strings.TrimPrefix(string(kv.Key), r.keys.machines()), kv.Value)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, m)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+func decodeMachine(id string, v []byte) (machine.Machine, error) {
+	var m machine.Machine
+	if err := json.Unmarshal(v, &m); err != nil {
+		return machine.Machine{}, fmt.Errorf("decode machine %s: %w", id, err)
+	}
+	m.ID = id
+	return m, nil
+}

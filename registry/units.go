@@ -1,0 +1,193 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// State is a unit's desired (target) state, in fleet's three values.
+type State string
+
+// Fleet's target states.
+const (
+	StateInactive State = "inactive" // submitted, not scheduled
+	StateLoaded   State = "loaded"   // scheduled, unit file loaded, not started
+	StateLaunched State = "launched" // scheduled and started
+)
+
+// ParseState validates a target state name.
+func ParseState(s string) (State, error) {
+	switch State(s) {
+	case StateInactive, StateLoaded, StateLaunched:
+		return State(s), nil
+	}
+	return "", fmt.Errorf("invalid target state %q: want inactive, loaded or launched", s)
+}
+
+// Unit is a submitted unit: its name, the hash of its body and its desired
+// state. The body lives apart, under its hash (see Body).
+type Unit struct {
+	Name         string `json:"-"`
+	Hash         string `json:"hash"`
+	DesiredState State  `json:"desiredState"`
+	// ModRev is the etcd revision of the last change to this record.
+	ModRev int64 `json:"-"`
+}
+
+// CreateUnit stores body under hash and creates the unit record in one
+// transaction. With replace false an existing unit is left untouched and
+// ErrExists returned; with replace true its hash and desired state are
+// overwritten.
+func (r *Registry) CreateUnit(ctx context.Context, u Unit, body string, replace bool) error {
+	if u.Hash == "" || u.Name == "" {
+		return fmt.Errorf("create unit %q: name and hash are required", u.Name)
+	}
+	puts := []clientv3.Op{
+		clientv3.OpPut(r.keys.body(u.Hash), body),
+		clientv3.OpPut(r.keys.unit(u.Name), mustJSON(u)),
+	}
+	var cmps []clientv3.Cmp
+	if !replace {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(r.keys.unit(u.Name)), "=", 0))
+	}
+	resp, err := r.txn(ctx, cmps, puts)
+	if err != nil {
+		return fmt.Errorf("create unit %s: %w", u.Name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("create unit %s: %w", u.Name, ErrExists)
+	}
+	return nil
+}
+
+// SetDesiredState changes a unit's desired state, keeping its body.
+func (r *Registry) SetDesiredState(ctx context.Context, name string, s State) error {
+	for {
+		u, err := r.Unit(ctx, name)
+		if err != nil {
+			return fmt.Errorf("set desired state of %s: %w", name, err)
+		}
+		if u.DesiredState == s {
+			return nil
+		}
+		u.DesiredState = s
+		key := r.keys.unit(name)
+		resp, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", u.ModRev)},
+			[]clientv3.Op{clientv3.OpPut(key, mustJSON(u))})
+		if err != nil {
+			return fmt.Errorf("set desired state of %s: %w", name, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
+}
+
+// DestroyUnit deletes a unit record. Its body stays until no unit or
+// placement refers to it (see CollectBodies); the engine then unschedules it.
+func (r *Registry) DestroyUnit(ctx context.Context, name string) error {
+	ctx, cancel := r.reqCtx(ctx)
+	defer cancel()
+	resp, err := r.cli.Delete(ctx, r.keys.unit(name))
+	if err != nil {
+		return fmt.Errorf("destroy unit %s: %w", name, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("destroy unit %s: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// Unit reads one unit record.
+func (r *Registry) Unit(ctx context.Context, name string) (Unit, error) {
+	resp, err := r.get(ctx, r.keys.unit(name))
+	if err != nil {
+		return Unit{}, err
+	}
+	if len(resp.Kvs) == 0 {
+		return Unit{}, fmt.Errorf("unit %s: %w", name, ErrNotFound)
+	}
+	return decodeUnit(name, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+}
+
+// Units lists every unit record, sorted by name, and the revision they were
+// read at (to start a watch from).
+func (r *Registry) Units(ctx context.Context) ([]Unit, int64, error) {
+	resp, err := r.get(ctx, r.keys.units(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, 0, fmt.Errorf("list units: %w", err)
+	}
+	out := make([]Unit, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		u, err := decodeUnit(strings.TrimPrefix(string(kv.Key), r.keys.units()), kv.Value, kv.ModRevision)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, u)
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// Body reads a unit body by hash.
+func (r *Registry) Body(ctx context.Context, hash string) (string, error) {
+	resp, err := r.get(ctx, r.keys.body(hash))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", fmt.Errorf("unit body %s: %w", hash, ErrNotFound)
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+// Bodies reads every stored body, keyed by hash.
+func (r *Registry) Bodies(ctx context.Context) (map[string]string, error) {
+	resp, err := r.get(ctx, r.keys.bodies(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list unit bodies: %w", err)
+	}
+	out := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), r.keys.bodies())] = string(kv.Value)
+	}
+	return out, nil
+}
+
+// CollectBodies deletes bodies whose hash is not in keep. Each delete
+// compares the body's mod revision with the one read: CreateUnit rewrites
+// the body it refers to, so a body that became referenced meanwhile survives.
+func (r *Registry) CollectBodies(ctx context.Context, keep map[string]bool) (int, error) {
+	resp, err := r.get(ctx, r.keys.bodies(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, fmt.Errorf("collect unit bodies: %w", err)
+	}
+	n := 0
+	for _, kv := range resp.Kvs {
+		if keep[strings.TrimPrefix(string(kv.Key), r.keys.bodies())] {
+			continue
+		}
+		k := string(kv.Key)
+		tr, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)},
+			[]clientv3.Op{clientv3.OpDelete(k)})
+		if err != nil {
+			return n, fmt.Errorf("collect unit bodies: %w", err)
+		}
+		if tr.Succeeded {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func decodeUnit(name string, v []byte, rev int64) (Unit, error) {
+	var u Unit
+	if err := json.Unmarshal(v, &u); err != nil {
+		return Unit{}, fmt.Errorf("decode unit %s: %w", name, err)
+	}
+	u.Name, u.ModRev = name, rev
+	return u, nil
+}
