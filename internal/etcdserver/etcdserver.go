@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Config describes the embedded member.
@@ -45,7 +46,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		ec.Name = cfg.Name
 	}
 	ec.Dir = cfg.DataDir
-	ec.LogLevel = "error"
+	// etcd logs shutdown races at error level; fleetd reports what matters.
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	curls, err := parseURLs(cfg.ClientURLs)
 	if err != nil {
 		return nil, err

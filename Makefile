@@ -1,0 +1,37 @@
+# fleet: build, test, demo. Run as root on Debian 12 for test/demo (they boot
+# systemd-nspawn hosts and install the packages they need).
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := bin
+export CGO_ENABLED := 0
+
+.PHONY: all build test unit-test functional lint demo demo-down deps clean bench
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetd ./cmd/fleetd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetctl ./cmd/fleetctl
+
+deps:
+	scripts/install-deps.sh
+
+# Everything: unit tests, tests against embedded etcd, agent tests and the
+# end-to-end tests on real systemd hosts. Fuzz seed corpora run as tests.
+test: deps lint build
+	$(GO) test -count=1 -timeout 30m -p 2 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^vendor/')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo: deps build
+	scripts/demo.sh up
+
+demo-down:
+	scripts/demo.sh down
+
+clean:
+	rm -rf $(BIN)

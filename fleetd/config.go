@@ -1,0 +1,218 @@
+package fleetd
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultConfigFile is where fleetd looks for its configuration.
+const DefaultConfigFile = "/etc/fleet/fleet.conf"
+
+// Config is fleetd's configuration. Keys are fleet's: the config file uses
+// them as written, the environment as FLEET_<KEY> (upper case), flags as
+// -<key>. Flags win over the environment, which wins over the file.
+type Config struct {
+	EtcdServers             []string      // etcd_servers: empty = run an embedded single-member etcd
+	EtcdKeyPrefix           string        // etcd_key_prefix
+	EtcdRequestTimeout      time.Duration // etcd_request_timeout (seconds or a Go duration)
+	EmbeddedEtcdDir         string        // embedded_etcd_dir: data of the embedded etcd
+	EmbeddedEtcdClientURLs  []string      // embedded_etcd_client_urls: where the embedded etcd listens (loopback by default)
+	EmbeddedEtcdPeerURL     string        // embedded_etcd_peer_url
+	MachineID               string        // machine_id: overrides machine_id_file
+	MachineIDFile           string        // machine_id_file
+	PublicIP                string        // public_ip: empty = address of the default-route interface
+	Metadata                string        // metadata: k=v,k=v
+	AgentTTL                time.Duration // agent_ttl
+	EngineReconcileInterval time.Duration // engine_reconcile_interval
+	EngineLeaderTTL         time.Duration // engine_leader_ttl
+	DisableEngine           bool          // disable_engine
+	UnitsDirectory          string        // units_directory
+	APISocket               string        // api_socket: unix socket path ("" = none unless socket-activated)
+	APIListen               string        // api_listen: optional TCP address host:port
+	Verbosity               int           // verbosity: 0 info, 1+ debug
+}
+
+// DefaultConfig returns the defaults documented in fleet.conf(5).
+func DefaultConfig() Config {
+	return Config{
+		EtcdKeyPrefix:           "/_coreos.com/fleet/",
+		EtcdRequestTimeout:      3 * time.Second,
+		EmbeddedEtcdDir:         "/var/lib/fleet/etcd",
+		EmbeddedEtcdClientURLs:  []string{"http://127.0.0.1:2379"},
+		EmbeddedEtcdPeerURL:     "http://127.0.0.1:2380",
+		MachineIDFile:           "/etc/machine-id",
+		AgentTTL:                5 * time.Second,
+		EngineReconcileInterval: 10 * time.Second,
+		EngineLeaderTTL:         3 * time.Second,
+		UnitsDirectory:          "/run/fleet/units",
+		APISocket:               "/var/run/fleet.sock",
+	}
+}
+
+// field binds one configuration key to its value in Config.
+type field struct {
+	key, help string
+	set       func(c *Config, v string) error
+}
+
+func fields() []field {
+	str := func(p func(*Config) *string) func(*Config, string) error {
+		return func(c *Config, v string) error { *p(c) = v; return nil }
+	}
+	list := func(p func(*Config) *[]string) func(*Config, string) error {
+		return func(c *Config, v string) error { *p(c) = splitList(v); return nil }
+	}
+	dur := func(p func(*Config) *time.Duration) func(*Config, string) error {
+		return func(c *Config, v string) error {
+			d, err := parseDuration(v)
+			*p(c) = d
+			return err
+		}
+	}
+	return []field{
+		{"etcd_servers", "comma-separated etcd client URLs; empty runs an embedded etcd", list(func(c *Config) *[]string { return &c.EtcdServers })},
+		{"etcd_key_prefix", "etcd key prefix of fleet's data", str(func(c *Config) *string { return &c.EtcdKeyPrefix })},
+		{"etcd_request_timeout", "timeout of one etcd request (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EtcdRequestTimeout })},
+		{"embedded_etcd_dir", "data directory of the embedded etcd", str(func(c *Config) *string { return &c.EmbeddedEtcdDir })},
+		{"embedded_etcd_client_urls", "client URLs of the embedded etcd", list(func(c *Config) *[]string { return &c.EmbeddedEtcdClientURLs })},
+		{"embedded_etcd_peer_url", "peer URL of the embedded etcd", str(func(c *Config) *string { return &c.EmbeddedEtcdPeerURL })},
+		{"machine_id", "machine ID (overrides machine_id_file)", str(func(c *Config) *string { return &c.MachineID })},
+		{"machine_id_file", "file holding the machine ID", str(func(c *Config) *string { return &c.MachineIDFile })},
+		{"public_ip", "IP address other machines reach this one at", str(func(c *Config) *string { return &c.PublicIP })},
+		{"metadata", "machine metadata, k=v,k=v", str(func(c *Config) *string { return &c.Metadata })},
+		{"agent_ttl", "machine presence TTL (seconds or duration, at least 2s)", dur(func(c *Config) *time.Duration { return &c.AgentTTL })},
+		{"engine_reconcile_interval", "period of the engine's full reconcile (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineReconcileInterval })},
+		{"engine_leader_ttl", "engine leadership TTL (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineLeaderTTL })},
+		{"disable_engine", "never run the engine on this machine", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.DisableEngine = b
+			return err
+		}},
+		{"units_directory", "where unit files are written for systemd", str(func(c *Config) *string { return &c.UnitsDirectory })},
+		{"api_socket", "unix socket of the HTTP API", str(func(c *Config) *string { return &c.APISocket })},
+		{"api_listen", "optional TCP address of the HTTP API (host:port)", str(func(c *Config) *string { return &c.APIListen })},
+		{"verbosity", "log verbosity (0 info, 1 debug)", func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.Verbosity = n
+			return err
+		}},
+	}
+}
+
+// LoadConfig builds the configuration from defaults, the config file (the
+// -config flag, else DefaultConfigFile if it exists), FLEET_* environment
+// variables, then flags.
+func LoadConfig(args []string, getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	fs := flag.NewFlagSet("fleetd", flag.ContinueOnError)
+	configFile := fs.String("config", "", "config file (default "+DefaultConfigFile+" when present)")
+	version := fs.Bool("version", false, "print the version and exit")
+	flagVals := map[string]*string{}
+	for _, f := range fields() {
+		flagVals[f.key] = fs.String(f.key, "", f.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if *version {
+		return c, ErrVersion
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	}
+	path, mustExist := *configFile, true
+	if path == "" {
+		path, mustExist = DefaultConfigFile, false
+	}
+	fileVals, err := readConfigFile(path)
+	if err != nil && (mustExist || !os.IsNotExist(err)) {
+		return c, fmt.Errorf("read config %s: %w", path, err)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, f := range fields() {
+		v, ok := fileVals[f.key]
+		src := "config file " + path
+		if e := getenv("FLEET_" + strings.ToUpper(f.key)); e != "" {
+			v, ok, src = e, true, "FLEET_"+strings.ToUpper(f.key)
+		}
+		if set[f.key] {
+			v, ok, src = *flagVals[f.key], true, "flag -"+f.key
+		}
+		if !ok {
+			continue
+		}
+		if err := f.set(&c, v); err != nil {
+			return c, fmt.Errorf("%w: %s (from %s): %w", ErrUsage, f.key, src, err)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	if c.AgentTTL < 2*time.Second {
+		return fmt.Errorf("%w: agent_ttl %s is below etcd's minimum lease of 2s", ErrUsage, c.AgentTTL)
+	}
+	if c.EtcdRequestTimeout <= 0 {
+		return fmt.Errorf("%w: etcd_request_timeout must be positive", ErrUsage)
+	}
+	return nil
+}
+
+// readConfigFile parses fleet.conf: "key=value" lines, '#' or ';' comments,
+// optional quotes around values.
+func readConfigFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	known := map[string]bool{}
+	for _, fl := range fields() {
+		known[fl.key] = true
+	}
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' || line[0] == '[' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("line %d: %q is not key=value", n, line)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !known[k] {
+			return nil, fmt.Errorf("line %d: unknown key %q", n, k)
+		}
+		if uq, err := strconv.Unquote(v); err == nil {
+			v = uq
+		}
+		out[k] = v
+	}
+	return out, sc.Err()
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// parseDuration accepts fleet's plain seconds ("5", "0.5") and Go durations.
+func parseDuration(v string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	return time.ParseDuration(v)
+}
