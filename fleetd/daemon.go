@@ -79,8 +79,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger) erro
 	}
 	server := &http.Server{
 		Handler: api.NewServer(api.NewRegistryClient(reg),
-			api.WithVersion(version), api.WithLocalMachine(me.ID), api.WithInspector(api.NewSystemctlInspector()),
-			api.WithMachineLister(reg)),
+			api.WithVersion(version), api.WithLocalMachine(me.ID, api.SystemdInspector{}), api.WithLogger(log)),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 
