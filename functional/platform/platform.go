@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
 	"github.com/seed-a1ce88ea/fleet/internal/hosts"
 )
 
@@ -49,6 +50,16 @@ type Cluster struct {
 	*hosts.Cluster
 	// EtcdServers is what every fleetd's etcd_servers says.
 	EtcdServers string
+	etcd        *etcdserver.Server
+}
+
+// Close stops the hosts, then the in-process etcd if any.
+func (c *Cluster) Close() error {
+	err := c.Cluster.Close()
+	if c.etcd != nil {
+		c.etcd.Close()
+	}
+	return err
 }
 
 // Options describe the cluster to start.
@@ -58,6 +69,10 @@ type Options struct {
 	// EtcdServers, when empty, makes h1's fleetd run its embedded etcd on
 	// h1's IP, and the other hosts use it.
 	EtcdServers string
+	// EtcdDir, when set, runs an etcd member in this process on the
+	// bridge's IP (data in EtcdDir), outliving any host: for tests that
+	// kill hosts.
+	EtcdDir string
 	// Conf adds fleet.conf keys for every host (the defaults are etcd,
 	// public_ip, api_listen, metadata=hostname=<name>).
 	Conf map[string]string
@@ -71,6 +86,15 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Cluster: hc, EtcdServers: o.EtcdServers}
+	if o.EtcdDir != "" {
+		gw := hc.GatewayIP()
+		c.etcd, err = etcdserver.Start(ctx, etcdserver.Config{DataDir: o.EtcdDir,
+			ClientURLs: []string{"http://" + gw + ":2379"}, PeerURL: "http://" + gw + ":2380", Fast: true})
+		if err != nil {
+			return c, err
+		}
+		c.EtcdServers, o.EtcdServers = "http://"+gw+":2379", "http://"+gw+":2379"
+	}
 	if err := c.startFleet(ctx, o); err != nil {
 		return c, err
 	}
