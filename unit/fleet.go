@@ -1,0 +1,356 @@
+package unit
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+)
+
+// maxValues bounds MachineOf, Conflicts and Replaces, which Validate pairs
+// with each other: real units list a handful, and a unit file padded with
+// thousands must not cost the API seconds to check.
+const maxValues = 1000
+
+// fleetSection is the unit file section fleet reads its options from;
+// systemd ignores sections starting with "X-".
+const fleetSection = "X-Fleet"
+
+// Fleet holds a unit's [X-Fleet] options, specifiers expanded.
+type Fleet struct {
+	// MachineID pins the unit to one machine.
+	MachineID string
+	// MachineOf names units the unit must share a machine with.
+	MachineOf []string
+	// MachineMetadata maps each metadata key to the values accepted for it:
+	// a machine must match one value of every key.
+	MachineMetadata map[string][]string
+	// Conflicts holds glob patterns of units the unit must not share a
+	// machine with.
+	Conflicts []string
+	// Replaces names units the unit displaces from their machine.
+	Replaces []string
+	// Global runs the unit on every machine that satisfies its other options.
+	Global bool
+}
+
+// FleetOptions extracts the [X-Fleet] options of f for the unit called name
+// (which must be a valid unit name), expanding the specifiers %n (full name),
+// %N (name without type suffix), %p (prefix) and %i (instance) in every value.
+//
+// A line may hold several whitespace-separated values; double quotes keep
+// whitespace inside one value (MachineMetadata="region=us east" role=web).
+// Repeated lines add up (repeated values are dropped), except that, as in
+// fleet, MachineID keeps only its first value and the last Global value wins.
+// fleet's legacy names (X-ConditionMachineID, X-ConditionMachineOf,
+// X-ConditionMachineMetadata, X-Conflicts) are accepted.
+//
+// Unknown options, legacy names, the retired X-ConditionMachineBootID and
+// ignored values come back as warnings. A malformed MachineMetadata value or
+// an unclosed quote is an error.
+func (f *File) FleetOptions(name string) (Fleet, []string, error) {
+	n, err := ParseName(name)
+	if err != nil {
+		return Fleet{}, nil, fmt.Errorf("[%s] options: %w", fleetSection, err)
+	}
+	// A Replacer substitutes in one left-to-right pass, as systemd does.
+	expand := strings.NewReplacer(
+		"%n", name,
+		"%N", strings.TrimSuffix(name, "."+n.Type),
+		"%p", n.Prefix,
+		"%i", n.Instance,
+	)
+
+	var (
+		x                            Fleet
+		warnings                     []string
+		warned                       = map[string]bool{}
+		machineIDs, legacyMachineIDs []string
+		globalValue                  string
+		haveGlobal                   bool
+	)
+	warnOnce := func(option, format string, args ...any) {
+		if !warned[option] {
+			warned[option] = true
+			warnings = append(warnings, fmt.Sprintf(format, args...))
+		}
+	}
+
+	for _, o := range f.Options {
+		if o.Section != fleetSection {
+			continue
+		}
+		key, known := fleetKey(o.Name)
+		switch {
+		case !known:
+			warnOnce(o.Name, "unknown [%s] option %q ignored", fleetSection, o.Name)
+			continue
+		case key == "":
+			warnOnce(o.Name, "[%s] option %q is no longer supported and is ignored; use MachineID", fleetSection, o.Name)
+			continue
+		case key != o.Name:
+			warnOnce(o.Name, "[%s] option %q is deprecated; use %q", fleetSection, o.Name, key)
+		}
+
+		values, err := splitValues(o.Value)
+		if err != nil {
+			return Fleet{}, nil, fmt.Errorf("[%s] %s: %w", fleetSection, o.Name, err)
+		}
+		for i, v := range values {
+			values[i] = expand.Replace(v)
+		}
+
+		switch key {
+		case "MachineID":
+			if o.Name == key {
+				machineIDs = append(machineIDs, values...)
+			} else {
+				legacyMachineIDs = append(legacyMachineIDs, values...)
+			}
+		case "MachineOf":
+			x.MachineOf = append(x.MachineOf, values...)
+		case "Conflicts":
+			x.Conflicts = append(x.Conflicts, values...)
+		case "Replaces":
+			x.Replaces = append(x.Replaces, values...)
+		case "MachineMetadata":
+			for _, v := range values {
+				k, val, err := parseMetadata(v)
+				if err != nil {
+					return Fleet{}, nil, fmt.Errorf("[%s] %s: %w", fleetSection, o.Name, err)
+				}
+				if x.MachineMetadata == nil {
+					x.MachineMetadata = map[string][]string{}
+				}
+				x.MachineMetadata[k] = append(x.MachineMetadata[k], val)
+			}
+		case "Global":
+			if len(values) > 0 {
+				globalValue, haveGlobal = values[len(values)-1], true
+			}
+		}
+	}
+
+	// Repeats mean nothing, and dropping them keeps Validate, which pairs
+	// MachineOf with patterns, from growing with a padded file.
+	x.MachineOf, x.Conflicts, x.Replaces = uniq(x.MachineOf), uniq(x.Conflicts), uniq(x.Replaces)
+	for k, v := range x.MachineMetadata {
+		x.MachineMetadata[k] = uniq(v)
+	}
+
+	// fleet prefers the current name over the legacy one, whatever their order.
+	ids := append(machineIDs, legacyMachineIDs...)
+	if len(ids) > 0 {
+		x.MachineID = ids[0]
+		if len(ids) > 1 {
+			warnings = append(warnings, fmt.Sprintf("[%s] MachineID has %d values; only the first, %q, is used",
+				fleetSection, len(ids), ids[0]))
+		}
+	}
+	if haveGlobal {
+		var ok bool
+		x.Global, ok = parseBool(globalValue)
+		if !ok {
+			warnings = append(warnings, fmt.Sprintf("[%s] Global=%q is not a boolean; the unit is not global",
+				fleetSection, globalValue))
+		}
+	}
+	return x, warnings, nil
+}
+
+// fleetKey maps an [X-Fleet] option name, current or legacy, to its current
+// name. Known options with no current meaning map to "".
+func fleetKey(option string) (key string, known bool) {
+	switch option {
+	case "MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Replaces", "Global":
+		return option, true
+	case "X-ConditionMachineID":
+		return "MachineID", true
+	case "X-ConditionMachineOf":
+		return "MachineOf", true
+	case "X-ConditionMachineMetadata":
+		return "MachineMetadata", true
+	case "X-Conflicts":
+		return "Conflicts", true
+	case "X-ConditionMachineBootID":
+		// A boot ID changes on every boot, so it never named a machine for long.
+		return "", true
+	}
+	return "", false
+}
+
+// splitValues splits one option value into its whitespace-separated values.
+// Double quotes group, and are removed; empty values are dropped.
+func splitValues(s string) ([]string, error) {
+	s = joinContinuations(s)
+	var (
+		values []string
+		cur    strings.Builder
+		quoted bool
+	)
+	end := func() {
+		if cur.Len() > 0 {
+			values = append(values, cur.String())
+			cur.Reset()
+		}
+	}
+	// Bytes, not runes: the separators are ASCII, and other bytes must pass
+	// through unchanged even when they are not valid UTF-8.
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			quoted = !quoted
+		case !quoted && isSpace(c):
+			end()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if quoted {
+		return nil, fmt.Errorf("unclosed double quote in %q", clip(s))
+	}
+	end()
+	return values, nil
+}
+
+// uniq returns s without repeated values, keeping first occurrences in order.
+func uniq(s []string) []string {
+	seen := make(map[string]bool, len(s))
+	out := s[:0]
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func isSpace(c byte) bool {
+	switch c {
+	case ' ', '\t', '\n', '\r', '\v', '\f':
+		return true
+	}
+	return false
+}
+
+func parseMetadata(v string) (key, value string, err error) {
+	key, value, ok := strings.Cut(v, "=")
+	key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+	if !ok || key == "" || value == "" {
+		return "", "", fmt.Errorf("%q is not key=value", clip(v))
+	}
+	return key, value, nil
+}
+
+// parseBool reads fleet's truthy values; ok is false when s is neither truthy
+// nor one of the matching falsy values.
+func parseBool(s string) (b, ok bool) {
+	switch strings.ToLower(s) {
+	case "true", "yes", "1", "on", "t":
+		return true, true
+	case "false", "no", "0", "off", "f":
+		return false, true
+	}
+	return false, false
+}
+
+// Validate applies fleet's rules for combining [X-Fleet] options to the unit
+// called name. Each broken rule is reported, joined into one error:
+//   - MachineID cannot be combined with MachineOf, Conflicts, Global or Replaces;
+//   - Global cannot be combined with MachineOf or Replaces;
+//   - Conflicts cannot be combined with Replaces;
+//   - MachineOf, Conflicts and Replaces hold at most 1000 values each;
+//   - Conflicts and Replaces patterns must be valid path.Match globs;
+//   - no MachineOf unit may match the unit's own Conflicts or Replaces
+//     patterns, as it could then never be placed;
+//   - a unit cannot name itself in MachineOf.
+func (x Fleet) Validate(name string) error {
+	var errs []error
+	refuse := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+	combine := []struct {
+		a, b         string
+		haveA, haveB bool
+	}{
+		{"MachineID", "MachineOf", x.MachineID != "", len(x.MachineOf) > 0},
+		{"MachineID", "Conflicts", x.MachineID != "", len(x.Conflicts) > 0},
+		{"MachineID", "Global", x.MachineID != "", x.Global},
+		{"MachineID", "Replaces", x.MachineID != "", len(x.Replaces) > 0},
+		{"Global", "MachineOf", x.Global, len(x.MachineOf) > 0},
+		{"Global", "Replaces", x.Global, len(x.Replaces) > 0},
+		{"Conflicts", "Replaces", len(x.Conflicts) > 0, len(x.Replaces) > 0},
+	}
+	for _, c := range combine {
+		if c.haveA && c.haveB {
+			refuse("%s cannot be combined with %s", c.a, c.b)
+		}
+	}
+
+	lists := []struct {
+		option string
+		values []string
+	}{{"MachineOf", x.MachineOf}, {"Conflicts", x.Conflicts}, {"Replaces", x.Replaces}}
+	tooMany := false
+	for _, l := range lists {
+		if len(l.values) > maxValues {
+			refuse("%s has %d values, more than the %d allowed", l.option, len(l.values), maxValues)
+			tooMany = true
+		}
+	}
+	if tooMany {
+		// Pairing every MachineOf unit with every pattern is what the limit
+		// guards, and the unit is refused anyway.
+		return errors.Join(errs...)
+	}
+
+	// Conflicts and Replaces are patterns; a MachineOf unit they match could
+	// never be placed next to this one.
+	for _, l := range lists[1:] {
+		for _, p := range l.values {
+			if _, err := path.Match(p, ""); err != nil {
+				refuse("%s pattern %q is malformed: %w", l.option, p, err)
+				continue
+			}
+			for _, peer := range x.MachineOf {
+				if ok, _ := path.Match(p, peer); ok {
+					refuse("MachineOf unit %q matches %s pattern %q", peer, l.option, p)
+				}
+			}
+		}
+	}
+
+	if slices.Contains(x.MachineOf, name) {
+		refuse("unit %q cannot name itself in MachineOf", name)
+	}
+	return errors.Join(errs...)
+}
+
+// MatchesMetadata reports whether a machine with metadata md satisfies
+// x.MachineMetadata: for every required key, md holds one of its values.
+func (x Fleet) MatchesMetadata(md map[string]string) bool {
+	for key, values := range x.MachineMetadata {
+		v, ok := md[key]
+		if !ok || !slices.Contains(values, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// ConflictsWith reports whether the unit called name matches one of
+// x.Conflicts.
+func (x Fleet) ConflictsWith(name string) bool {
+	for _, p := range x.Conflicts {
+		// A malformed pattern matches nothing; Validate reports it.
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
