@@ -1,0 +1,30 @@
+// Package api is fleet's v1 HTTP API (wire-compatible with CoreOS fleet's
+// schema/v1) and the one small interface, Client, that fleetctl and the HTTP
+// server are both written against.
+//
+// The package provides:
+//   - the wire types (Unit, UnitOption, UnitState, Machine and their pages),
+//     kept apart from the registry's domain types;
+//   - Client, implemented over etcd by NewRegistryClient and over HTTP by
+//     NewHTTPClient (a unix socket or TCP endpoint);
+//   - NewServer, an http.Handler serving /fleet/v1/ on top of any Client,
+//     plus two extensions for machine-local data: a unit's `systemctl status`
+//     text and its journal;
+//   - Inspector, the machine-local source of that data, and SystemdInspector,
+//     which runs systemctl and journalctl.
+//
+// Validation of names, options and target states lives in the Client
+// implementations, not in HTTP handlers: the registry client refuses what
+// fleet refused, with an error wrapping one of the sentinel errors, and the
+// server maps sentinels to status codes (ErrInvalid 400, ErrNotFound 404,
+// ErrExists and ErrConflict 409, ErrUnavailable 503). The HTTP client maps
+// them back, so errors.Is works the same over either implementation.
+//
+// Machine-local requests (status, journal) are answered by the fleetd of the
+// machine the unit is scheduled to: the server answers from its own Inspector
+// when the unit is local and otherwise forwards to that machine's fleetd at
+// its registered API URL.
+//
+// The package leaves scheduling to the engine, unit file parsing and fleet's
+// option rules to package unit, and etcd to package registry.
+package api

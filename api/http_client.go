@@ -1,0 +1,360 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/seed-a1ce88ea/fleet/machine"
+)
+
+// DefaultEndpoint is where fleetd serves the API on its own machine.
+const DefaultEndpoint = "unix:///var/run/fleet.sock"
+
+const (
+	// forwardedHeader marks a request one fleetd forwarded to another, which
+	// must then answer from its own systemd and never forward again.
+	forwardedHeader = "Fleet-Forwarded"
+	// maxErrorBody bounds how much of an error answer is read.
+	maxErrorBody = 64 << 10
+)
+
+// httpClient is the Client over a fleetd's HTTP API.
+type httpClient struct {
+	endpoint string   // as configured, for messages
+	base     *url.URL // scheme and host (a placeholder for unix sockets) and path prefix
+	hc       *http.Client
+	timeout  time.Duration
+	opts     httpOptions
+}
+
+type httpOptions struct {
+	// hint ends the message of a connection failure: what to check.
+	hint string
+	// forwarded marks requests as forwarded by a fleetd. Such a client is
+	// used once, so it keeps no idle connections either.
+	forwarded bool
+}
+
+// NewHTTPClient returns the Client of the fleetd at endpoint:
+// "unix:///path/to/socket" (or just "/path/to/socket") or "http://host:port"
+// ("https://" and a bare "host:port" work too). Each request, including
+// reading its answer, is bounded by timeout (0: only by its ctx).
+func NewHTTPClient(endpoint string, timeout time.Duration) (Client, error) {
+	return newHTTPClient(endpoint, timeout, httpOptions{
+		hint: "is fleetd running? set --endpoint or FLEETCTL_ENDPOINT",
+	})
+}
+
+func forwardOptions(m machine.Machine) httpOptions {
+	return httpOptions{
+		hint:      fmt.Sprintf("is fleetd running on machine %s (%s), and its API port open to this machine?", m.ID, m.PublicIP),
+		forwarded: true,
+	}
+}
+
+func newHTTPClient(endpoint string, timeout time.Duration, opts httpOptions) (*httpClient, error) {
+	base, socket, err := parseEndpoint(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     30 * time.Second,
+		DisableKeepAlives:   opts.forwarded,
+	}
+	d := &net.Dialer{Timeout: timeout}
+	if socket != "" {
+		tr.Proxy = nil
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", socket)
+		}
+	} else {
+		tr.DialContext = d.DialContext
+	}
+	return &httpClient{
+		endpoint: endpoint,
+		base:     base,
+		hc:       &http.Client{Transport: tr, Timeout: timeout},
+		timeout:  timeout,
+		opts:     opts,
+	}, nil
+}
+
+// parseEndpoint returns the base URL requests are built on and, for a unix
+// socket, its path.
+func parseEndpoint(endpoint string) (base *url.URL, socket string, err error) {
+	bad := func(why string) error {
+		return fmt.Errorf("invalid fleetd endpoint %q: %s; want unix:///path/to/socket or http://host:port", endpoint, why)
+	}
+	if strings.HasPrefix(endpoint, "/") {
+		endpoint = "unix://" + endpoint
+	}
+	if !strings.Contains(endpoint, "://") {
+		endpoint = "http://" + endpoint
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return nil, "", bad(err.Error())
+	}
+	switch u.Scheme {
+	case "unix":
+		p := u.Path
+		if u.Host != "" {
+			// unix://relative/path.sock
+			p = u.Host + u.Path
+		}
+		if p == "" {
+			return nil, "", bad("no socket path")
+		}
+		// The host is never resolved: the transport dials the socket.
+		return &url.URL{Scheme: "http", Host: "fleetd"}, p, nil
+	case "http", "https":
+		if u.Host == "" {
+			return nil, "", bad("no host")
+		}
+		return &url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")}, "", nil
+	}
+	return nil, "", bad(fmt.Sprintf("unknown scheme %q", u.Scheme))
+}
+
+// request describes one API call.
+type request struct {
+	method string
+	path   string // below /fleet/v1, unescaped
+	query  url.Values
+	body   any
+	header http.Header
+}
+
+// do sends req and returns the response of a 2xx answer (the caller closes
+// its body). Other answers become *Error; transport failures name the
+// endpoint and what to check.
+func (c *httpClient) do(ctx context.Context, req request) (*http.Response, error) {
+	u := *c.base
+	u.Path += "/fleet/v1" + req.path
+	u.RawQuery = req.query.Encode()
+	var body io.Reader
+	if req.body != nil {
+		b, err := json.Marshal(req.body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	for k, vs := range req.header {
+		hr.Header[k] = vs
+	}
+	if req.body != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	hr.Header.Set("Accept", "application/json")
+	if c.opts.forwarded {
+		hr.Header.Set(forwardedHeader, "true")
+	}
+	resp, err := c.hc.Do(hr)
+	if err != nil {
+		return nil, c.transportError(ctx, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, c.answerError(resp)
+}
+
+func (c *httpClient) transportError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("request to fleetd at %s: %w", c.endpoint, ctx.Err())
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return errorf(ErrUnavailable, "cannot reach fleetd at %s: no connection within %s (%s)", c.endpoint, c.timeout, c.opts.hint)
+		}
+		return errorf(ErrUnavailable, "fleetd at %s did not answer within %s (is it overloaded? raise --request-timeout)", c.endpoint, c.timeout)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return errorf(ErrUnavailable, "cannot reach fleetd at %s: %v (%s)", c.endpoint, err, c.opts.hint)
+}
+
+// answerError decodes an error answer: {"error":{"code":N,"message":"..."}}
+// if the body holds one, else the status line and the body's start.
+func (c *httpClient) answerError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var eb errorBody
+	if err := json.Unmarshal(b, &eb); err == nil && eb.Error.Message != "" {
+		return &Error{Code: resp.StatusCode, Message: eb.Error.Message}
+	}
+	msg := fmt.Sprintf("fleetd at %s answered %s", c.endpoint, resp.Status)
+	if text := strings.TrimSpace(string(b)); text != "" {
+		msg += ": " + clipText(text, 200)
+	}
+	return &Error{Code: resp.StatusCode, Message: msg}
+}
+
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// getJSON GETs path and decodes the JSON answer into out.
+func (c *httpClient) getJSON(ctx context.Context, path string, query url.Values, out any) error {
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: path, query: query})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode answer of fleetd at %s to GET %s: %w", c.endpoint, path, err)
+	}
+	return nil
+}
+
+// getText GETs path and returns the answer's body as text.
+func (c *httpClient) getText(ctx context.Context, path string, query url.Values) (string, error) {
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: path, query: query})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("read answer of fleetd at %s to GET %s: %w", c.endpoint, path, err)
+	}
+	return string(b), nil
+}
+
+func unitPath(name string) string { return "/units/" + name }
+
+func (c *httpClient) Machines(ctx context.Context) ([]Machine, error) {
+	var page MachinePage
+	if err := c.getJSON(ctx, "/machines", nil, &page); err != nil {
+		return nil, err
+	}
+	return page.Machines, nil
+}
+
+func (c *httpClient) Units(ctx context.Context) ([]*Unit, error) {
+	var all []*Unit
+	q := url.Values{}
+	for {
+		var page UnitPage
+		if err := c.getJSON(ctx, "/units", q, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Units...)
+		if page.NextPageToken == "" {
+			return all, nil
+		}
+		q.Set("nextPageToken", page.NextPageToken)
+	}
+}
+
+func (c *httpClient) Unit(ctx context.Context, name string) (*Unit, error) {
+	var u Unit
+	if err := c.getJSON(ctx, unitPath(name), nil, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+func (c *httpClient) UnitStates(ctx context.Context) ([]*UnitState, error) {
+	var page UnitStatePage
+	if err := c.getJSON(ctx, "/state", nil, &page); err != nil {
+		return nil, err
+	}
+	return page.States, nil
+}
+
+func (c *httpClient) CreateUnit(ctx context.Context, u *Unit) ([]string, error) {
+	// If-None-Match: * makes the PUT create only, as CreateUnit promises;
+	// without it fleet's PUT would set the state of an existing unit.
+	return c.put(ctx, u, nil, http.Header{"If-None-Match": {"*"}})
+}
+
+func (c *httpClient) ReplaceUnit(ctx context.Context, u *Unit) ([]string, error) {
+	return c.put(ctx, u, url.Values{"replace": {"true"}}, nil)
+}
+
+func (c *httpClient) put(ctx context.Context, u *Unit, q url.Values, h http.Header) ([]string, error) {
+	if u == nil {
+		return nil, errorf(ErrInvalid, "no unit given")
+	}
+	resp, err := c.do(ctx, request{method: http.MethodPut, path: unitPath(u.Name), query: q, body: u, header: h})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return parseWarnings(resp.Header), nil
+}
+
+func (c *httpClient) SetUnitTargetState(ctx context.Context, name, state string) error {
+	// If-Match: * keeps the PUT from creating an instance from its template.
+	resp, err := c.do(ctx, request{
+		method: http.MethodPut,
+		path:   unitPath(name),
+		body:   &Unit{Name: name, DesiredState: state},
+		header: http.Header{"If-Match": {"*"}},
+	})
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+func (c *httpClient) DestroyUnit(ctx context.Context, name string) error {
+	resp, err := c.do(ctx, request{method: http.MethodDelete, path: unitPath(name)})
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
+}
+
+func (c *httpClient) UnitStatus(ctx context.Context, name string) (string, error) {
+	return c.getText(ctx, unitPath(name)+"/status", nil)
+}
+
+func (c *httpClient) UnitJournal(ctx context.Context, name string, lines int) (string, error) {
+	return c.getText(ctx, unitPath(name)+"/journal", url.Values{"lines": {strconv.Itoa(lines)}})
+}
+
+// Warnings travel in Warning headers (RFC 9111 section 5.5 syntax, code 299
+// as Kubernetes uses it): 299 fleetd "unknown [X-Fleet] option ...".
+const warnPrefix = "299 fleetd "
+
+func formatWarning(w string) string { return warnPrefix + strconv.QuoteToASCII(w) }
+
+func parseWarnings(h http.Header) []string {
+	var out []string
+	for _, v := range h.Values("Warning") {
+		text, ok := strings.CutPrefix(v, warnPrefix)
+		if !ok {
+			continue
+		}
+		if s, err := strconv.Unquote(text); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,66 @@
+package api
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+)
+
+// pageSize is the one page size fleet's tokens allow.
+const pageSize = 100
+
+// pageToken is fleet's nextPageToken: URL-safe base64 of two little-endian
+// uint16s, the page size and the 1-based page number. It is kept byte for
+// byte so tokens from fleet clients work.
+type pageToken struct {
+	limit, page uint16
+}
+
+func firstPage() pageToken { return pageToken{limit: pageSize, page: 1} }
+
+func (t pageToken) next() pageToken { return pageToken{limit: t.limit, page: t.page + 1} }
+
+func (t pageToken) encode() string {
+	var b [4]byte
+	binary.LittleEndian.PutUint16(b[0:], t.limit)
+	binary.LittleEndian.PutUint16(b[2:], t.page)
+	return base64.URLEncoding.EncodeToString(b[:])
+}
+
+func parsePageToken(s string) (pageToken, error) {
+	b, err := base64.URLEncoding.DecodeString(s)
+	if err != nil || len(b) != 4 {
+		return pageToken{}, errorf(ErrInvalid, "invalid nextPageToken %q: not a token this API issued", clipText(s, 40))
+	}
+	t := pageToken{limit: binary.LittleEndian.Uint16(b[0:]), page: binary.LittleEndian.Uint16(b[2:])}
+	switch {
+	case t.limit != pageSize:
+		return pageToken{}, errorf(ErrInvalid, "invalid nextPageToken: page size must be %d", pageSize)
+	case t.page == 0:
+		return pageToken{}, errorf(ErrInvalid, "invalid nextPageToken: page must be greater than zero")
+	}
+	return t, nil
+}
+
+// pageOf returns the items of page t and the token of the next page ("" on
+// the last).
+func pageOf[T any](all []T, t pageToken) ([]T, string) {
+	start := int(t.page-1) * int(t.limit)
+	end := start + int(t.limit)
+	if start >= len(all) {
+		return []T{}, ""
+	}
+	if end >= len(all) {
+		return all[start:], ""
+	}
+	return all[start:end], t.next().encode()
+}
+
+func pageFromQuery(values []string) (pageToken, error) {
+	switch len(values) {
+	case 0:
+		return firstPage(), nil
+	case 1:
+		return parsePageToken(values[0])
+	}
+	return pageToken{}, errorf(ErrInvalid, "give at most one nextPageToken, not %d", len(values))
+}

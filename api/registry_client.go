@@ -1,0 +1,371 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/seed-a1ce88ea/fleet/machine"
+	"github.com/seed-a1ce88ea/fleet/registry"
+	"github.com/seed-a1ce88ea/fleet/unit"
+)
+
+// forwardTimeout bounds one forwarded machine-local request.
+const forwardTimeout = 15 * time.Second
+
+// registryClient is the Client over etcd. It holds no state of its own: every
+// call reads the registry afresh.
+type registryClient struct {
+	reg *registry.Registry
+}
+
+// NewRegistryClient returns the Client that reads and writes fleet's state in
+// etcd through reg. It validates what it writes with fleet's rules (package
+// unit) and answers UnitStatus and UnitJournal by forwarding to the fleetd of
+// the unit's machine at its registered API URL.
+func NewRegistryClient(reg *registry.Registry) Client {
+	return &registryClient{reg: reg}
+}
+
+func (c *registryClient) Machines(ctx context.Context) ([]Machine, error) {
+	ms, _, err := c.reg.Machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Machine, len(ms))
+	for i, m := range ms {
+		out[i] = wireMachine(m)
+	}
+	return out, nil
+}
+
+func wireMachine(m machine.Machine) Machine {
+	md := make(map[string]string, len(m.Metadata))
+	for k, v := range m.Metadata {
+		md[k] = v
+	}
+	return Machine{ID: m.ID, PrimaryIP: m.PublicIP, Metadata: md}
+}
+
+func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
+	recs, _, err := c.reg.Units(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Bodies and placements are read after the units, so every body a unit
+	// refers to is there unless the unit was replaced and its old body
+	// collected meanwhile; that body is then read alone (and the unit skipped
+	// if it was destroyed too).
+	bodies, err := c.reg.Bodies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	placed, err := c.placements(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Unit, 0, len(recs))
+	for _, rec := range recs {
+		body, ok := bodies[rec.Hash]
+		if !ok {
+			u, err := c.Unit(ctx, rec.Name)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, u)
+			continue
+		}
+		u, err := wireUnit(rec, body, placed[rec.Name])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+func (c *registryClient) Unit(ctx context.Context, name string) (*Unit, error) {
+	rec, err := c.reg.Unit(ctx, name)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, errorf(ErrNotFound, "unit %s not found", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.reg.Body(ctx, rec.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("unit %s: %w", name, err)
+	}
+	placed, err := c.placements(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return wireUnit(rec, body, placed[name])
+}
+
+// placements reads the whole schedule, grouped by unit name.
+func (c *registryClient) placements(ctx context.Context) (map[string][]registry.Placement, error) {
+	ps, _, err := c.reg.Placements(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]registry.Placement)
+	for _, p := range ps {
+		out[p.Name] = append(out[p.Name], p)
+	}
+	return out, nil
+}
+
+// wireUnit builds the wire form of a unit: its options from its body, its
+// current state and machine from its placements.
+func wireUnit(rec registry.Unit, body string, placed []registry.Placement) (*Unit, error) {
+	f, err := unit.ParseString(body)
+	if err != nil {
+		return nil, fmt.Errorf("unit %s: stored body %s: %w", rec.Name, rec.Hash, err)
+	}
+	u := &Unit{Name: rec.Name, Options: OptionsFromFile(f), DesiredState: string(rec.DesiredState)}
+	if fo, _, err := f.FleetOptions(rec.Name); err == nil && fo.Global {
+		// A global unit is scheduled on many machines: like fleet, report
+		// neither a current state nor a machine.
+		return u, nil
+	}
+	u.CurrentState = string(registry.StateInactive)
+	if p, ok := pickPlacement(placed, rec.Hash); ok {
+		u.CurrentState, u.MachineID = string(p.DesiredState), p.Machine
+	}
+	return u, nil
+}
+
+// pickPlacement chooses the placement that describes a unit: one with the
+// unit's current hash if any (while a replaced unit moves there may briefly
+// be two), else the first.
+func pickPlacement(ps []registry.Placement, hash string) (registry.Placement, bool) {
+	if len(ps) == 0 {
+		return registry.Placement{}, false
+	}
+	for _, p := range ps {
+		if p.Hash == hash {
+			return p, true
+		}
+	}
+	return ps[0], true
+}
+
+func (c *registryClient) UnitStates(ctx context.Context) ([]*UnitState, error) {
+	ss, err := c.reg.States(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*UnitState, len(ss))
+	for i, s := range ss {
+		out[i] = &UnitState{
+			Name:               s.Name,
+			Hash:               s.Hash,
+			MachineID:          s.Machine,
+			SystemdLoadState:   s.LoadState,
+			SystemdActiveState: s.ActiveState,
+			SystemdSubState:    s.SubState,
+		}
+	}
+	sortStates(out)
+	return out, nil
+}
+
+func sortStates(ss []*UnitState) {
+	slices.SortFunc(ss, func(a, b *UnitState) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.MachineID, b.MachineID))
+	})
+}
+
+func (c *registryClient) CreateUnit(ctx context.Context, u *Unit) ([]string, error) {
+	return c.create(ctx, u, false)
+}
+
+func (c *registryClient) ReplaceUnit(ctx context.Context, u *Unit) ([]string, error) {
+	return c.create(ctx, u, true)
+}
+
+func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]string, error) {
+	if u == nil {
+		return nil, errorf(ErrInvalid, "no unit given")
+	}
+	name := u.Name
+	n, err := unit.ParseName(name)
+	if err != nil {
+		return nil, errorf(ErrInvalid, "%v", err)
+	}
+	state := registry.StateInactive
+	if u.DesiredState != "" {
+		if state, err = registry.ParseState(u.DesiredState); err != nil {
+			return nil, errorf(ErrInvalid, "unit %s: %v", name, err)
+		}
+	}
+	if err := checkTemplateState(n, state); err != nil {
+		return nil, err
+	}
+	f, warnings, err := c.unitFile(ctx, n, u.Options)
+	if err != nil {
+		return nil, err
+	}
+	if replace && u.DesiredState == "" {
+		// Keep the desired state of the unit being replaced, so replacing a
+		// running unit's file does not stop it.
+		switch old, err := c.reg.Unit(ctx, name); {
+		case err == nil:
+			state = old.DesiredState
+		case !errors.Is(err, registry.ErrNotFound):
+			return nil, err
+		}
+	}
+	rec := registry.Unit{Name: name, Hash: f.Hash().String(), DesiredState: state}
+	err = c.reg.CreateUnit(ctx, rec, f.String(), replace)
+	if errors.Is(err, registry.ErrExists) {
+		return nil, errorf(ErrExists, "unit %s already exists", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return warnings, nil
+}
+
+// unitFile turns submitted options into the unit file to store, checked with
+// fleet's rules. An instance submitted without options gets its template's.
+func (c *registryClient) unitFile(ctx context.Context, n unit.Name, opts []*UnitOption) (*unit.File, []string, error) {
+	name := n.String()
+	var text string
+	switch {
+	case len(opts) > 0:
+		text = FileFromOptions(opts).String()
+	case n.IsInstance():
+		tmpl, err := c.reg.Unit(ctx, n.TemplateName())
+		if errors.Is(err, registry.ErrNotFound) {
+			return nil, nil, errorf(ErrInvalid, "unit %s has no options, and its template %s has not been submitted: submit the template or give the unit a file", name, n.TemplateName())
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if text, err = c.reg.Body(ctx, tmpl.Hash); err != nil {
+			return nil, nil, fmt.Errorf("template %s of unit %s: %w", n.TemplateName(), name, err)
+		}
+	default:
+		return nil, nil, errorf(ErrInvalid, "unit %s has no options: a unit file needs at least one [Section] and Name=Value line", name)
+	}
+	// Parsing the canonical text applies the parser's rules to options that
+	// came as a list, and proves the stored body will parse back.
+	f, err := unit.ParseString(text)
+	if err != nil {
+		return nil, nil, errorf(ErrInvalid, "unit %s: %s", name, oneLine(err))
+	}
+	fo, warnings, err := f.FleetOptions(name)
+	if err != nil {
+		return nil, nil, errorf(ErrInvalid, "unit %s: %s", name, oneLine(err))
+	}
+	if err := fo.Validate(name); err != nil {
+		return nil, nil, errorf(ErrInvalid, "unit %s: %s", name, oneLine(err))
+	}
+	return f, warnings, nil
+}
+
+// oneLine joins the lines of a multi-error into one sentence.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// checkTemplateState refuses to schedule a template: systemd can only run
+// its instances.
+func checkTemplateState(n unit.Name, s registry.State) error {
+	if !n.Template || s == registry.StateInactive {
+		return nil
+	}
+	verb := "start"
+	if s == registry.StateLoaded {
+		verb = "load"
+	}
+	return errorf(ErrInvalid, "unit %s is a template; %s an instance such as %s@1.%s", n.String(), verb, n.Prefix, n.Type)
+}
+
+func (c *registryClient) SetUnitTargetState(ctx context.Context, name, state string) error {
+	s, err := registry.ParseState(state)
+	if err != nil {
+		return errorf(ErrInvalid, "unit %s: %v", name, err)
+	}
+	n, err := unit.ParseName(name)
+	if err != nil {
+		return errorf(ErrInvalid, "%v", err)
+	}
+	if err := checkTemplateState(n, s); err != nil {
+		return err
+	}
+	err = c.reg.SetDesiredState(ctx, name, s)
+	if errors.Is(err, registry.ErrNotFound) {
+		return errorf(ErrNotFound, "unit %s not found", name)
+	}
+	return err
+}
+
+func (c *registryClient) DestroyUnit(ctx context.Context, name string) error {
+	err := c.reg.DestroyUnit(ctx, name)
+	if errors.Is(err, registry.ErrNotFound) {
+		return errorf(ErrNotFound, "unit %s not found", name)
+	}
+	return err
+}
+
+func (c *registryClient) UnitStatus(ctx context.Context, name string) (string, error) {
+	hc, err := c.forwardTo(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	return hc.UnitStatus(ctx, name)
+}
+
+func (c *registryClient) UnitJournal(ctx context.Context, name string, lines int) (string, error) {
+	hc, err := c.forwardTo(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	return hc.UnitJournal(ctx, name, lines)
+}
+
+// forwardTo returns an HTTP client of the fleetd on the machine the unit is
+// scheduled to, marked so that fleetd answers only from its own systemd.
+func (c *registryClient) forwardTo(ctx context.Context, name string) (Client, error) {
+	u, err := c.Unit(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if u.MachineID == "" {
+		if IsGlobal(u) {
+			return nil, errorf(ErrConflict, "unit %s is global and runs on every matching machine; ask one machine's fleetd for it (fleetctl --endpoint on that machine)", name)
+		}
+		return nil, errorf(ErrConflict, "unit %s is not scheduled to any machine (its state is %s); load or start it first", name, u.CurrentState)
+	}
+	ms, _, err := c.reg.Machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(ms, func(m machine.Machine) bool { return m.ID == u.MachineID })
+	if i < 0 {
+		return nil, errorf(ErrUnavailable, "machine %s of unit %s is not present in the cluster; wait for the engine to reschedule the unit", u.MachineID, name)
+	}
+	m := ms[i]
+	if m.APIURL == "" {
+		return nil, errorf(ErrUnavailable, "unit %s runs on machine %s (%s), which does not serve the fleet API over TCP; give that fleetd a TCP listen address, or run fleetctl on that machine", name, m.ID, m.PublicIP)
+	}
+	return newHTTPClient(m.APIURL, forwardTimeout, forwardOptions(m))
+}
+
+// IsGlobal reports whether u's [X-Fleet] options make it a global unit
+// (scheduled on every matching machine). A unit whose options do not parse
+// is not global.
+func IsGlobal(u *Unit) bool {
+	fo, _, err := FileFromOptions(u.Options).FleetOptions(u.Name)
+	return err == nil && fo.Global
+}

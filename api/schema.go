@@ -1,0 +1,71 @@
+package api
+
+// Wire types of fleet's v1 API. Field names and JSON keys follow CoreOS
+// fleet's schema/v1 so existing API clients keep working.
+
+// Unit is a submitted unit: its file as options, its desired (target) state
+// and, when scheduled, the state and machine the schedule gives it.
+type Unit struct {
+	Name    string        `json:"name"`
+	Options []*UnitOption `json:"options"`
+	// DesiredState is the target state: inactive, loaded or launched.
+	DesiredState string `json:"desiredState,omitempty"`
+	// CurrentState is "inactive" when the unit is in no machine's schedule,
+	// otherwise the state it is scheduled in. Empty for global units, which
+	// are scheduled on many machines.
+	CurrentState string `json:"currentState,omitempty"`
+	// MachineID is the machine the unit is scheduled to, if any.
+	MachineID string `json:"machineID,omitempty"`
+}
+
+// UnitOption is one Name=Value line of a unit file and its section.
+type UnitOption struct {
+	Section string `json:"section"`
+	Name    string `json:"name"`
+	Value   string `json:"value"`
+}
+
+// UnitState is what a machine's agent last saw of a unit in its systemd.
+type UnitState struct {
+	Name               string `json:"name"`
+	Hash               string `json:"hash"`
+	MachineID          string `json:"machineID"`
+	SystemdLoadState   string `json:"systemdLoadState"`
+	SystemdActiveState string `json:"systemdActiveState"`
+	SystemdSubState    string `json:"systemdSubState"`
+}
+
+// Machine is a present member of the cluster.
+type Machine struct {
+	ID        string            `json:"id"`
+	PrimaryIP string            `json:"primaryIP"`
+	Metadata  map[string]string `json:"metadata"`
+}
+
+// UnitPage is one page of GET /fleet/v1/units. NextPageToken is empty on the
+// last page.
+type UnitPage struct {
+	Units         []*Unit `json:"units"`
+	NextPageToken string  `json:"nextPageToken"`
+}
+
+// UnitStatePage is the answer to GET /fleet/v1/state.
+type UnitStatePage struct {
+	States []*UnitState `json:"states"`
+}
+
+// MachinePage is the answer to GET /fleet/v1/machines.
+type MachinePage struct {
+	Machines []Machine `json:"machines"`
+}
+
+// errorBody is the JSON of every error answer:
+// {"error":{"code":404,"message":"unit x.service not found"}}.
+type errorBody struct {
+	Error errorEntity `json:"error"`
+}
+
+type errorEntity struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}

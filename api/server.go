@@ -1,0 +1,381 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+const (
+	// maxRequestBody bounds a PUT body; unit files are small.
+	maxRequestBody = 1 << 20
+	// maxJournalLines bounds ?lines= of the journal endpoint.
+	maxJournalLines = 100000
+	// defaultJournalLines is fleetctl journal's default.
+	defaultJournalLines = 10
+)
+
+// ServerOption configures NewServer.
+type ServerOption func(*server)
+
+// WithVersion sets the version the server names in its Server header
+// ("fleetd/<version>"; default "dev").
+func WithVersion(v string) ServerOption {
+	return func(s *server) {
+		if v != "" {
+			s.version = v
+		}
+	}
+}
+
+// WithLocalMachine tells the server which machine it runs on and how to read
+// that machine's systemd: status and journal requests for units scheduled
+// here are answered by insp; others are forwarded to the unit's machine.
+func WithLocalMachine(id string, insp Inspector) ServerOption {
+	return func(s *server) { s.local, s.insp = id, insp }
+}
+
+// WithLogger sets the logger for failed requests (default: discard).
+func WithLogger(l *slog.Logger) ServerOption {
+	return func(s *server) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+type server struct {
+	c       Client
+	version string
+	local   string
+	insp    Inspector
+	log     *slog.Logger
+}
+
+// NewServer returns the handler of fleet's v1 API on top of c:
+//
+//	GET    /fleet/v1/units                 {"units":[...],"nextPageToken":"..."}
+//	GET    /fleet/v1/units/{name}          a Unit
+//	PUT    /fleet/v1/units/{name}          create (201), set desiredState (204)
+//	DELETE /fleet/v1/units/{name}          destroy (204)
+//	GET    /fleet/v1/units/{name}/status   text of systemctl status (extension)
+//	GET    /fleet/v1/units/{name}/journal  last ?lines=N journal lines (extension)
+//	GET    /fleet/v1/state                 {"states":[...]}, ?machineID= ?unitName=
+//	GET    /fleet/v1/machines              {"machines":[...]}
+//
+// PUT follows fleet: a body with options creates the unit; for an existing
+// unit it must carry the same options (or none) and a desiredState, which is
+// then set; different options answer 409 unless ?replace=true. Extensions:
+// If-None-Match: * makes a PUT create only (412 if the unit exists),
+// If-Match: * makes it update only (404 if the unit does not exist), and
+// warnings about the unit come back in Warning headers.
+//
+// Errors are {"error":{"code":N,"message":"..."}}.
+func NewServer(c Client, opts ...ServerOption) http.Handler {
+	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(s)
+	}
+	mux := http.NewServeMux()
+	route := func(path string, handlers map[string]http.HandlerFunc) {
+		var allowed []string
+		for method, h := range handlers {
+			mux.HandleFunc(method+" "+path, h)
+			allowed = append(allowed, method)
+		}
+		slices.Sort(allowed)
+		// Requests with other methods fall through to this less specific
+		// pattern, so a 405 carries a JSON body like every other error.
+		mux.HandleFunc(path, s.methodNotAllowed(allowed))
+	}
+	route("/fleet/v1/units", map[string]http.HandlerFunc{http.MethodGet: s.listUnits})
+	route("/fleet/v1/units/{name}", map[string]http.HandlerFunc{
+		http.MethodGet:    s.getUnit,
+		http.MethodPut:    s.putUnit,
+		http.MethodDelete: s.deleteUnit,
+	})
+	route("/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus})
+	route("/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal})
+	route("/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates})
+	route("/fleet/v1/machines", map[string]http.HandlerFunc{http.MethodGet: s.listMachines})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.sendError(w, r, errorf(ErrNotFound, "no such API resource: %s", r.URL.Path))
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "fleetd/"+s.version)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) methodNotAllowed(allowed []string) http.HandlerFunc {
+	list := strings.Join(allowed, ", ")
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", list)
+		s.sendCode(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, list))
+	}
+}
+
+func (s *server) listUnits(w http.ResponseWriter, r *http.Request) {
+	tok, err := pageFromQuery(r.URL.Query()["nextPageToken"])
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	units, err := s.c.Units(r.Context())
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	items, next := pageOf(units, tok)
+	s.sendJSON(w, http.StatusOK, UnitPage{Units: items, NextPageToken: next})
+}
+
+func (s *server) getUnit(w http.ResponseWriter, r *http.Request) {
+	u, err := s.c.Unit(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	s.sendJSON(w, http.StatusOK, u)
+}
+
+func (s *server) putUnit(w http.ResponseWriter, r *http.Request) {
+	if err := checkJSON(r); err != nil {
+		s.sendCode(w, http.StatusUnsupportedMediaType, err.Error())
+		return
+	}
+	name := r.PathValue("name")
+	var u Unit
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err := dec.Decode(&u); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.sendCode(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxRequestBody))
+			return
+		}
+		s.sendError(w, r, errorf(ErrInvalid, "decode request body: %v", err))
+		return
+	}
+	if u.Name == "" {
+		u.Name = name
+	}
+	if u.Name != name {
+		s.sendError(w, r, errorf(ErrInvalid, "unit name %q in the body differs from %q in the URL", u.Name, name))
+		return
+	}
+	p := putRequest{
+		unit:       &u,
+		createOnly: r.Header.Get("If-None-Match") == "*",
+		updateOnly: r.Header.Get("If-Match") == "*",
+	}
+	if v := r.URL.Query().Get("replace"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.sendError(w, r, errorf(ErrInvalid, "replace must be true or false, not %q", v))
+			return
+		}
+		p.replace = b
+	}
+	created, warnings, err := s.put(r.Context(), p)
+	if err != nil {
+		if p.createOnly && errors.Is(err, ErrExists) {
+			s.sendCode(w, http.StatusPreconditionFailed, err.Error())
+			return
+		}
+		s.sendError(w, r, err)
+		return
+	}
+	for _, wn := range warnings {
+		w.Header().Add("Warning", formatWarning(wn))
+	}
+	if created {
+		w.WriteHeader(http.StatusCreated)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type putRequest struct {
+	unit       *Unit
+	replace    bool // ?replace=true: overwrite a different unit file
+	createOnly bool // If-None-Match: *
+	updateOnly bool // If-Match: *
+}
+
+// put decides what a PUT means, following fleet: create a missing unit,
+// set the desired state of an existing one whose options match (or are not
+// given), refuse different options unless replacing.
+func (s *server) put(ctx context.Context, p putRequest) (created bool, warnings []string, err error) {
+	u := p.unit
+	existing, err := s.c.Unit(ctx, u.Name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if p.updateOnly {
+			return false, nil, err
+		}
+		if p.replace {
+			warnings, err = s.c.ReplaceUnit(ctx, u)
+		} else {
+			warnings, err = s.c.CreateUnit(ctx, u)
+		}
+		return err == nil, warnings, err
+	case err != nil:
+		return false, nil, err
+	case p.createOnly:
+		return false, nil, errorf(ErrExists, "unit %s already exists", u.Name)
+	}
+	if p.replace && len(u.Options) > 0 {
+		warnings, err = s.c.ReplaceUnit(ctx, u)
+		return false, warnings, err
+	}
+	if len(u.Options) > 0 && FileFromOptions(u.Options).Hash() != FileFromOptions(existing.Options).Hash() {
+		return false, nil, errorf(ErrConflict, "unit %s already exists with a different unit file; destroy it first or replace it", u.Name)
+	}
+	if u.DesiredState == "" {
+		return false, nil, errorf(ErrConflict, "unit %s already exists; give a desiredState to change it", u.Name)
+	}
+	return false, nil, s.c.SetUnitTargetState(ctx, u.Name, u.DesiredState)
+}
+
+// checkJSON accepts exactly one Content-Type, application/json (with any
+// parameters).
+func checkJSON(r *http.Request) error {
+	values := r.Header.Values("Content-Type")
+	if len(values) != 1 {
+		return fmt.Errorf("expected one Content-Type header, got %d; send application/json", len(values))
+	}
+	mt, _, err := mime.ParseMediaType(values[0])
+	if err != nil || mt != "application/json" {
+		return fmt.Errorf("Content-Type %q is not accepted; send application/json", values[0])
+	}
+	return nil
+}
+
+func (s *server) deleteUnit(w http.ResponseWriter, r *http.Request) {
+	if err := s.c.DestroyUnit(r.Context(), r.PathValue("name")); err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
+	states, err := s.c.UnitStates(r.Context())
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	machines, names := q["machineID"], q["unitName"]
+	out := make([]*UnitState, 0, len(states))
+	for _, st := range states {
+		if (len(machines) == 0 || slices.Contains(machines, st.MachineID)) &&
+			(len(names) == 0 || slices.Contains(names, st.Name)) {
+			out = append(out, st)
+		}
+	}
+	s.sendJSON(w, http.StatusOK, UnitStatePage{States: out})
+}
+
+func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
+	ms, err := s.c.Machines(r.Context())
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	if ms == nil {
+		ms = []Machine{}
+	}
+	s.sendJSON(w, http.StatusOK, MachinePage{Machines: ms})
+}
+
+func (s *server) unitStatus(w http.ResponseWriter, r *http.Request) {
+	s.machineLocal(w, r, func(ctx context.Context, name string, local bool) (string, error) {
+		if local {
+			return s.insp.Status(ctx, name)
+		}
+		return s.c.UnitStatus(ctx, name)
+	})
+}
+
+func (s *server) unitJournal(w http.ResponseWriter, r *http.Request) {
+	lines := defaultJournalLines
+	if v := r.URL.Query().Get("lines"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxJournalLines {
+			s.sendError(w, r, errorf(ErrInvalid, "lines must be a number from 1 to %d, not %q", maxJournalLines, v))
+			return
+		}
+		lines = n
+	}
+	s.machineLocal(w, r, func(ctx context.Context, name string, local bool) (string, error) {
+		if local {
+			return s.insp.Journal(ctx, name, lines)
+		}
+		return s.c.UnitJournal(ctx, name, lines)
+	})
+}
+
+// machineLocal answers a request for machine-local data about a unit: from
+// this machine's Inspector when the unit is scheduled here (or is global),
+// otherwise through the Client, which forwards to the unit's machine. A
+// forwarded request is never forwarded again.
+func (s *server) machineLocal(w http.ResponseWriter, r *http.Request, read func(ctx context.Context, name string, local bool) (string, error)) {
+	ctx, name := r.Context(), r.PathValue("name")
+	u, err := s.c.Unit(ctx, name)
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	local := s.insp != nil && s.local != "" && (u.MachineID == s.local || (u.MachineID == "" && IsGlobal(u)))
+	if !local && r.Header.Get(forwardedHeader) != "" {
+		where := "another machine"
+		if u.MachineID != "" {
+			where = "machine " + u.MachineID
+		}
+		s.sendError(w, r, errorf(ErrUnavailable, "unit %s is not scheduled to this machine (%s) but to %s; it may have just moved, try again", name, s.local, where))
+		return
+	}
+	text, err := read(ctx, name, local)
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, text) // the client went away; nothing to do
+}
+
+func (s *server) sendJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.log.Error("encode API answer", "err", err)
+		code, b = http.StatusInternalServerError, []byte(`{"error":{"code":500,"message":"encode answer"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n')) // the client went away; nothing to do
+}
+
+// sendError answers with err's status code and message. Server-side
+// failures (5xx) are also logged, since the caller may not be able to act on
+// them.
+func (s *server) sendError(w http.ResponseWriter, r *http.Request, err error) {
+	code := statusCode(err)
+	if code >= 500 {
+		s.log.Warn("API request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+	}
+	s.sendCode(w, code, err.Error())
+}
+
+func (s *server) sendCode(w http.ResponseWriter, code int, msg string) {
+	s.sendJSON(w, code, errorBody{Error: errorEntity{Code: code, Message: msg}})
+}

@@ -1,0 +1,288 @@
+package fleetctl
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed-a1ce88ea/fleet/api"
+	"github.com/seed-a1ce88ea/fleet/machine"
+)
+
+// Output formats of the list commands.
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// listFlags are the flags every list command has.
+type listFlags struct {
+	full     bool
+	noLegend bool
+	fields   string
+	output   choice
+}
+
+func (f *listFlags) register(cmd *cobra.Command, defaults string, fields []string) {
+	f.output = choice{value: outputTable, allowed: []string{outputTable, outputJSON}}
+	cmd.Flags().BoolVarP(&f.full, "full", "l", false, "Do not ellipsize fields on output")
+	cmd.Flags().BoolVar(&f.noLegend, "no-legend", false, "Do not print a legend (column headers)")
+	cmd.Flags().StringVar(&f.fields, "fields", defaults, fmt.Sprintf("Columns to print, comma-separated; valid fields are %q", strings.Join(fields, ",")))
+	cmd.Flags().VarP(&f.output, "output", "o", "Output format: table, or json (the wire objects, a stable contract for scripts)")
+}
+
+// view is what column renderers see: the machines by ID, for legends, and
+// whether to print full IDs and hashes.
+type view struct {
+	full     bool
+	machines map[string]api.Machine
+}
+
+// columns maps a column name to the function rendering it for an item.
+type columns[T any] map[string]func(T, view) string
+
+func (cs columns[T]) names() []string {
+	names := make([]string, 0, len(cs))
+	for n := range cs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// parse checks a --fields value against the known columns.
+func (cs columns[T]) parse(cmd, fields string) ([]string, error) {
+	if fields == "" {
+		return nil, usageErrorf("%s: --fields must name at least one column; valid fields are %s", cmd, strings.Join(cs.names(), ","))
+	}
+	cols := strings.Split(fields, ",")
+	for _, c := range cols {
+		if _, ok := cs[c]; !ok {
+			return nil, usageErrorf("%s: invalid field %q in --fields; valid fields are %s", cmd, c, strings.Join(cs.names(), ","))
+		}
+	}
+	return cols, nil
+}
+
+// table is a rendered list: a header and rows of cells.
+type table struct {
+	header []string
+	rows   [][]string
+}
+
+// buildTable renders items into the named columns. Empty cells become "-".
+func buildTable[T any](items []T, cs columns[T], cols []string, v view) table {
+	t := table{header: make([]string, len(cols))}
+	for i, c := range cols {
+		t.header[i] = strings.ToUpper(c)
+	}
+	for _, it := range items {
+		row := make([]string, len(cols))
+		for i, c := range cols {
+			if row[i] = cs[c](it, v); row[i] == "" {
+				row[i] = "-"
+			}
+		}
+		t.rows = append(t.rows, row)
+	}
+	return t
+}
+
+// printTable writes t tab-aligned, as fleetctl did.
+func printTable(w io.Writer, t table, legend bool) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 1, '\t', 0)
+	if legend {
+		fmt.Fprintln(tw, strings.Join(t.header, "\t"))
+	}
+	for _, r := range t.rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode JSON output: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// list runs a list command: fetch the items, then print them as a table or
+// JSON.
+func list[T any](a *app, name string, f *listFlags, cs columns[T], fetch func(context.Context, api.Client) ([]T, view, error)) func(*cobra.Command, []string) error {
+	return a.run(func(ctx context.Context, c api.Client, _ []string) error {
+		cols, err := cs.parse(name, f.fields)
+		if err != nil {
+			return err
+		}
+		items, v, err := fetch(ctx, c)
+		if err != nil {
+			return err
+		}
+		if f.output.value == outputJSON {
+			if items == nil {
+				items = []T{}
+			}
+			return printJSON(a.stdout, items)
+		}
+		v.full = f.full
+		return printTable(a.stdout, buildTable(items, cs, cols, v), !f.noLegend)
+	})
+}
+
+func machineColumns() columns[api.Machine] {
+	return columns[api.Machine]{
+		"machine": func(m api.Machine, v view) string {
+			if v.full {
+				return m.ID
+			}
+			return machine.ShortID(m.ID) + "..."
+		},
+		"ip":       func(m api.Machine, _ view) string { return m.PrimaryIP },
+		"metadata": func(m api.Machine, _ view) string { return machine.FormatMetadata(m.Metadata) },
+	}
+}
+
+func (a *app) listMachinesCommand() *cobra.Command {
+	var f listFlags
+	cs := machineColumns()
+	cmd := &cobra.Command{
+		Use:   "list-machines [-l|--full] [--no-legend] [--fields=...]",
+		Short: "Enumerate the current hosts in the cluster",
+		Long: `Lists all active machines within the cluster. Previously active machines will
+not appear in this list.
+
+For easily parsable output, you can remove the column headers:
+	fleetctl list-machines --no-legend
+
+Output the list without truncation:
+	fleetctl list-machines --full`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: list(a, "list-machines", &f, cs, func(ctx context.Context, c api.Client) ([]api.Machine, view, error) {
+			ms, err := c.Machines(ctx)
+			slices.SortFunc(ms, func(x, y api.Machine) int { return cmp.Compare(x.ID, y.ID) })
+			return ms, view{}, err
+		}),
+	}
+	f.register(cmd, "machine,ip,metadata", cs.names())
+	return cmd
+}
+
+func unitStateColumns() columns[*api.UnitState] {
+	return columns[*api.UnitState]{
+		"unit":    func(s *api.UnitState, _ view) string { return s.Name },
+		"machine": func(s *api.UnitState, v view) string { return machineLegendOrEmpty(s.MachineID, v) },
+		"load":    func(s *api.UnitState, _ view) string { return s.SystemdLoadState },
+		"active":  func(s *api.UnitState, _ view) string { return s.SystemdActiveState },
+		"sub":     func(s *api.UnitState, _ view) string { return s.SystemdSubState },
+		"hash":    func(s *api.UnitState, v view) string { return shortHash(s.Hash, v.full) },
+	}
+}
+
+func (a *app) listUnitsCommand() *cobra.Command {
+	var f listFlags
+	cs := unitStateColumns()
+	cmd := &cobra.Command{
+		Use:   "list-units [-l|--full] [--no-legend] [--fields=...]",
+		Short: "List the current state of units in the cluster",
+		Long: `Lists the state of all units in the cluster loaded onto a machine, as their
+machines' systemd reports it.
+
+For easily parsable output, you can remove the column headers:
+	fleetctl list-units --no-legend
+
+Output the list without ellipses:
+	fleetctl list-units --full
+
+Or, choose the columns to display:
+	fleetctl list-units --fields=unit,machine`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: list(a, "list-units", &f, cs, func(ctx context.Context, c api.Client) ([]*api.UnitState, view, error) {
+			ss, err := c.UnitStates(ctx)
+			if err != nil {
+				return nil, view{}, err
+			}
+			slices.SortFunc(ss, func(x, y *api.UnitState) int {
+				return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.MachineID, y.MachineID))
+			})
+			ms, err := c.Machines(ctx)
+			return ss, view{machines: machineMap(ms)}, err
+		}),
+	}
+	f.register(cmd, "unit,machine,active,sub", cs.names())
+	return cmd
+}
+
+func unitFileColumns() columns[*api.Unit] {
+	return columns[*api.Unit]{
+		"unit":   func(u *api.Unit, _ view) string { return u.Name },
+		"global": func(u *api.Unit, _ view) string { return strconv.FormatBool(api.IsGlobal(u)) },
+		"dstate": func(u *api.Unit, _ view) string { return u.DesiredState },
+		"state": func(u *api.Unit, _ view) string {
+			if api.IsGlobal(u) {
+				return ""
+			}
+			return u.CurrentState
+		},
+		"target": func(u *api.Unit, v view) string {
+			if api.IsGlobal(u) {
+				return "global"
+			}
+			return machineLegendOrEmpty(u.MachineID, v)
+		},
+		"hash": func(u *api.Unit, v view) string {
+			return shortHash(api.FileFromOptions(u.Options).Hash().String(), v.full)
+		},
+		"desc": func(u *api.Unit, _ view) string { return api.FileFromOptions(u.Options).Description() },
+	}
+}
+
+func (a *app) listUnitFilesCommand() *cobra.Command {
+	var f listFlags
+	cs := unitFileColumns()
+	cmd := &cobra.Command{
+		Use:   "list-unit-files [-l|--full] [--no-legend] [--fields=...]",
+		Short: "List the units that exist in the cluster",
+		Long: `Lists all unit files that exist in the cluster, whether or not they are
+loaded onto a machine: their hash, desired state (DSTATE), current state
+(STATE) and the machine they are scheduled to (TARGET).`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: list(a, "list-unit-files", &f, cs, func(ctx context.Context, c api.Client) ([]*api.Unit, view, error) {
+			us, err := c.Units(ctx)
+			if err != nil {
+				return nil, view{}, err
+			}
+			slices.SortFunc(us, func(x, y *api.Unit) int { return cmp.Compare(x.Name, y.Name) })
+			ms, err := c.Machines(ctx)
+			return us, view{machines: machineMap(ms)}, err
+		}),
+	}
+	f.register(cmd, "unit,hash,dstate,state,target", cs.names())
+	return cmd
+}
+
+func machineLegendOrEmpty(id string, v view) string {
+	if id == "" {
+		return ""
+	}
+	return machineLegend(id, v.machines, v.full)
+}
+
+// shortHash returns the 7-character prefix of hash fleetctl prints, or all
+// of it with full.
+func shortHash(hash string, full bool) string {
+	if full || len(hash) <= 7 {
+		return hash
+	}
+	return hash[:7]
+}

@@ -1,0 +1,246 @@
+package fleetctl
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed-a1ce88ea/fleet/api"
+	"github.com/seed-a1ce88ea/fleet/machine"
+	"github.com/seed-a1ce88ea/fleet/registry"
+)
+
+// goal is the state a blocking command waits for.
+type goal int
+
+const (
+	goalLoaded   goal = iota // load: scheduled and loaded on a machine
+	goalLaunched             // start: scheduled and active in its machine's systemd
+	goalStopped              // stop: scheduled loaded, no longer active in systemd
+	goalInactive             // unload: scheduled nowhere
+)
+
+// target is the desired state a command sets to reach g.
+func (g goal) target() registry.State {
+	switch g {
+	case goalLaunched:
+		return registry.StateLaunched
+	case goalInactive:
+		return registry.StateInactive
+	}
+	return registry.StateLoaded
+}
+
+// verb names the command in fleet's "Triggered unit x.service start".
+func (g goal) verb() string {
+	return [...]string{"load", "start", "stop", "unload"}[g]
+}
+
+func (g goal) describe() string {
+	return [...]string{"loaded", "active", "stopped", "inactive"}[g]
+}
+
+// needsSystemd reports whether reaching g is read from published systemd
+// states, not only from the schedule.
+func (g goal) needsSystemd() bool { return g == goalLaunched || g == goalStopped }
+
+type verdict int
+
+const (
+	pending verdict = iota
+	reached
+	failed
+)
+
+// check decides where unit u stands on the way to g. st is the state its
+// machine's agent published for it (nil if none).
+func (g goal) check(u *api.Unit, st *api.UnitState) verdict {
+	placed := u.MachineID != ""
+	switch g {
+	case goalLoaded:
+		if placed && u.CurrentState == string(registry.StateLoaded) {
+			return reached
+		}
+	case goalLaunched:
+		if !placed || u.CurrentState != string(registry.StateLaunched) || st == nil {
+			return pending
+		}
+		// A state of another version of the unit (before a replace) says
+		// nothing about this one.
+		if st.Hash != "" && st.Hash != api.FileFromOptions(u.Options).Hash().String() {
+			return pending
+		}
+		switch st.SystemdActiveState {
+		case "active":
+			return reached
+		case "failed":
+			return failed
+		}
+	case goalStopped:
+		if !placed || u.CurrentState != string(registry.StateLoaded) {
+			return pending
+		}
+		if st == nil {
+			return reached
+		}
+		switch st.SystemdActiveState {
+		case "active", "activating", "deactivating", "reloading", "refreshing":
+			return pending
+		}
+		return reached
+	case goalInactive:
+		if u.CurrentState == string(registry.StateInactive) {
+			return reached
+		}
+	}
+	return pending
+}
+
+// blockFlags are the flags of commands that wait for a state.
+type blockFlags struct {
+	noBlock  bool
+	attempts int
+}
+
+func (b *blockFlags) register(cmd *cobra.Command, what string) {
+	cmd.Flags().BoolVar(&b.noBlock, "no-block", false, fmt.Sprintf("Do not wait until the units are %s before exiting", what))
+	cmd.Flags().IntVar(&b.attempts, "block-attempts", 0, fmt.Sprintf("Wait until the units are %s, polling up to N times (every 100ms) before giving up; 0 waits forever", what))
+}
+
+// transition sets the desired state of the named units for g and, unless
+// told not to, waits for them to reach it. Global units are never waited
+// for: they have no single machine to report from.
+func (a *app) transition(ctx context.Context, c api.Client, names []string, g goal, block blockFlags) error {
+	var wait []string
+	for _, name := range names {
+		u, err := c.Unit(ctx, name)
+		if err != nil {
+			return err
+		}
+		if u.DesiredState != string(g.target()) {
+			if err := c.SetUnitTargetState(ctx, name, string(g.target())); err != nil {
+				return err
+			}
+		}
+		switch {
+		case api.IsGlobal(u):
+			fmt.Fprintf(a.stdout, "Triggered global unit %s %s\n", name, g.verb())
+		case block.noBlock:
+			fmt.Fprintf(a.stdout, "Triggered unit %s %s\n", name, g.verb())
+		default:
+			wait = append(wait, name)
+		}
+	}
+	if len(wait) == 0 {
+		return nil
+	}
+	return a.waitFor(ctx, c, wait, g, block.attempts)
+}
+
+// waitFor polls fleet every pollInterval until every named unit reaches g
+// (or fails to), printing a line for each as it does, in fleet's words. It
+// gives up after attempts polls (0: never) and when ctx ends.
+func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal, attempts int) error {
+	machines := machineCache{c: c}
+	pendingNames := names
+	var failedNames []string
+	for attempt := 1; ; attempt++ {
+		states := map[[2]string]*api.UnitState{}
+		if g.needsSystemd() {
+			ss, err := c.UnitStates(ctx)
+			if err != nil {
+				return err
+			}
+			for _, s := range ss {
+				states[[2]string{s.MachineID, s.Name}] = s
+			}
+		}
+		var still []string
+		for _, name := range pendingNames {
+			u, err := c.Unit(ctx, name)
+			if err != nil {
+				return err
+			}
+			switch g.check(u, states[[2]string{u.MachineID, name}]) {
+			case reached:
+				fmt.Fprintf(a.stdout, "Unit %s %s%s\n", name, u.CurrentState, machines.on(ctx, u.MachineID))
+			case failed:
+				fmt.Fprintf(a.stdout, "Unit %s failed%s\n", name, machines.on(ctx, u.MachineID))
+				failedNames = append(failedNames, name)
+			default:
+				still = append(still, name)
+			}
+		}
+		pendingNames = still
+		if len(pendingNames) == 0 {
+			break
+		}
+		if attempts > 0 && attempt >= attempts {
+			return fmt.Errorf("timed out after %d attempts waiting for %s to be %s; check 'fleetctl list-unit-files' and 'fleetctl list-units'",
+				attempts, listNames(pendingNames), g.describe())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped waiting for %s to be %s: %w", listNames(pendingNames), g.describe(), ctx.Err())
+		case <-time.After(a.pollInterval):
+		}
+	}
+	if len(failedNames) > 0 {
+		return fmt.Errorf("%s failed to start; see 'fleetctl status %s' and 'fleetctl journal %s'",
+			listNames(failedNames), failedNames[0], failedNames[0])
+	}
+	return nil
+}
+
+func listNames(names []string) string {
+	if len(names) == 1 {
+		return "unit " + names[0]
+	}
+	return "units " + strings.Join(names, ", ")
+}
+
+// machineCache reads the machine list once per command, to name machines
+// by ID and IP.
+type machineCache struct {
+	c        api.Client
+	machines map[string]api.Machine
+}
+
+// on returns " on <machine legend>", or "" for no machine.
+func (m *machineCache) on(ctx context.Context, id string) string {
+	if id == "" {
+		return ""
+	}
+	if m.machines == nil {
+		m.machines = map[string]api.Machine{}
+		// Best effort: without the list the legend lacks the IP.
+		if ms, err := m.c.Machines(ctx); err == nil {
+			m.machines = machineMap(ms)
+		}
+	}
+	return " on " + machineLegend(id, m.machines, false)
+}
+
+func machineMap(ms []api.Machine) map[string]api.Machine {
+	out := make(map[string]api.Machine, len(ms))
+	for _, m := range ms {
+		out[m.ID] = m
+	}
+	return out
+}
+
+// machineLegend names a machine as fleetctl does: "113f16a7.../10.0.0.3",
+// or the full ID with full.
+func machineLegend(id string, machines map[string]api.Machine, full bool) string {
+	legend := id
+	if !full {
+		legend = machine.ShortID(id) + "..."
+	}
+	if m, ok := machines[id]; ok && m.PrimaryIP != "" {
+		legend += "/" + m.PrimaryIP
+	}
+	return legend
+}
