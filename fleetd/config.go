@@ -131,7 +131,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	}
 	fileVals, err := readConfigFile(path)
 	if err != nil && (mustExist || !os.IsNotExist(err)) {
-		return c, fmt.Errorf("read config %s: %w", path, err)
+		return c, fmt.Errorf("%w: read config %s: %w", ErrUsage, path, err)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
