@@ -28,7 +28,7 @@ ExecStop=/usr/bin/docker stop -t 5 hello-%m
 
 // TestFleet runs the end-to-end scenarios on one three-host cluster.
 func TestFleet(t *testing.T) {
-	c := bootCluster(t, 3, map[string]string{"agent_ttl": "5"})
+	c := bootCluster(t, 3, true, map[string]string{"agent_ttl": "5"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	h1 := c.Hosts()[0]
@@ -141,6 +141,39 @@ func TestFleet(t *testing.T) {
 		}
 	})
 
+	t.Run("a restarted fleetd adopts its running units without restarting them", func(t *testing.T) {
+		writeUnit(t, h1, "keeper.service", sleeperUnit)
+		out, err := c.Fleetctl(ctx, h1, "start", "/root/keeper.service")
+		require.NoError(t, err, out)
+		h := hostOf(t, ctx, c, "keeper.service")
+		pid := mainPID(t, ctx, h, "keeper.service")
+		for _, how := range [][]string{{"systemctl", "restart", "fleet.service"}, {"systemctl", "kill", "-s", "KILL", "fleet.service"}} {
+			_, err := h.Exec(ctx, how...)
+			require.NoError(t, err)
+			require.NoError(t, platform.Wait(ctx, 20*time.Second, func() bool {
+				out, err := h.Exec(ctx, "systemctl", "is-active", "fleet.service")
+				return err == nil && strings.TrimSpace(string(out)) == "active"
+			}))
+			time.Sleep(2 * time.Second) // let the new agent reconcile
+			require.Equal(t, pid, mainPID(t, ctx, h, "keeper.service"), "after %v the unit must not be restarted", how)
+			require.Equal(t, h, hostOf(t, ctx, c, "keeper.service"), "after %v the unit must not move", how)
+		}
+		out, err = c.Fleetctl(ctx, h1, "destroy", "keeper.service")
+		require.NoError(t, err, out)
+	})
+
+	t.Run("a second fleetd with the same machine ID is refused", func(t *testing.T) {
+		h2 := c.Hosts()[1]
+		out, err := h2.Exec(ctx, hosts.BinMount+"/fleetd", "-machine_id", h1.MachineID, "-etcd_servers", c.EtcdServers,
+			"-api_socket", "/run/fleet-dup.sock", "-api_listen=", "-disable_engine", "true")
+		require.Error(t, err)
+		require.Contains(t, string(out), "machine ID already in use")
+		require.Contains(t, string(out), `host "h1"`)
+		out2, err := c.Fleetctl(ctx, h1, "list-machines", "--no-legend", "--full")
+		require.NoError(t, err)
+		require.Regexp(t, h1.MachineID+`\s+`+regexp.QuoteMeta(h1.IP), out2, "the first machine keeps its record")
+	})
+
 	t.Run("a dead host's units run elsewhere", func(t *testing.T) {
 		writeUnit(t, h1, "mover.service", sleeperUnit)
 		out, err := c.Fleetctl(ctx, h1, "start", "/root/mover.service")
@@ -174,6 +207,15 @@ func TestFleet(t *testing.T) {
 	})
 }
 
+func mainPID(t *testing.T, ctx context.Context, h *hosts.Host, name string) string {
+	t.Helper()
+	out, err := h.Exec(ctx, "systemctl", "show", "-p", "MainPID", "--value", name)
+	require.NoError(t, err, string(out))
+	pid := strings.TrimSpace(string(out))
+	require.NotEqual(t, "0", pid, "%s has no main process", name)
+	return pid
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func writeUnit(t *testing.T, h *hosts.Host, name, body string) {
@@ -198,4 +240,23 @@ func hostOf(t *testing.T, ctx context.Context, c *platform.Cluster, name string)
 	}
 	t.Fatalf("unit %s is on no known host; list-units:\n%s", name, out)
 	return nil
+}
+
+// TestEmbeddedEtcd runs fleet with no etcd configured: fleetd runs an
+// embedded etcd, so one host is a working cluster.
+func TestEmbeddedEtcd(t *testing.T) {
+	c := bootCluster(t, 1, false, map[string]string{"embedded_etcd_client_urls": "http://127.0.0.1:2379"})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	h1 := c.Hosts()[0]
+	conf, err := os.ReadFile(h1.Path("/etc/fleet/fleet.conf"))
+	require.NoError(t, err)
+	require.NotContains(t, string(conf), "etcd_servers")
+	writeUnit(t, h1, "solo.service", sleeperUnit)
+	out, err := c.Fleetctl(ctx, h1, "start", "/root/solo.service")
+	require.NoError(t, err, out)
+	require.Contains(t, out, "Unit solo.service launched on "+h1.MachineID[:8]+".../"+h1.IP)
+	out, err = c.Fleetctl(ctx, h1, "--driver", "etcd", "list-units", "--no-legend")
+	require.NoError(t, err, out)
+	require.Regexp(t, `solo\.service\s+\S+\s+active\s+running`, out, "the embedded etcd also serves fleetctl's etcd driver on loopback")
 }

@@ -28,10 +28,12 @@ func requireRoot(t *testing.T) {
 	t.Skip("functional tests need root")
 }
 
-// bootCluster builds the binaries and boots n hosts running fleetd against
-// an etcd in the test process (so killing any host leaves etcd up), with one
-// dockerd shared by the hosts. Host journals are printed if the test fails.
-func bootCluster(t *testing.T, n int, conf map[string]string) *platform.Cluster {
+// bootCluster builds the binaries and boots n hosts running fleetd, with one
+// dockerd shared by the hosts. With externalEtcd, every fleetd uses an etcd
+// in the test process (so killing any host leaves etcd up); otherwise h1's
+// fleetd runs its embedded etcd and the others use it. Host journals are
+// printed if the test fails.
+func bootCluster(t *testing.T, n int, externalEtcd bool, conf map[string]string) *platform.Cluster {
 	t.Helper()
 	requireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -42,12 +44,11 @@ func bootCluster(t *testing.T, n int, conf map[string]string) *platform.Cluster 
 	require.NoError(t, platform.BuildBinaries(ctx, root, binDir))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	start := time.Now()
-	c, err := platform.Start(ctx, platform.Options{
-		Hosts:   hosts.Config{BinDir: binDir, Docker: true, Log: log},
-		N:       n,
-		EtcdDir: t.TempDir(),
-		Conf:    conf,
-	})
+	opts := platform.Options{Hosts: hosts.Config{BinDir: binDir, Docker: true, Log: log}, N: n, Conf: conf}
+	if externalEtcd {
+		opts.EtcdDir = t.TempDir()
+	}
+	c, err := platform.Start(ctx, opts)
 	if c != nil {
 		t.Cleanup(func() {
 			if t.Failed() {
