@@ -49,7 +49,7 @@ func New(cfg Config) *Engine {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine", "machine", cfg.ID)}
+	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine")}
 }
 
 // Leading reports whether this engine currently leads.
