@@ -100,10 +100,16 @@ func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile string) erro
 			return err
 		}
 	}
-	out, err := h1.Exec(ctx, "docker", "ps", "--format", "{{.Names}}\t{{.Image}}\t{{.Status}}")
+	// systemd reports the unit active once the docker client runs; the
+	// container itself appears a moment later.
+	var out []byte
+	err = platform.Wait(ctx, 20*time.Second, func() bool {
+		out, err = h1.Exec(ctx, "docker", "ps", "--format", "{{.Names}}\t{{.Image}}\t{{.Status}}")
+		return err == nil && strings.Contains(string(out), "fleet/hello")
+	})
 	fmt.Printf("\n$ docker ps\n%s", out)
 	if err != nil {
-		return err
+		return fmt.Errorf("the container did not appear: %w", err)
 	}
 	fmt.Printf(`
 The cluster stays up. Run fleetctl inside a host, e.g.:
