@@ -1,0 +1,147 @@
+package systemd
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/godbus/dbus/v5"
+)
+
+const (
+	unitPathPrefix = "/org/freedesktop/systemd1/unit/"
+	unitInterface  = "org.freedesktop.systemd1.Unit"
+	propsChanged   = "org.freedesktop.DBus.Properties.PropertiesChanged"
+)
+
+// Subscribe delivers the name of every unit whose properties systemd says
+// changed (PropertiesChanged of org.freedesktop.systemd1.Unit; see the
+// package documentation for why not UnitNew/UnitRemoved). A name means
+// "re-read this unit": it carries no state, and changes that happen while
+// the reader is busy are coalesced into one delivery per unit.
+//
+// Subscribe uses a D-Bus connection of its own. The channel closes when ctx
+// ends, the Manager is closed, or that connection is lost; a caller that wants to go on subscribes
+// again and re-reads every unit it cares about, since changes may have been
+// missed in between.
+func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
+	connCtx, cancel := context.WithCancel(m.life)
+	c, err := m.dial(ctx, connCtx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("subscribe to systemd: %w", err)
+	}
+	sigs := make(chan *dbus.Signal, 256)
+	c.Signal(sigs)
+	if err := m.subscribe(ctx, c); err != nil {
+		_ = c.Close()
+		cancel()
+		return nil, fmt.Errorf("subscribe to systemd: %w", err)
+	}
+	out := make(chan string)
+	go func() {
+		defer close(out)
+		defer cancel()
+		defer func() { _ = c.Close() }() // also ends systemd's subscription of c
+		coalesce(ctx, sigs, out)
+	}()
+	return out, nil
+}
+
+// subscribe asks systemd to send its signals to c. On a bus, the bus daemon
+// forwards only what c's match rules select; systemd's private socket sends
+// every signal to every connection.
+func (m *Manager) subscribe(ctx context.Context, c *dbus.Conn) error {
+	if !m.direct {
+		err := c.AddMatchSignalContext(ctx,
+			dbus.WithMatchSender("org.freedesktop.systemd1"),
+			dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
+			dbus.WithMatchMember("PropertiesChanged"),
+			dbus.WithMatchPathNamespace(dbus.ObjectPath(strings.TrimSuffix(unitPathPrefix, "/"))),
+			dbus.WithMatchArg(0, unitInterface))
+		if err != nil {
+			return fmt.Errorf("add match: %w", err)
+		}
+	}
+	// Without Subscribe, systemd sends unit signals to no bus client.
+	obj := c.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
+	if err := obj.CallWithContext(ctx, "org.freedesktop.systemd1.Manager.Subscribe", 0).Store(); err != nil {
+		return fmt.Errorf("Manager.Subscribe: %w", err)
+	}
+	return nil
+}
+
+// coalesce reads signals as fast as they come (so godbus never queues them
+// behind a slow reader) and hands unit names to out, each at most once while
+// it waits to be taken. It returns when ctx ends or sigs closes.
+func coalesce(ctx context.Context, sigs <-chan *dbus.Signal, out chan<- string) {
+	pending := map[string]bool{}
+	var order []string
+	for {
+		var send chan<- string
+		var next string
+		if len(order) > 0 {
+			send, next = out, order[0]
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case s, ok := <-sigs:
+			if !ok {
+				return
+			}
+			if name, ok := changedUnit(s); ok && !pending[name] {
+				pending[name] = true
+				order = append(order, name)
+			}
+		case send <- next:
+			delete(pending, next)
+			order[0] = ""
+			order = order[1:]
+		}
+	}
+}
+
+// changedUnit returns the unit a PropertiesChanged signal of the Unit
+// interface is about.
+func changedUnit(s *dbus.Signal) (string, bool) {
+	if s.Name != propsChanged || len(s.Body) == 0 {
+		return "", false
+	}
+	if iface, _ := s.Body[0].(string); iface != unitInterface {
+		return "", false
+	}
+	p := string(s.Path)
+	if !strings.HasPrefix(p, unitPathPrefix) {
+		return "", false
+	}
+	return unescapePath(p[len(unitPathPrefix):])
+}
+
+// unescapePath reverses systemd's object path escaping of a unit name
+// (bus_label_escape): every byte outside [A-Za-z0-9] is written "_xx" in
+// lower-case hex.
+func unescapePath(label string) (string, bool) {
+	if label == "_" || label == "" {
+		return "", false
+	}
+	var b strings.Builder
+	for i := 0; i < len(label); i++ {
+		c := label[i]
+		if c != '_' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+2 >= len(label) {
+			return "", false
+		}
+		v, err := strconv.ParseUint(label[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b.WriteByte(byte(v))
+		i += 2
+	}
+	return b.String(), true
+}

@@ -1,0 +1,375 @@
+package systemd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/godbus/dbus/v5"
+)
+
+// DefaultUnitsDir is where fleet keeps the unit files it manages.
+const DefaultUnitsDir = "/run/fleet/units"
+
+// privateSocket is systemd's own D-Bus socket: no bus daemon, no Hello, and
+// only clients in systemd's PID namespace are accepted.
+const privateSocket = "unix:path=/run/systemd/private"
+
+// ErrNoSuchUnit is returned (wrapped, with systemd's message) when systemd
+// does not know a unit (D-Bus error org.freedesktop.systemd1.NoSuchUnit), for
+// example StopUnit of a unit that is not loaded.
+var ErrNoSuchUnit = errors.New("no such unit")
+
+// Config says how to reach systemd and where unit files live.
+type Config struct {
+	// BusAddress is a D-Bus address such as
+	// "unix:path=/proc/<pid>/root/run/dbus/system_bus_socket", dialed with
+	// EXTERNAL authentication (this process's uid) and Hello. Empty means
+	// systemd's private socket, /run/systemd/private: the normal case of an
+	// agent running on the host it manages.
+	BusAddress string
+	// UnitsDir is the directory of unit files as systemd sees it, so the
+	// paths given to LinkUnitFiles. Default DefaultUnitsDir. Must be absolute.
+	UnitsDir string
+	// FSRoot prefixes every file operation: "" normally, "/proc/<pid>/root"
+	// to put files inside a container whose systemd is driven from outside.
+	FSRoot string
+}
+
+// Manager is a connection to one systemd and its unit file directory. Its
+// methods may be called concurrently.
+type Manager struct {
+	conn     *sddbus.Conn
+	dial     func(ctx, connCtx context.Context) (*dbus.Conn, error)
+	direct   bool // private socket: systemd sends every signal, there is no bus to add matches to
+	unitsDir string
+	fsDir    string          // unitsDir as this process sees it
+	life     context.Context // ends with Close; bounds every connection
+	cancel   context.CancelFunc
+}
+
+// Connect dials systemd as cfg says. ctx bounds only the dial: the
+// connection lives until Close. (go-systemd's New*ConnectionContext and
+// godbus's WithContext tie the connection's whole life to the context given,
+// so a dial timeout there would later close a working connection.)
+func Connect(ctx context.Context, cfg Config) (*Manager, error) {
+	if cfg.UnitsDir == "" {
+		cfg.UnitsDir = DefaultUnitsDir
+	}
+	if !path.IsAbs(cfg.UnitsDir) {
+		return nil, fmt.Errorf("connect to systemd: UnitsDir %q is not an absolute path", cfg.UnitsDir)
+	}
+	m := &Manager{
+		unitsDir: path.Clean(cfg.UnitsDir),
+		fsDir:    filepath.Join(cfg.FSRoot, filepath.FromSlash(cfg.UnitsDir)),
+		direct:   cfg.BusAddress == "",
+	}
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.life, m.cancel = life, cancel
+	addr, hello := cfg.BusAddress, true
+	if m.direct {
+		addr, hello = privateSocket, false
+	}
+	m.dial = func(ctx, connCtx context.Context) (*dbus.Conn, error) { return dial(ctx, connCtx, addr, hello) }
+
+	var err error
+	if m.direct {
+		// Abort the dial if ctx ends first; afterwards the connection
+		// depends on life only.
+		stop := context.AfterFunc(ctx, cancel)
+		m.conn, err = sddbus.NewSystemdConnectionContext(life)
+		if !stop() {
+			err = errors.Join(err, ctx.Err())
+		}
+	} else {
+		m.conn, err = sddbus.NewConnection(func() (*dbus.Conn, error) { return m.dial(ctx, life) })
+	}
+	if err != nil {
+		if m.conn != nil {
+			m.conn.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("connect to systemd at %s: %w", addr, err)
+	}
+	return m, nil
+}
+
+// dial opens one authenticated D-Bus connection to addr that lives until
+// connCtx ends or it is closed; ctx bounds the handshake.
+func dial(ctx, connCtx context.Context, addr string, hello bool) (*dbus.Conn, error) {
+	c, err := dbus.Dial(addr, dbus.WithContext(connCtx))
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
+	// EXTERNAL with the numeric uid: no user name lookup.
+	if err := c.Auth([]dbus.Auth{dbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+		_ = c.Close()
+		return nil, errors.Join(err, ctx.Err())
+	}
+	if hello {
+		if err := c.Hello(); err != nil {
+			_ = c.Close()
+			return nil, errors.Join(err, ctx.Err())
+		}
+	}
+	return c, nil
+}
+
+// Close closes the connection and ends every subscription. Jobs already
+// queued in systemd go on.
+func (m *Manager) Close() {
+	m.conn.Close()
+	m.cancel()
+}
+
+// UnitsDir returns the unit file directory as systemd sees it.
+func (m *Manager) UnitsDir() string { return m.unitsDir }
+
+// filePath returns where this process finds unit file name.
+func (m *Manager) filePath(name string) (string, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') || strings.HasPrefix(name, ".") {
+		return "", fmt.Errorf("invalid unit file name %q", name)
+	}
+	return filepath.Join(m.fsDir, name), nil
+}
+
+// WriteUnitFile writes UnitsDir/name with body unless it already holds
+// exactly body, and reports whether it wrote. The file is replaced
+// atomically (a temporary file renamed over it), so systemd never reads a
+// half-written unit.
+func (m *Manager) WriteUnitFile(name, body string) (changed bool, err error) {
+	p, err := m.filePath(name)
+	if err != nil {
+		return false, fmt.Errorf("write unit file: %w", err)
+	}
+	if old, err := os.ReadFile(p); err == nil && string(old) == body {
+		return false, nil
+	}
+	if err := os.MkdirAll(m.fsDir, 0o755); err != nil {
+		return false, fmt.Errorf("write unit file %s: %w", name, err)
+	}
+	// A dot name: UnitFiles skips it, and systemd never sees the directory.
+	f, err := os.CreateTemp(m.fsDir, "."+name+".tmp*")
+	if err != nil {
+		return false, fmt.Errorf("write unit file %s: %w", name, err)
+	}
+	tmp := f.Name()
+	_, err = f.WriteString(body)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return false, fmt.Errorf("write unit file %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// RemoveUnitFile removes UnitsDir/name; a missing file is not an error.
+func (m *Manager) RemoveUnitFile(name string) error {
+	p, err := m.filePath(name)
+	if err != nil {
+		return fmt.Errorf("remove unit file: %w", err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove unit file %s: %w", name, err)
+	}
+	return nil
+}
+
+// ReadUnitFile returns the content of UnitsDir/name. A missing file is an
+// error wrapping fs.ErrNotExist.
+func (m *Manager) ReadUnitFile(name string) (string, error) {
+	p, err := m.filePath(name)
+	if err != nil {
+		return "", fmt.Errorf("read unit file: %w", err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("read unit file %s: %w", name, err)
+	}
+	return string(b), nil
+}
+
+// UnitFiles returns the names of the unit files in UnitsDir, sorted. A
+// missing directory holds none.
+func (m *Manager) UnitFiles() ([]string, error) {
+	ents, err := os.ReadDir(m.fsDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list unit files: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// LinkUnitFiles links UnitsDir/name of every name into systemd's runtime
+// search path (/run/systemd/system), replacing links of the same name
+// (LinkUnitFiles with runtime and force). systemd sees the units after the
+// next Reload.
+func (m *Manager) LinkUnitFiles(ctx context.Context, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	paths := make([]string, len(names))
+	for i, n := range names {
+		if _, err := m.filePath(n); err != nil {
+			return fmt.Errorf("link unit files: %w", err)
+		}
+		paths[i] = path.Join(m.unitsDir, n)
+	}
+	if _, err := m.conn.LinkUnitFilesContext(ctx, paths, true, true); err != nil {
+		return fmt.Errorf("link unit files %s: %w", strings.Join(names, " "), wrapDBus(err))
+	}
+	return nil
+}
+
+// DisableUnitFiles removes the runtime links (and runtime enablement
+// symlinks) of the units (DisableUnitFiles with runtime). Once a unit of
+// UnitsDir is unlinked systemd no longer finds its file, so disabling it
+// again fails with an error wrapping ErrNoSuchUnit.
+func (m *Manager) DisableUnitFiles(ctx context.Context, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if _, err := m.conn.DisableUnitFilesContext(ctx, names, true); err != nil {
+		return fmt.Errorf("disable unit files %s: %w", strings.Join(names, " "), wrapDBus(err))
+	}
+	return nil
+}
+
+// Reload makes systemd re-read every unit file (daemon-reload). It returns
+// once systemd has finished reloading.
+func (m *Manager) Reload(ctx context.Context) error {
+	if err := m.conn.ReloadContext(ctx); err != nil {
+		return fmt.Errorf("reload systemd: %w", wrapDBus(err))
+	}
+	return nil
+}
+
+// jobFunc is the shape of go-systemd's job-queuing methods.
+type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
+
+// runJob queues a job in mode "replace" and waits until systemd reports its
+// result or ctx ends (the job then goes on in systemd).
+func runJob(ctx context.Context, verb, name string, f jobFunc) (string, error) {
+	// Buffered: go-systemd delivers the result with a blocking send from
+	// its signal loop, even when nobody waits any more.
+	ch := make(chan string, 1)
+	if _, err := f(ctx, name, "replace", ch); err != nil {
+		return "", fmt.Errorf("%s %s: %w", verb, name, wrapDBus(err))
+	}
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-ctx.Done():
+		return "", fmt.Errorf("%s %s: waiting for the job: %w", verb, name, ctx.Err())
+	}
+}
+
+// StartUnit starts a unit (mode "replace") and returns its job's result:
+// "done", "canceled", "timeout", "failed", "dependency" or "skipped". Starting
+// an active unit does nothing and returns "done".
+func (m *Manager) StartUnit(ctx context.Context, name string) (string, error) {
+	return runJob(ctx, "start", name, m.conn.StartUnitContext)
+}
+
+// StopUnit stops a unit (mode "replace") and returns its job's result. A
+// unit systemd does not know gives an error wrapping ErrNoSuchUnit.
+func (m *Manager) StopUnit(ctx context.Context, name string) (string, error) {
+	return runJob(ctx, "stop", name, m.conn.StopUnitContext)
+}
+
+// RestartUnit restarts a unit, or starts it if it is not active, and
+// returns its job's result.
+func (m *Manager) RestartUnit(ctx context.Context, name string) (string, error) {
+	return runJob(ctx, "restart", name, m.conn.RestartUnitContext)
+}
+
+// TryRestartUnit restarts a unit only if it is active, and returns its
+// job's result.
+func (m *Manager) TryRestartUnit(ctx context.Context, name string) (string, error) {
+	return runJob(ctx, "try-restart", name, m.conn.TryRestartUnitContext)
+}
+
+// ResetFailedUnit resets a unit's failed state and restart counter. A unit
+// that is not loaded or not failed is fine.
+func (m *Manager) ResetFailedUnit(ctx context.Context, name string) error {
+	err := wrapDBus(m.conn.ResetFailedUnitContext(ctx, name))
+	if err == nil || errors.Is(err, ErrNoSuchUnit) {
+		return nil
+	}
+	var de dbus.Error
+	if errors.As(err, &de) && de.Name == "org.freedesktop.systemd1.UnitNotFailed" {
+		return nil
+	}
+	return fmt.Errorf("reset failed unit %s: %w", name, err)
+}
+
+// UnitState is a unit's state as systemd reports it.
+type UnitState struct {
+	LoadState   string // loaded, not-found, bad-setting, error, masked
+	ActiveState string // active, reloading, inactive, failed, activating, deactivating
+	SubState    string // type-specific, such as running, exited, dead
+}
+
+// UnitStates reads the state of the named units in one ListUnitsByNames
+// call. Units systemd does not know are reported, as "not-found". systemd
+// loads a unit that is not in memory to answer, and announces that with a
+// UnitNew/UnitRemoved signal pair.
+func (m *Manager) UnitStates(ctx context.Context, names ...string) (map[string]UnitState, error) {
+	out := make(map[string]UnitState, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	us, err := m.conn.ListUnitsByNamesContext(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", strings.Join(names, " "), wrapDBus(err))
+	}
+	if len(us) != len(names) {
+		return nil, fmt.Errorf("read state of %s: systemd answered for %d units, not %d", strings.Join(names, " "), len(us), len(names))
+	}
+	// One answer per name, in order; an answer's Name is the unit's primary
+	// name, which differs for an alias.
+	for i, u := range us {
+		out[names[i]] = UnitState{LoadState: u.LoadState, ActiveState: u.ActiveState, SubState: u.SubState}
+	}
+	return out, nil
+}
+
+// wrapDBus adds ErrNoSuchUnit to systemd's NoSuchUnit errors.
+func wrapDBus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var de dbus.Error
+	if errors.As(err, &de) && de.Name == "org.freedesktop.systemd1.NoSuchUnit" {
+		return fmt.Errorf("%w: %w", ErrNoSuchUnit, err)
+	}
+	return err
+}
