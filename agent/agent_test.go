@@ -361,6 +361,13 @@ func TestUnscheduledUnitIsUnloaded(t *testing.T) {
 	_, err = os.Lstat(e.h.Path("/run/systemd/system/" + u))
 	require.ErrorIs(t, err, fs.ErrNotExist, "the link is gone")
 	require.Equal(t, systemd.UnitState{LoadState: "not-found", ActiveState: "inactive", SubState: "dead"}, e.state(u))
+
+	// Scheduled again with another body while systemd holds it as
+	// not-found: it must run the new body (no reload is needed for that).
+	h2, _ := e.schedule(u, unit("1002"), registry.StateLaunched)
+	e.states.waitActive(u, h2, "active", "running", 0)
+	require.Contains(t, e.show(u, "ExecStart"), "/bin/sleep 1002")
+	require.Equal(t, "no", e.show(u, "NeedDaemonReload"))
 }
 
 func TestChangedHashRestartsUnit(t *testing.T) {

@@ -269,6 +269,10 @@ func (a *Agent) pruneBodies() {
 	}
 }
 
+// maxReloadChecks bounds the NeedDaemonReload calls made to avoid a reload:
+// past it, one reload is cheaper than asking about every unit.
+const maxReloadChecks = 32
+
 // linkAndReload links the unit files of items and reloads systemd once.
 func (a *Agent) linkAndReload(ctx context.Context, items []*item) {
 	if len(items) == 0 {
@@ -288,6 +292,17 @@ func (a *Agent) linkAndReload(ctx context.Context, items []*item) {
 	}
 	if len(linked) == 0 {
 		return
+	}
+	// A daemon-reload costs about 100 ms and makes systemd re-announce
+	// every unit. New units do not need one: systemd loads a unit it does
+	// not hold, or holds as not-found, from disk when asked for it. Only a
+	// unit loaded from an older file does; for small batches, ask.
+	if len(linked) <= maxReloadChecks {
+		need, err := a.sd.NeedDaemonReload(ctx, itemNames(linked)...)
+		if err == nil && !need {
+			a.log.Debug("linked units without a reload", "units", len(linked))
+			return
+		}
 	}
 	if err := a.sd.Reload(ctx); err != nil {
 		for _, it := range linked {

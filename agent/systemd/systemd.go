@@ -362,6 +362,23 @@ func (m *Manager) UnitStates(ctx context.Context, names ...string) (map[string]U
 	return out, nil
 }
 
+// NeedDaemonReload reports whether systemd holds any of the units loaded
+// from an older version of its file on disk (systemd's NeedDaemonReload
+// property). Reading the property loads a unit not in memory, fresh from
+// its file.
+func (m *Manager) NeedDaemonReload(ctx context.Context, names ...string) (bool, error) {
+	for _, n := range names {
+		p, err := m.conn.GetUnitPropertyContext(ctx, n, "NeedDaemonReload")
+		if err != nil {
+			return false, fmt.Errorf("read NeedDaemonReload of %s: %w", n, wrapDBus(err))
+		}
+		if need, ok := p.Value.Value().(bool); !ok || need {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // wrapDBus adds ErrNoSuchUnit to systemd's NoSuchUnit errors.
 func wrapDBus(err error) error {
 	if err == nil {
