@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -26,18 +27,35 @@ const (
 // again and re-reads every unit it cares about, since changes may have been
 // missed in between.
 func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
-	connCtx, cancel := context.WithCancel(m.life)
-	c, err := m.dial(ctx, connCtx)
-	if err != nil {
+	var (
+		c      *dbus.Conn
+		cancel context.CancelFunc
+		sigs   chan *dbus.Signal
+		err    error
+	)
+	// Seen on systemd 252 right after boot: a Manager.Subscribe sent on a
+	// fresh private-socket connection never got its reply, while the same
+	// call on a new connection a moment later did. Bound each attempt and
+	// redial rather than wait forever.
+	for attempt := 1; ; attempt++ {
+		var connCtx context.Context
+		connCtx, cancel = context.WithCancel(m.life)
+		c, err = m.dial(ctx, connCtx)
+		if err == nil {
+			sigs = make(chan *dbus.Signal, 256)
+			c.Signal(sigs)
+			actx, acancel := context.WithTimeout(ctx, subscribeTimeout)
+			err = m.subscribe(actx, c)
+			acancel()
+			if err == nil {
+				break
+			}
+			_ = c.Close()
+		}
 		cancel()
-		return nil, fmt.Errorf("subscribe to systemd: %w", err)
-	}
-	sigs := make(chan *dbus.Signal, 256)
-	c.Signal(sigs)
-	if err := m.subscribe(ctx, c); err != nil {
-		_ = c.Close()
-		cancel()
-		return nil, fmt.Errorf("subscribe to systemd: %w", err)
+		if ctx.Err() != nil || attempt == subscribeAttempts {
+			return nil, fmt.Errorf("subscribe to systemd (%d attempts): %w", attempt, err)
+		}
 	}
 	out := make(chan string)
 	go func() {
@@ -48,6 +66,12 @@ func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
 	}()
 	return out, nil
 }
+
+// Bounds of Subscribe's retries; see Subscribe.
+const (
+	subscribeTimeout  = time.Second
+	subscribeAttempts = 10
+)
 
 // subscribe asks systemd to send its signals to c. On a bus, the bus daemon
 // forwards only what c's match rules select; systemd's private socket sends
