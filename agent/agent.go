@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/seed-a1ce88ea/fleet/agent/systemd"
@@ -24,10 +25,43 @@ type Config struct {
 	// Presence is this machine's registration; unit states are published
 	// through it, bound to its lease. Required.
 	Presence *registry.Presence
-	// Systemd is this machine's systemd. Required.
-	Systemd *systemd.Manager
+	// Systemd is this machine's systemd: a *systemd.Manager, or anything
+	// else that behaves like one (see UnitManager). Required.
+	Systemd UnitManager
 	// Log receives state changes at Info, retries at Warn. Default: discard.
 	Log *slog.Logger
+}
+
+// UnitManager is what the agent asks of systemd: *systemd.Manager, whose
+// documentation says what each method must do. It is an interface so that
+// the agent code can be run unchanged against something other than a real
+// systemd (the scale benchmark runs thousands of agents in one process on an
+// in-memory stand-in); fleetd always passes a *systemd.Manager.
+type UnitManager interface {
+	Subscribe(ctx context.Context) (<-chan string, error)
+	UnitFiles() ([]string, error)
+	WriteUnitFile(name, body string) (changed bool, err error)
+	RemoveUnitFile(name string) error
+	LinkUnitFiles(ctx context.Context, names ...string) error
+	DisableUnitFiles(ctx context.Context, names ...string) error
+	NeedDaemonReload(ctx context.Context, names ...string) (bool, error)
+	Reload(ctx context.Context) error
+	StartUnit(ctx context.Context, name string) (string, error)
+	StopUnit(ctx context.Context, name string) (string, error)
+	RestartUnit(ctx context.Context, name string) (string, error)
+	ResetFailedUnit(ctx context.Context, name string) error
+	UnitStates(ctx context.Context, names ...string) (map[string]systemd.UnitState, error)
+}
+
+var _ UnitManager = (*systemd.Manager)(nil)
+
+// Stats counts what an agent's worker has done since New. The counters only
+// grow; they may be read at any time, from any goroutine.
+type Stats struct {
+	// Wakeups is how many times the worker woke up to reconcile a batch.
+	Wakeups uint64
+	// Reconciled is how many unit names those batches held in all.
+	Reconciled uint64
 }
 
 // Agent makes one machine's systemd match that machine's schedule. Create it
@@ -35,10 +69,12 @@ type Config struct {
 type Agent struct {
 	reg      *registry.Registry
 	presence *registry.Presence
-	sd       *systemd.Manager
+	sd       UnitManager
 	machine  string
 	log      *slog.Logger
 	queue    *queue
+
+	wakeups, reconciled atomic.Uint64 // see Stats
 
 	mu      sync.Mutex
 	desired map[string]registry.Placement // this machine's schedule, as last read from etcd
@@ -84,6 +120,11 @@ func New(cfg Config) *Agent {
 	}
 }
 
+// Stats returns the agent's counters.
+func (a *Agent) Stats() Stats {
+	return Stats{Wakeups: a.wakeups.Load(), Reconciled: a.reconciled.Load()}
+}
+
 // Run reconciles until ctx ends (it then returns nil) or the machine's
 // presence ends (ErrPresenceLost). It returns an error at once if systemd's
 // signals cannot be subscribed to.
@@ -103,10 +144,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.queue.stop()
 	// Subscribe before the first read of any unit, so no change falls
 	// between a read and the subscription.
+	subscribing := time.Now()
 	sigs, err := a.sd.Subscribe(ctx)
 	if err != nil {
 		return fmt.Errorf("agent on %s: %w", a.machine, err)
 	}
+	a.log.Info("agent running: subscribed to systemd's signals", "took", time.Since(subscribing).Round(time.Millisecond))
 	synced := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -281,6 +324,8 @@ func (a *Agent) work(ctx context.Context, synced <-chan struct{}) {
 		if !ok {
 			return
 		}
+		a.wakeups.Add(1)
+		a.reconciled.Add(uint64(len(names)))
 		a.reconcile(ctx, names)
 	}
 }

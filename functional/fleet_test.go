@@ -168,7 +168,7 @@ func TestFleet(t *testing.T) {
 			"-api_socket", "/run/fleet-dup.sock", "-api_listen=", "-disable_engine", "true")
 		require.Error(t, err)
 		require.Contains(t, string(out), "machine ID already in use")
-		require.Contains(t, string(out), `host "h1"`)
+		require.Contains(t, string(out), "host h1 ("+h1.IP+") holds it")
 		out2, err := c.Fleetctl(ctx, h1, "list-machines", "--no-legend", "--full")
 		require.NoError(t, err)
 		require.Regexp(t, h1.MachineID+`\s+`+regexp.QuoteMeta(h1.IP), out2, "the first machine keeps its record")

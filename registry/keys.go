@@ -35,8 +35,18 @@ func (k keys) machineStates(machine string) string { return k.states() + machine
 func (k keys) state(machine, name string) string {
 	return k.machineStates(machine) + name
 }
+func (k keys) unplaced() string                { return k.prefix + "unplaced/" }
+func (k keys) unplacedUnit(name string) string { return k.unplaced() + name }
+
 func (k keys) election() string      { return k.prefix + "engine/leader" }
 func (k keys) engineVersion() string { return k.prefix + "engine/version" }
+
+// Dynamic machine metadata (fleet's PATCH /machines) lives apart from the
+// lease-bound machine record, so it survives a machine leaving and rejoining.
+func (k keys) metadata() string { return k.prefix + "metadata/" }
+func (k keys) machineMetadata(machine string) string {
+	return k.metadata() + machine
+}
 
 // splitMachineKey splits "<machine>/<name>" (what is left of a schedule or
 // state key after its collection prefix).

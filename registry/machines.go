@@ -53,7 +53,7 @@ func (r *Registry) Register(ctx context.Context, m machine.Machine, ttl time.Dur
 				return nil, fmt.Errorf("register machine %s: decode existing record: %w", m.ID, err)
 			}
 			if old.Hostname != m.Hostname || old.PublicIP != m.PublicIP {
-				return nil, fmt.Errorf("register machine %s: %w: host %q (%s) holds it; every machine needs a unique /etc/machine-id (or set machine_id)",
+				return nil, fmt.Errorf("register machine %s: %w: host %s (%s) holds it; every machine needs a unique /etc/machine-id (or set machine_id)",
 					m.ID, ErrMachineIDInUse, old.Hostname, old.PublicIP)
 			}
 			lease := clientv3.LeaseID(kv.Lease)

@@ -33,10 +33,8 @@ func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
 		sigs   chan *dbus.Signal
 		err    error
 	)
-	// Seen on systemd 252 right after boot: a Manager.Subscribe sent on a
-	// fresh private-socket connection never got its reply, while the same
-	// call on a new connection a moment later did. Bound each attempt and
-	// redial rather than wait forever.
+	// A systemd that does not answer must not hold the agent forever:
+	// bound each attempt and redial.
 	for attempt := 1; ; attempt++ {
 		var connCtx context.Context
 		connCtx, cancel = context.WithCancel(m.life)
@@ -87,6 +85,13 @@ func (m *Manager) subscribe(ctx context.Context, c *dbus.Conn) error {
 		if err != nil {
 			return fmt.Errorf("add match: %w", err)
 		}
+	}
+	if m.direct {
+		// systemd sends its signals to every private-socket connection
+		// unasked ("direct bus connections subscribe by default"), and
+		// seen on systemd 252: Manager.Subscribe on one gets no reply for
+		// the first seconds after the connection's process started.
+		return nil
 	}
 	// Without Subscribe, systemd sends unit signals to no bus client.
 	obj := c.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
