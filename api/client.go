@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/seed-a1ce88ea/fleet/unit"
@@ -15,21 +16,31 @@ import (
 // errors.Is. Every method blocks until its requests are answered and ends
 // early, with ctx's error, when ctx does.
 type Client interface {
-	// Machines lists the present machines, sorted by ID.
+	// Machines lists the present machines, sorted by ID, with their
+	// effective metadata (configured, then dynamic).
 	Machines(ctx context.Context) ([]Machine, error)
+	// SetMachineMetadata applies dynamic metadata operations in order, all
+	// or none (fleet's PATCH /machines). Machines need not be present; the
+	// metadata is kept across a machine leaving and rejoining. Invalid
+	// operations fail with ErrInvalid before any is applied.
+	SetMachineMetadata(ctx context.Context, ops []MachineMetadataOp) error
+
 	// Units lists the submitted units, sorted by name.
 	Units(ctx context.Context) ([]*Unit, error)
 	// Unit returns one unit, or an error wrapping ErrNotFound.
 	Unit(ctx context.Context, name string) (*Unit, error)
-	// UnitStates lists the unit states published by machines' agents, sorted
-	// by unit name, then machine ID.
-	UnitStates(ctx context.Context) ([]*UnitState, error)
+	// UnitStates lists the unit states published by machines' agents that
+	// match f, sorted by unit name, then machine ID. Filtering by unit reads
+	// only those units' states, not the whole collection.
+	UnitStates(ctx context.Context, f StateFilter) ([]*UnitState, error)
 
 	// CreateUnit submits a new unit in u.DesiredState (default inactive). An
 	// instance ("app@1.service") with no options takes the options of its
-	// submitted template. It fails with ErrExists if the unit exists and with
-	// ErrInvalid if the name, options or state break fleet's rules. The
-	// warnings (unknown [X-Fleet] options, for instance) did not prevent it.
+	// submitted template. It fails with ErrExists if the unit exists, with
+	// ErrConflict if it has no options (and no template to take them from)
+	// and with ErrInvalid if the name, options or state break fleet's rules.
+	// The warnings (unknown [X-Fleet] options, for instance) did not prevent
+	// it.
 	CreateUnit(ctx context.Context, u *Unit) (warnings []string, err error)
 	// ReplaceUnit is CreateUnit that overwrites an existing unit's file. An
 	// empty u.DesiredState keeps the existing unit's desired state.
@@ -44,18 +55,30 @@ type Client interface {
 	// the machine it is scheduled to (ErrConflict if it is on none,
 	// ErrUnavailable if that machine cannot be reached).
 	UnitStatus(ctx context.Context, name string) (string, error)
-	// UnitJournal returns the last lines of the unit's journal on the
-	// machine it is scheduled to, with the same errors as UnitStatus.
-	UnitJournal(ctx context.Context, name string, lines int) (string, error)
+	// UnitJournal streams the unit's journal on the machine it is scheduled
+	// to, with the same errors as UnitStatus. The caller closes the stream;
+	// with opts.Follow it stays open until then, ctx ends or the machine's
+	// fleetd goes away.
+	UnitJournal(ctx context.Context, name string, opts JournalOptions) (io.ReadCloser, error)
+
+	// Events calls fn with every change in the cluster from now on, in
+	// order, until ctx ends (it then returns ctx's error), fn returns an
+	// error (returned) or the stream breaks (ErrUnavailable). The first
+	// event, EventStreamStarted, marks the start: every later change is
+	// reported.
+	Events(ctx context.Context, fn func(Event) error) error
 }
 
 // Inspector reads machine-local data about a unit from this machine's
-// systemd. Its methods block until the command they run ends or ctx does.
+// systemd.
 type Inspector interface {
-	// Status returns the text of `systemctl status` for the unit.
+	// Status returns the text of `systemctl status` for the unit. It blocks
+	// until the command it runs ends or ctx does.
 	Status(ctx context.Context, name string) (string, error)
-	// Journal returns the last lines of the unit's journal.
-	Journal(ctx context.Context, name string, lines int) (string, error)
+	// Journal streams the unit's journal. It returns once the stream has
+	// started; the caller closes the stream, which stops it. Cancelling ctx
+	// stops it too.
+	Journal(ctx context.Context, name string, opts JournalOptions) (io.ReadCloser, error)
 }
 
 // Sentinel errors; every error of a Client wraps at most one of them.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -83,7 +84,7 @@ func TestClientRoundTrip(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, &api.Unit{Name: "hello.service", Options: u.Options, DesiredState: "launched", CurrentState: "launched", MachineID: "m1"}, u)
 
-			states, err := cl.UnitStates(ctx)
+			states, err := cl.UnitStates(ctx, api.StateFilter{})
 			require.NoError(t, err)
 			require.Equal(t, []*api.UnitState{{
 				Name: "hello.service", Hash: api.FileFromOptions(u.Options).Hash().String(), MachineID: "m1",
@@ -117,7 +118,7 @@ func TestClientRoundTrip(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, "/bin/app %i", inst.Options[0].Value)
 			_, err = cl.CreateUnit(ctx, &api.Unit{Name: "plain.service"})
-			require.ErrorIs(t, err, api.ErrInvalid)
+			require.ErrorIs(t, err, api.ErrConflict, "fleet answered 409 to a new unit without options")
 
 			all, err := cl.Units(ctx)
 			require.NoError(t, err)
@@ -192,8 +193,18 @@ func (f fakeInspector) Status(_ context.Context, name string) (string, error) {
 	return fmt.Sprintf("status of %s on %s\n", name, f.machine), nil
 }
 
-func (f fakeInspector) Journal(_ context.Context, name string, lines int) (string, error) {
-	return fmt.Sprintf("%d journal lines of %s on %s\n", lines, name, f.machine), nil
+func (f fakeInspector) Journal(_ context.Context, name string, opts api.JournalOptions) (io.ReadCloser, error) {
+	return io.NopCloser(strings.NewReader(fmt.Sprintf("%d journal lines of %s on %s\n", opts.Lines, name, f.machine))), nil
+}
+
+// readAll reads and closes a journal stream.
+func readAll(t *testing.T, rc io.ReadCloser, err error) string {
+	t.Helper()
+	require.NoError(t, err)
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	require.NoError(t, err)
+	return string(b)
 }
 
 func TestStatusAndJournalForwarding(t *testing.T) {
@@ -224,9 +235,8 @@ func TestStatusAndJournalForwarding(t *testing.T) {
 	got, err = hc.UnitStatus(ctx, "two.service")
 	require.NoError(t, err)
 	require.Equal(t, "status of two.service on m2\n", got, "remote unit: forwarded to m2")
-	got, err = hc.UnitJournal(ctx, "two.service", 25)
-	require.NoError(t, err)
-	require.Equal(t, "25 journal lines of two.service on m2\n", got)
+	rc, err := hc.UnitJournal(ctx, "two.service", api.JournalOptions{Lines: 25})
+	require.Equal(t, "25 journal lines of two.service on m2\n", readAll(t, rc, err))
 	got, err = hc.UnitStatus(ctx, "all.service")
 	require.NoError(t, err)
 	require.Equal(t, "status of all.service on m1\n", got, "global unit: local inspector")
@@ -237,13 +247,12 @@ func TestStatusAndJournalForwarding(t *testing.T) {
 	_, err = hc.UnitStatus(ctx, "idle.service")
 	require.ErrorIs(t, err, api.ErrConflict)
 	require.EqualError(t, err, "unit idle.service is not scheduled to any machine (its state is inactive); load or start it first")
-	_, err = hc.UnitJournal(ctx, "nope.service", 10)
+	_, err = hc.UnitJournal(ctx, "nope.service", api.JournalOptions{Lines: 10})
 	require.ErrorIs(t, err, api.ErrNotFound)
 
 	// The registry client (fleetctl --driver=etcd) forwards everything.
-	got, err = c.rc.UnitJournal(ctx, "two.service", 3)
-	require.NoError(t, err)
-	require.Equal(t, "3 journal lines of two.service on m2\n", got)
+	rc, err = c.rc.UnitJournal(ctx, "two.service", api.JournalOptions{Lines: 3})
+	require.Equal(t, "3 journal lines of two.service on m2\n", readAll(t, rc, err))
 	_, err = c.rc.UnitStatus(ctx, "one.service")
 	require.ErrorIs(t, err, api.ErrUnavailable, "m1 registered no API URL")
 
@@ -300,12 +309,16 @@ func TestSystemdInspector(t *testing.T) {
 	require.ErrorContains(t, err, "exit status 1: some stderr")
 
 	j := fakeCommand(t, "journalctl", "line 1", 0)
-	out, err := api.SystemdInspector{Journalctl: j}.Journal(ctx, "hello.service", 7)
-	require.NoError(t, err)
-	require.Equal(t, "line 1", out)
+	rc, err := api.SystemdInspector{Journalctl: j}.Journal(ctx, "hello.service", api.JournalOptions{Lines: 7})
+	require.Equal(t, "line 1", readAll(t, rc, err))
 	require.Equal(t, "--no-pager --unit=hello.service --lines=7", args(j))
+	rc, err = api.SystemdInspector{Journalctl: j}.Journal(ctx, "hello.service", api.JournalOptions{Lines: 0, Output: "json"})
+	require.Equal(t, "line 1", readAll(t, rc, err))
+	require.Equal(t, "--no-pager --unit=hello.service --lines=0 --output=json", args(j))
+	_, err = api.SystemdInspector{Journalctl: j}.Journal(ctx, "hello.service", api.JournalOptions{Output: "--all"})
+	require.ErrorIs(t, err, api.ErrInvalid)
 	j = fakeCommand(t, "journalctl", "", 1)
-	_, err = api.SystemdInspector{Journalctl: j}.Journal(ctx, "hello.service", 7)
+	_, err = api.SystemdInspector{Journalctl: j}.Journal(ctx, "hello.service", api.JournalOptions{Lines: 7})
 	require.ErrorContains(t, err, "some stderr")
 
 	_, err = api.SystemdInspector{Systemctl: filepath.Join(t.TempDir(), "missing")}.Status(ctx, "x.service")

@@ -3,15 +3,18 @@
 // server are both written against.
 //
 // The package provides:
-//   - the wire types (Unit, UnitOption, UnitState, Machine and their pages),
-//     kept apart from the registry's domain types;
+//   - the wire types (Unit, UnitOption, UnitState, Machine and their pages,
+//     MachineMetadataOp, Event), kept apart from the registry's domain types;
 //   - Client, implemented over etcd by NewRegistryClient and over HTTP by
-//     NewHTTPClient (a unix socket or TCP endpoint);
-//   - NewServer, an http.Handler serving /fleet/v1/ on top of any Client,
-//     plus two extensions for machine-local data: a unit's `systemctl status`
-//     text and its journal;
-//   - Inspector, the machine-local source of that data, and SystemdInspector,
-//     which runs systemctl and journalctl.
+//     NewHTTPClient (a unix socket or TCP endpoint, optionally TLS or through
+//     a custom dialer such as an SSH tunnel);
+//   - NewServer, an http.Handler serving /fleet/v1/ on top of any Client:
+//     fleet's units, state (filtered server-side), machines (with PATCH of
+//     dynamic metadata) and discovery document, paginated with fleet's page
+//     tokens; plus extensions: a unit's `systemctl status` text, its journal
+//     (streamed with ?follow=true) and a stream of cluster events;
+//   - Inspector, the machine-local source of status and journal, and
+//     SystemdInspector, which runs systemctl and journalctl.
 //
 // Validation of names, options and target states lives in the Client
 // implementations, not in HTTP handlers: the registry client refuses what

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,8 +35,12 @@ type httpClient struct {
 	endpoint string   // as configured, for messages
 	base     *url.URL // scheme and host (a placeholder for unix sockets) and path prefix
 	hc       *http.Client
-	timeout  time.Duration
-	opts     httpOptions
+	// streams reads answers that last (a followed journal, events): its
+	// transport bounds the wait for the answer's header, nothing bounds the
+	// body but the request's ctx.
+	streams *http.Client
+	timeout time.Duration
+	opts    httpOptions
 }
 
 type httpOptions struct {
@@ -43,16 +49,45 @@ type httpOptions struct {
 	// forwarded marks requests as forwarded by a fleetd. Such a client is
 	// used once, so it keeps no idle connections either.
 	forwarded bool
+	tls       *tls.Config
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	debug     io.Writer
+}
+
+// HTTPOption configures NewHTTPClient.
+type HTTPOption func(*httpOptions)
+
+// WithTLSConfig sets the TLS configuration of https endpoints (CA, client
+// certificate).
+func WithTLSConfig(c *tls.Config) HTTPOption {
+	return func(o *httpOptions) { o.tls = c }
+}
+
+// WithDialer makes the client reach fleetd through dial, for example over an
+// SSH tunnel, instead of dialing itself. dial is called with ("unix", socket
+// path) for a unix socket endpoint and ("tcp", "host:port") otherwise.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) HTTPOption {
+	return func(o *httpOptions) { o.dial = dial }
+}
+
+// WithDebugLog writes a line per request to w: method, URL, answer status
+// and time taken.
+func WithDebugLog(w io.Writer) HTTPOption {
+	return func(o *httpOptions) { o.debug = w }
 }
 
 // NewHTTPClient returns the Client of the fleetd at endpoint:
 // "unix:///path/to/socket" (or just "/path/to/socket") or "http://host:port"
 // ("https://" and a bare "host:port" work too). Each request, including
-// reading its answer, is bounded by timeout (0: only by its ctx).
-func NewHTTPClient(endpoint string, timeout time.Duration) (Client, error) {
-	return newHTTPClient(endpoint, timeout, httpOptions{
-		hint: "is fleetd running? set --endpoint or FLEETCTL_ENDPOINT",
-	})
+// reading its answer, is bounded by timeout (0: only by its ctx); streamed
+// answers (a followed journal, events) are bounded only in the wait for
+// their start.
+func NewHTTPClient(endpoint string, timeout time.Duration, opts ...HTTPOption) (Client, error) {
+	o := httpOptions{hint: "is fleetd running? set --endpoint or FLEETCTL_ENDPOINT"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return newHTTPClient(endpoint, timeout, o)
 }
 
 func forwardOptions(m machine.Machine) httpOptions {
@@ -68,27 +103,57 @@ func newHTTPClient(endpoint string, timeout time.Duration, opts httpOptions) (*h
 		return nil, err
 	}
 	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     30 * time.Second,
-		DisableKeepAlives:   opts.forwarded,
+		Proxy:                 http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       30 * time.Second,
+		DisableKeepAlives:     opts.forwarded,
+		ResponseHeaderTimeout: timeout,
+		TLSClientConfig:       opts.tls,
 	}
 	d := &net.Dialer{Timeout: timeout}
+	dial := d.DialContext
+	if opts.dial != nil {
+		dial = opts.dial
+		tr.Proxy = nil
+	}
 	if socket != "" {
 		tr.Proxy = nil
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", socket)
+			return dial(ctx, "unix", socket)
 		}
 	} else {
-		tr.DialContext = d.DialContext
+		tr.DialContext = dial
+	}
+	var rt http.RoundTripper = tr
+	if opts.debug != nil {
+		rt = debugTransport{next: tr, w: opts.debug}
 	}
 	return &httpClient{
 		endpoint: endpoint,
 		base:     base,
-		hc:       &http.Client{Transport: tr, Timeout: timeout},
+		hc:       &http.Client{Transport: rt, Timeout: timeout},
+		streams:  &http.Client{Transport: rt},
 		timeout:  timeout,
 		opts:     opts,
 	}, nil
+}
+
+// debugTransport logs every request and its answer's status.
+type debugTransport struct {
+	next http.RoundTripper
+	w    io.Writer
+}
+
+func (d debugTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := d.next.RoundTrip(r)
+	took := time.Since(start).Round(time.Microsecond)
+	if err != nil {
+		fmt.Fprintf(d.w, "DEBUG: %s %s: %v (%s)\n", r.Method, r.URL, err, took)
+		return nil, err
+	}
+	fmt.Fprintf(d.w, "DEBUG: %s %s: %s (%s)\n", r.Method, r.URL, resp.Status, took)
+	return resp, nil
 }
 
 // parseEndpoint returns the base URL requests are built on and, for a unix
@@ -141,6 +206,20 @@ type request struct {
 // its body). Other answers become *Error; transport failures name the
 // endpoint and what to check.
 func (c *httpClient) do(ctx context.Context, req request) (*http.Response, error) {
+	return c.send(ctx, c.hc, req)
+}
+
+// stream is do for answers that last: only the wait for the answer's header
+// is bounded by the timeout.
+func (c *httpClient) stream(ctx context.Context, req request) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, c.streams, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+func (c *httpClient) send(ctx context.Context, hc *http.Client, req request) (*http.Response, error) {
 	u := *c.base
 	u.Path += "/fleet/v1" + req.path
 	u.RawQuery = req.query.Encode()
@@ -166,7 +245,7 @@ func (c *httpClient) do(ctx context.Context, req request) (*http.Response, error
 	if c.opts.forwarded {
 		hr.Header.Set(forwardedHeader, "true")
 	}
-	resp, err := c.hc.Do(hr)
+	resp, err := hc.Do(hr)
 	if err != nil {
 		return nil, c.transportError(ctx, err)
 	}
@@ -247,28 +326,52 @@ func (c *httpClient) getText(ctx context.Context, path string, query url.Values)
 
 func unitPath(name string) string { return "/units/" + name }
 
-func (c *httpClient) Machines(ctx context.Context) ([]Machine, error) {
-	var page MachinePage
-	if err := c.getJSON(ctx, "/machines", nil, &page); err != nil {
-		return nil, err
+// getPages GETs every page of a collection: page decodes one page and
+// returns its next page token.
+func (c *httpClient) getPages(ctx context.Context, path string, q url.Values, page func() (any, func() string)) error {
+	if q == nil {
+		q = url.Values{}
 	}
-	return page.Machines, nil
+	for {
+		p, next := page()
+		if err := c.getJSON(ctx, path, q, p); err != nil {
+			return err
+		}
+		tok := next()
+		if tok == "" {
+			return nil
+		}
+		q.Set("nextPageToken", tok)
+	}
+}
+
+func (c *httpClient) Machines(ctx context.Context) ([]Machine, error) {
+	all := []Machine{}
+	err := c.getPages(ctx, "/machines", nil, func() (any, func() string) {
+		var p MachinePage
+		return &p, func() string { all = append(all, p.Machines...); return p.NextPageToken }
+	})
+	return all, err
+}
+
+func (c *httpClient) SetMachineMetadata(ctx context.Context, ops []MachineMetadataOp) error {
+	if ops == nil {
+		ops = []MachineMetadataOp{}
+	}
+	resp, err := c.do(ctx, request{method: http.MethodPatch, path: "/machines", body: ops})
+	if err != nil {
+		return err
+	}
+	return resp.Body.Close()
 }
 
 func (c *httpClient) Units(ctx context.Context) ([]*Unit, error) {
 	var all []*Unit
-	q := url.Values{}
-	for {
-		var page UnitPage
-		if err := c.getJSON(ctx, "/units", q, &page); err != nil {
-			return nil, err
-		}
-		all = append(all, page.Units...)
-		if page.NextPageToken == "" {
-			return all, nil
-		}
-		q.Set("nextPageToken", page.NextPageToken)
-	}
+	err := c.getPages(ctx, "/units", nil, func() (any, func() string) {
+		var p UnitPage
+		return &p, func() string { all = append(all, p.Units...); return p.NextPageToken }
+	})
+	return all, err
 }
 
 func (c *httpClient) Unit(ctx context.Context, name string) (*Unit, error) {
@@ -279,12 +382,20 @@ func (c *httpClient) Unit(ctx context.Context, name string) (*Unit, error) {
 	return &u, nil
 }
 
-func (c *httpClient) UnitStates(ctx context.Context) ([]*UnitState, error) {
-	var page UnitStatePage
-	if err := c.getJSON(ctx, "/state", nil, &page); err != nil {
-		return nil, err
+func (c *httpClient) UnitStates(ctx context.Context, f StateFilter) ([]*UnitState, error) {
+	q := url.Values{}
+	for _, m := range f.MachineIDs {
+		q.Add("machineID", m)
 	}
-	return page.States, nil
+	for _, n := range f.UnitNames {
+		q.Add("unitName", n)
+	}
+	var all []*UnitState
+	err := c.getPages(ctx, "/state", q, func() (any, func() string) {
+		var p UnitStatePage
+		return &p, func() string { all = append(all, p.States...); return p.NextPageToken }
+	})
+	return all, err
 }
 
 func (c *httpClient) CreateUnit(ctx context.Context, u *Unit) ([]string, error) {
@@ -335,8 +446,47 @@ func (c *httpClient) UnitStatus(ctx context.Context, name string) (string, error
 	return c.getText(ctx, unitPath(name)+"/status", nil)
 }
 
-func (c *httpClient) UnitJournal(ctx context.Context, name string, lines int) (string, error) {
-	return c.getText(ctx, unitPath(name)+"/journal", url.Values{"lines": {strconv.Itoa(lines)}})
+func (c *httpClient) UnitJournal(ctx context.Context, name string, opts JournalOptions) (io.ReadCloser, error) {
+	if err := checkJournalOptions(opts); err != nil {
+		return nil, err
+	}
+	q := url.Values{"lines": {strconv.Itoa(opts.Lines)}}
+	if opts.Follow {
+		q.Set("follow", "true")
+	}
+	if opts.Output != "" {
+		q.Set("output", opts.Output)
+	}
+	return c.stream(ctx, request{method: http.MethodGet, path: unitPath(name) + "/journal", query: q})
+}
+
+func (c *httpClient) Events(ctx context.Context, fn func(Event) error) error {
+	body, err := c.stream(ctx, request{method: http.MethodGet, path: "/events"})
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("decode event from fleetd at %s: %w", c.endpoint, err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return errorf(ErrUnavailable, "event stream of fleetd at %s broke: %v", c.endpoint, err)
+	}
+	return errorf(ErrUnavailable, "fleetd at %s ended the event stream (did it stop?)", c.endpoint)
 }
 
 // Warnings travel in Warning headers (RFC 9111 section 5.5 syntax, code 299

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -36,8 +37,18 @@ func (c *registryClient) Machines(ctx context.Context) ([]Machine, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A machine's fleetd republishes its record with its dynamic metadata
+	// (Presence.KeepMetadata); applying it here too shows a PATCH at once,
+	// not after that round trip. Applying it twice changes nothing.
+	overrides, err := c.reg.MetadataOverrides(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Machine, len(ms))
 	for i, m := range ms {
+		if o, ok := overrides[m.ID]; ok {
+			m.Metadata = o.Apply(m.Metadata)
+		}
 		out[i] = wireMachine(m)
 	}
 	return out, nil
@@ -49,6 +60,34 @@ func wireMachine(m machine.Machine) Machine {
 		md[k] = v
 	}
 	return Machine{ID: m.ID, PrimaryIP: m.PublicIP, Metadata: md}
+}
+
+func (c *registryClient) SetMachineMetadata(ctx context.Context, ops []MachineMetadataOp) error {
+	rops, err := parseMetadataOps(ops)
+	if err != nil {
+		return err
+	}
+	return c.reg.PatchMetadata(ctx, rops)
+}
+
+// unplacedReasons reads why the engine leader placed units nowhere. The
+// reasons only add to what the units say: failing to read them costs the
+// reasons, not the answer.
+func (c *registryClient) unplacedReasons(ctx context.Context) map[string]string {
+	r, _, err := c.reg.Unplaced(ctx)
+	if err != nil {
+		return nil
+	}
+	return r
+}
+
+// unplacedReason is unplacedReasons for one unit.
+func (c *registryClient) unplacedReason(ctx context.Context, name string) map[string]string {
+	why, err := c.reg.UnplacedReason(ctx, name)
+	if err != nil {
+		return nil
+	}
+	return map[string]string{name: why}
 }
 
 func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
@@ -68,6 +107,7 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 	if err != nil {
 		return nil, err
 	}
+	reasons := c.unplacedReasons(ctx)
 	out := make([]*Unit, 0, len(recs))
 	for _, rec := range recs {
 		body, ok := bodies[rec.Hash]
@@ -82,7 +122,7 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 			out = append(out, u)
 			continue
 		}
-		u, err := wireUnit(rec, body, placed[rec.Name])
+		u, err := wireUnit(rec, body, placed[rec.Name], reasons)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +147,7 @@ func (c *registryClient) Unit(ctx context.Context, name string) (*Unit, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wireUnit(rec, body, placed[name])
+	return wireUnit(rec, body, placed[name], c.unplacedReason(ctx, name))
 }
 
 // placements reads the whole schedule, grouped by unit name.
@@ -124,8 +164,9 @@ func (c *registryClient) placements(ctx context.Context) (map[string][]registry.
 }
 
 // wireUnit builds the wire form of a unit: its options from its body, its
-// current state and machine from its placements.
-func wireUnit(rec registry.Unit, body string, placed []registry.Placement) (*Unit, error) {
+// current state and machine from its placements, why it is unplaced from
+// reasons.
+func wireUnit(rec registry.Unit, body string, placed []registry.Placement, reasons map[string]string) (*Unit, error) {
 	f, err := unit.ParseString(body)
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: stored body %s: %w", rec.Name, rec.Hash, err)
@@ -139,6 +180,8 @@ func wireUnit(rec registry.Unit, body string, placed []registry.Placement) (*Uni
 	u.CurrentState = string(registry.StateInactive)
 	if p, ok := pickPlacement(placed, rec.Hash); ok {
 		u.CurrentState, u.MachineID = string(p.DesiredState), p.Machine
+	} else if rec.DesiredState != registry.StateInactive {
+		u.UnplacedReason = reasons[rec.Name]
 	}
 	return u, nil
 }
@@ -158,10 +201,28 @@ func pickPlacement(ps []registry.Placement, hash string) (registry.Placement, bo
 	return ps[0], true
 }
 
-func (c *registryClient) UnitStates(ctx context.Context) ([]*UnitState, error) {
-	ss, err := c.reg.States(ctx, "")
-	if err != nil {
-		return nil, err
+func (c *registryClient) UnitStates(ctx context.Context, f StateFilter) ([]*UnitState, error) {
+	var ss []registry.UnitState
+	machines, names := dedupe(f.MachineIDs), dedupe(f.UnitNames)
+	switch {
+	case len(names) > 0:
+		var err error
+		if ss, err = c.reg.StatesOf(ctx, names, machines); err != nil {
+			return nil, err
+		}
+	case len(machines) > 0:
+		for _, m := range machines {
+			ms, err := c.reg.States(ctx, m)
+			if err != nil {
+				return nil, err
+			}
+			ss = append(ss, ms...)
+		}
+	default:
+		var err error
+		if ss, err = c.reg.States(ctx, ""); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]*UnitState, len(ss))
 	for i, s := range ss {
@@ -176,6 +237,17 @@ func (c *registryClient) UnitStates(ctx context.Context) ([]*UnitState, error) {
 	}
 	sortStates(out)
 	return out, nil
+}
+
+// dedupe returns s without repeated or empty values, in order.
+func dedupe(s []string) []string {
+	var out []string
+	for _, v := range s {
+		if v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func sortStates(ss []*UnitState) {
@@ -246,7 +318,7 @@ func (c *registryClient) unitFile(ctx context.Context, n unit.Name, opts []*Unit
 	case n.IsInstance():
 		tmpl, err := c.reg.Unit(ctx, n.TemplateName())
 		if errors.Is(err, registry.ErrNotFound) {
-			return nil, nil, errorf(ErrInvalid, "unit %s has no options, and its template %s has not been submitted: submit the template or give the unit a file", name, n.TemplateName())
+			return nil, nil, errorf(ErrConflict, "unit %s has no options, and its template %s has not been submitted: submit the template or give the unit a file", name, n.TemplateName())
 		}
 		if err != nil {
 			return nil, nil, err
@@ -255,7 +327,9 @@ func (c *registryClient) unitFile(ctx context.Context, n unit.Name, opts []*Unit
 			return nil, nil, fmt.Errorf("template %s of unit %s: %w", n.TemplateName(), name, err)
 		}
 	default:
-		return nil, nil, errorf(ErrInvalid, "unit %s has no options: a unit file needs at least one [Section] and Name=Value line", name)
+		// fleet answered 409 here: the unit does not exist and its options
+		// are empty.
+		return nil, nil, errorf(ErrConflict, "unit %s does not exist and has no options: a unit file needs at least one [Section] and Name=Value line", name)
 	}
 	// Parsing the canonical text applies the parser's rules to options that
 	// came as a list, and proves the stored body will parse back.
@@ -326,12 +400,19 @@ func (c *registryClient) UnitStatus(ctx context.Context, name string) (string, e
 	return hc.UnitStatus(ctx, name)
 }
 
-func (c *registryClient) UnitJournal(ctx context.Context, name string, lines int) (string, error) {
+func (c *registryClient) UnitJournal(ctx context.Context, name string, opts JournalOptions) (io.ReadCloser, error) {
+	if err := checkJournalOptions(opts); err != nil {
+		return nil, err
+	}
 	hc, err := c.forwardTo(ctx, name)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return hc.UnitJournal(ctx, name, lines)
+	return hc.UnitJournal(ctx, name, opts)
+}
+
+func (c *registryClient) Events(ctx context.Context, fn func(Event) error) error {
+	return registryEvents(ctx, c.reg, fn)
 }
 
 // forwardTo returns an HTTP client of the fleetd on the machine the unit is

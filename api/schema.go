@@ -16,6 +16,10 @@ type Unit struct {
 	CurrentState string `json:"currentState,omitempty"`
 	// MachineID is the machine the unit is scheduled to, if any.
 	MachineID string `json:"machineID,omitempty"`
+	// UnplacedReason (an extension of fleet's schema) says why the engine
+	// could place the unit on no machine, for instance "no machine has
+	// metadata disk=ssd". Empty when the unit is placed or not to be placed.
+	UnplacedReason string `json:"unplacedReason,omitempty"`
 }
 
 // UnitOption is one Name=Value line of a unit file and its section.
@@ -42,21 +46,42 @@ type Machine struct {
 	Metadata  map[string]string `json:"metadata"`
 }
 
-// UnitPage is one page of GET /fleet/v1/units. NextPageToken is empty on the
-// last page.
+// UnitPage is one page of GET /fleet/v1/units. NextPageToken is absent on
+// the last page, as in fleet: "no token" means "no more pages".
 type UnitPage struct {
 	Units         []*Unit `json:"units"`
-	NextPageToken string  `json:"nextPageToken"`
+	NextPageToken string  `json:"nextPageToken,omitempty"`
 }
 
-// UnitStatePage is the answer to GET /fleet/v1/state.
+// UnitStatePage is one page of GET /fleet/v1/state.
 type UnitStatePage struct {
-	States []*UnitState `json:"states"`
+	States        []*UnitState `json:"states"`
+	NextPageToken string       `json:"nextPageToken,omitempty"`
 }
 
-// MachinePage is the answer to GET /fleet/v1/machines.
+// MachinePage is one page of GET /fleet/v1/machines.
 type MachinePage struct {
-	Machines []Machine `json:"machines"`
+	Machines      []Machine `json:"machines"`
+	NextPageToken string    `json:"nextPageToken,omitempty"`
+}
+
+// StateFilter narrows UnitStates to the given machines and units (either
+// empty: all). GET /fleet/v1/state takes them as ?machineID= and ?unitName=.
+type StateFilter struct {
+	MachineIDs []string
+	UnitNames  []string
+}
+
+// JournalOptions select what UnitJournal returns.
+type JournalOptions struct {
+	// Lines is how many recent entries to print first (0: none, which makes
+	// sense with Follow).
+	Lines int
+	// Follow keeps the stream open, sending entries as they are appended.
+	Follow bool
+	// Output is journalctl's output mode (short, json, cat, ...; default
+	// short).
+	Output string
 }
 
 // errorBody is the JSON of every error answer:

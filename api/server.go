@@ -12,15 +12,20 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const (
-	// maxRequestBody bounds a PUT body; unit files are small.
+	// maxRequestBody bounds a PUT or PATCH body; unit files are small.
 	maxRequestBody = 1 << 20
 	// maxJournalLines bounds ?lines= of the journal endpoint.
 	maxJournalLines = 100000
 	// defaultJournalLines is fleetctl journal's default.
 	defaultJournalLines = 10
+	// firstChunkWait is how long a streamed answer waits for its first
+	// bytes before sending its header anyway: a failure within that time
+	// still gets an error status.
+	firstChunkWait = 500 * time.Millisecond
 )
 
 // ServerOption configures NewServer.
@@ -66,17 +71,25 @@ type server struct {
 //	GET    /fleet/v1/units/{name}          a Unit
 //	PUT    /fleet/v1/units/{name}          create (201), set desiredState (204)
 //	DELETE /fleet/v1/units/{name}          destroy (204)
-//	GET    /fleet/v1/units/{name}/status   text of systemctl status (extension)
-//	GET    /fleet/v1/units/{name}/journal  last ?lines=N journal lines (extension)
-//	GET    /fleet/v1/state                 {"states":[...]}, ?machineID= ?unitName=
-//	GET    /fleet/v1/machines              {"machines":[...]}
+//	GET    /fleet/v1/state                 {"states":[...],"nextPageToken":"..."}, ?machineID= ?unitName=
+//	GET    /fleet/v1/machines              {"machines":[...],"nextPageToken":"..."}
+//	PATCH  /fleet/v1/machines              dynamic metadata, JSON Patch (204)
+//	GET    /fleet/v1/discovery             the discovery document of this API
 //
-// PUT follows fleet: a body with options creates the unit; for an existing
-// unit it must carry the same options (or none) and a desiredState, which is
-// then set; different options answer 409 unless ?replace=true. Extensions:
-// If-None-Match: * makes a PUT create only (412 if the unit exists),
-// If-Match: * makes it update only (404 if the unit does not exist), and
-// warnings about the unit come back in Warning headers.
+// and extensions:
+//
+//	GET    /fleet/v1/units/{name}/status   text of systemctl status
+//	GET    /fleet/v1/units/{name}/journal  journal text, ?lines=N ?follow=true ?output=MODE
+//	GET    /fleet/v1/events                cluster events, one JSON object per line, until closed
+//
+// Collections come in pages of 100 with fleet's page tokens; a bad token is
+// a 400. PUT follows fleet: a body with options creates the unit (409
+// without options); for an existing unit it must carry the same options (or
+// none) and a desiredState, which is then set; different options answer 409
+// unless ?replace=true. Extensions: If-None-Match: * makes a PUT create only
+// (412 if the unit exists), If-Match: * makes it update only (404 if the
+// unit does not exist), and warnings about the unit come back in Warning
+// headers.
 //
 // Errors are {"error":{"code":N,"message":"..."}}.
 func NewServer(c Client, opts ...ServerOption) http.Handler {
@@ -105,7 +118,12 @@ func NewServer(c Client, opts ...ServerOption) http.Handler {
 	route("/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus})
 	route("/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal})
 	route("/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates})
-	route("/fleet/v1/machines", map[string]http.HandlerFunc{http.MethodGet: s.listMachines})
+	route("/fleet/v1/machines", map[string]http.HandlerFunc{
+		http.MethodGet:   s.listMachines,
+		http.MethodPatch: s.patchMachines,
+	})
+	route("/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery})
+	route("/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, errorf(ErrNotFound, "no such API resource: %s", r.URL.Path))
 	})
@@ -154,14 +172,7 @@ func (s *server) putUnit(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	var u Unit
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	if err := dec.Decode(&u); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			s.sendCode(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxRequestBody))
-			return
-		}
-		s.sendError(w, r, errorf(ErrInvalid, "decode request body: %v", err))
+	if !s.decodeBody(w, r, &u) {
 		return
 	}
 	if u.Name == "" {
@@ -268,83 +279,87 @@ func (s *server) deleteUnit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
-	states, err := s.c.UnitStates(r.Context())
+	q := r.URL.Query()
+	tok, err := pageFromQuery(q["nextPageToken"])
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	q := r.URL.Query()
-	machines, names := q["machineID"], q["unitName"]
-	out := make([]*UnitState, 0, len(states))
-	for _, st := range states {
-		if (len(machines) == 0 || slices.Contains(machines, st.MachineID)) &&
-			(len(names) == 0 || slices.Contains(names, st.Name)) {
-			out = append(out, st)
-		}
+	states, err := s.c.UnitStates(r.Context(), StateFilter{MachineIDs: q["machineID"], UnitNames: q["unitName"]})
+	if err != nil {
+		s.sendError(w, r, err)
+		return
 	}
-	s.sendJSON(w, http.StatusOK, UnitStatePage{States: out})
+	items, next := pageOf(states, tok)
+	s.sendJSON(w, http.StatusOK, UnitStatePage{States: items, NextPageToken: next})
 }
 
 func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
+	tok, err := pageFromQuery(r.URL.Query()["nextPageToken"])
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
 	ms, err := s.c.Machines(r.Context())
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	if ms == nil {
-		ms = []Machine{}
+	items, next := pageOf(ms, tok)
+	s.sendJSON(w, http.StatusOK, MachinePage{Machines: items, NextPageToken: next})
+}
+
+// patchMachines applies fleet's JSON Patch of machine metadata. Like fleet
+// it ignores the Content-Type (fleet's own clients sent none, curl -d sends
+// a form type): the body must be the JSON list either way.
+func (s *server) patchMachines(w http.ResponseWriter, r *http.Request) {
+	var ops []MachineMetadataOp
+	if !s.decodeBody(w, r, &ops) {
+		return
 	}
-	s.sendJSON(w, http.StatusOK, MachinePage{Machines: ms})
-}
-
-func (s *server) unitStatus(w http.ResponseWriter, r *http.Request) {
-	s.machineLocal(w, r, func(ctx context.Context, name string, local bool) (string, error) {
-		if local {
-			return s.insp.Status(ctx, name)
-		}
-		return s.c.UnitStatus(ctx, name)
-	})
-}
-
-func (s *server) unitJournal(w http.ResponseWriter, r *http.Request) {
-	lines := defaultJournalLines
-	if v := r.URL.Query().Get("lines"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxJournalLines {
-			s.sendError(w, r, errorf(ErrInvalid, "lines must be a number from 1 to %d, not %q", maxJournalLines, v))
-			return
-		}
-		lines = n
-	}
-	s.machineLocal(w, r, func(ctx context.Context, name string, local bool) (string, error) {
-		if local {
-			return s.insp.Journal(ctx, name, lines)
-		}
-		return s.c.UnitJournal(ctx, name, lines)
-	})
-}
-
-// machineLocal answers a request for machine-local data about a unit: from
-// this machine's Inspector when the unit is scheduled here (or is global),
-// otherwise through the Client, which forwards to the unit's machine. A
-// forwarded request is never forwarded again.
-func (s *server) machineLocal(w http.ResponseWriter, r *http.Request, read func(ctx context.Context, name string, local bool) (string, error)) {
-	ctx, name := r.Context(), r.PathValue("name")
-	u, err := s.c.Unit(ctx, name)
-	if err != nil {
+	if err := s.c.SetMachineMetadata(r.Context(), ops); err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	local := s.insp != nil && s.local != "" && (u.MachineID == s.local || (u.MachineID == "" && IsGlobal(u)))
-	if !local && r.Header.Get(forwardedHeader) != "" {
-		where := "another machine"
-		if u.MachineID != "" {
-			where = "machine " + u.MachineID
+	// fleet answered this 204 as JSON.
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// decodeBody decodes a bounded JSON body into v; on failure it answers and
+// returns false.
+func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.sendCode(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxRequestBody))
+			return false
 		}
-		s.sendError(w, r, errorf(ErrUnavailable, "unit %s is not scheduled to this machine (%s) but to %s; it may have just moved, try again", name, s.local, where))
+		s.sendError(w, r, errorf(ErrInvalid, "decode request body: %v", err))
+		return false
+	}
+	return true
+}
+
+func (s *server) discovery(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, discoveryJSON) // the client went away; nothing to do
+}
+
+func (s *server) unitStatus(w http.ResponseWriter, r *http.Request) {
+	name, local, ok := s.locate(w, r)
+	if !ok {
 		return
 	}
-	text, err := read(ctx, name, local)
+	var text string
+	var err error
+	if local {
+		text, err = s.insp.Status(r.Context(), name)
+	} else {
+		text, err = s.c.UnitStatus(r.Context(), name)
+	}
 	if err != nil {
 		s.sendError(w, r, err)
 		return
@@ -352,6 +367,167 @@ func (s *server) machineLocal(w http.ResponseWriter, r *http.Request, read func(
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.WriteString(w, text) // the client went away; nothing to do
+}
+
+func (s *server) unitJournal(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := JournalOptions{Lines: defaultJournalLines, Output: q.Get("output")}
+	if v := q.Get("lines"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxJournalLines {
+			s.sendError(w, r, errorf(ErrInvalid, "lines must be a number from 0 to %d, not %q", maxJournalLines, v))
+			return
+		}
+		opts.Lines = n
+	}
+	if v := q.Get("follow"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.sendError(w, r, errorf(ErrInvalid, "follow must be true or false, not %q", v))
+			return
+		}
+		opts.Follow = b
+	}
+	if err := checkJournalOptions(opts); err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	name, local, ok := s.locate(w, r)
+	if !ok {
+		return
+	}
+	var rc io.ReadCloser
+	var err error
+	if local {
+		rc, err = s.insp.Journal(r.Context(), name, opts)
+	} else {
+		rc, err = s.c.UnitJournal(r.Context(), name, opts)
+	}
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	s.sendStream(w, r, rc, "text/plain; charset=utf-8")
+}
+
+// locate decides who answers a request for machine-local data about a unit:
+// this machine's Inspector when the unit is scheduled here (or is global),
+// otherwise the Client, which forwards to the unit's machine. A forwarded
+// request is never forwarded again. On failure it answers and ok is false.
+func (s *server) locate(w http.ResponseWriter, r *http.Request) (name string, local, ok bool) {
+	ctx, name := r.Context(), r.PathValue("name")
+	u, err := s.c.Unit(ctx, name)
+	if err != nil {
+		s.sendError(w, r, err)
+		return name, false, false
+	}
+	local = s.insp != nil && s.local != "" && (u.MachineID == s.local || (u.MachineID == "" && IsGlobal(u)))
+	if !local && r.Header.Get(forwardedHeader) != "" {
+		where := "another machine"
+		if u.MachineID != "" {
+			where = "machine " + u.MachineID
+		}
+		s.sendError(w, r, errorf(ErrUnavailable, "unit %s is not scheduled to this machine (%s) but to %s; it may have just moved, try again", name, s.local, where))
+		return name, false, false
+	}
+	return name, local, true
+}
+
+// sendStream copies rc to the client as it comes, flushing every chunk,
+// until rc ends, the client goes away or the request's ctx ends. A failure
+// before the first bytes (within firstChunkWait) gets an error status; a
+// later one just ends the answer.
+func (s *server) sendStream(w http.ResponseWriter, r *http.Request, rc io.ReadCloser, contentType string) {
+	defer rc.Close()
+	type chunk struct {
+		n   int
+		err error
+	}
+	buf := make([]byte, 32<<10)
+	first := make(chan chunk, 1)
+	go func() {
+		n, err := rc.Read(buf)
+		first <- chunk{n, err}
+	}()
+	flusher, _ := w.(http.Flusher)
+	started := false
+	start := func() {
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(http.StatusOK)
+		if flusher != nil {
+			flusher.Flush()
+		}
+		started = true
+	}
+	timer := time.NewTimer(firstChunkWait)
+	defer timer.Stop()
+	var c chunk
+	select {
+	case c = <-first:
+	case <-timer.C:
+		start()
+		select {
+		case c = <-first:
+		case <-r.Context().Done():
+			_ = rc.Close() // ends the pending Read
+			<-first
+			return
+		}
+	case <-r.Context().Done():
+		_ = rc.Close()
+		<-first
+		return
+	}
+	if !started {
+		if c.n == 0 && c.err != nil && !errors.Is(c.err, io.EOF) {
+			s.sendError(w, r, c.err)
+			return
+		}
+		start()
+	}
+	for {
+		if c.n > 0 {
+			if _, err := w.Write(buf[:c.n]); err != nil {
+				return // the client went away
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if c.err != nil {
+			if !errors.Is(c.err, io.EOF) && r.Context().Err() == nil {
+				s.log.Warn("API stream ended early", "path", r.URL.Path, "err", c.err)
+			}
+			return
+		}
+		c.n, c.err = rc.Read(buf)
+	}
+}
+
+// events streams cluster events as newline-delimited JSON until the client
+// goes away.
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	err := s.c.Events(r.Context(), func(e Event) error {
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return nil
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.log.Warn("event stream ended", "err", err)
+	}
 }
 
 func (s *server) sendJSON(w http.ResponseWriter, code int, v any) {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
+	"reflect"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,10 +22,16 @@ type Config struct {
 	Registry *registry.Registry
 	// ID names this candidate in the election (the machine ID).
 	ID string
+	// Version is this engine's version (fleetd's). The highest version that
+	// led the cluster is kept in etcd; an engine older than it never leads.
+	// A version that does not parse ("dev", a commit hash) is compared with
+	// nothing: such an engine may lead and is never recorded.
+	Version string
 	// LeaderTTL bounds how long a dead leader keeps the lead; default 3s.
 	LeaderTTL time.Duration
 	// ReconcileInterval is the period of the full re-read of etcd, a safety
-	// net behind the watches; default 10s.
+	// net behind the watches; default 10s. An engine refused for its version
+	// looks again at this period.
 	ReconcileInterval time.Duration
 	Log               *slog.Logger
 }
@@ -36,7 +44,13 @@ type Engine struct {
 	mu       sync.Mutex
 	leading  bool
 	unplaced map[string]string
+
+	refusedFor string // cluster version last logged as refusing this engine
+	warnedFor  string // cluster version last logged as not comparable
 }
+
+// errTooOld is why an engine does not lead: a newer one led before.
+var errTooOld = errors.New("engine version is older than the newest engine that led the cluster")
 
 // New returns an Engine; Run starts it.
 func New(cfg Config) *Engine {
@@ -49,7 +63,7 @@ func New(cfg Config) *Engine {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine")}
+	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine"), unplaced: map[string]string{}}
 }
 
 // Leading reports whether this engine currently leads.
@@ -59,8 +73,9 @@ func (e *Engine) Leading() bool {
 	return e.leading
 }
 
-// Unplaced returns, for each unit that should run but fits nowhere, why
-// (as of this engine's last pass as leader).
+// Unplaced returns, for each unit that should run but fits nowhere, why (as
+// of this engine's last decision as leader). The leader also records the
+// reasons in etcd, where every fleetd reads them (registry.Unplaced).
 func (e *Engine) Unplaced() map[string]string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -68,10 +83,15 @@ func (e *Engine) Unplaced() map[string]string {
 }
 
 // Run campaigns and leads until ctx ends; it returns nil then. A lost
-// leadership sends it back to campaigning.
+// leadership sends it back to campaigning. While the cluster's recorded
+// engine version is newer than this engine's, it does not campaign.
 func (e *Engine) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		if !e.eligible(ctx) {
+			sleep(ctx, e.cfg.ReconcileInterval)
+			continue
+		}
 		lead, err := e.cfg.Registry.Campaign(ctx, e.cfg.ID, e.cfg.LeaderTTL)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -83,19 +103,90 @@ func (e *Engine) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if err := e.claimVersion(ctx, lead); err != nil {
+			e.resign(ctx, lead)
+			if !errors.Is(err, errTooOld) && ctx.Err() == nil {
+				e.log.Warn("record engine version; resigned", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue // eligible says why, and waits
+		}
 		e.setLeading(true)
-		e.log.Info("became engine leader")
+		e.log.Info("became engine leader", "version", e.cfg.Version)
 		err = e.lead(ctx, lead)
 		e.setLeading(false)
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = lead.Resign(rctx) // lets a successor take over now instead of after the TTL
-		cancel()
+		e.resign(ctx, lead)
 		if ctx.Err() != nil {
 			break
 		}
 		e.log.Warn("lost engine leadership", "err", err)
 	}
 	return nil
+}
+
+// resign lets a successor take over now instead of after the TTL.
+func (e *Engine) resign(ctx context.Context, lead *registry.Leadership) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = lead.Resign(rctx) // best effort: the session's TTL ends it anyway
+}
+
+// eligible reports whether this engine may campaign: no newer engine has led
+// the cluster. An unreadable version record does not stop it; claimVersion
+// checks again once it leads.
+func (e *Engine) eligible(ctx context.Context) bool {
+	stored, _, err := e.cfg.Registry.EngineVersion(ctx)
+	if err != nil {
+		return true
+	}
+	if c, ok := compareVersions(e.cfg.Version, stored); !ok || c >= 0 {
+		return true
+	}
+	if stored != e.refusedFor {
+		e.refusedFor = stored
+		e.log.Error("this engine will not lead: a newer engine has led the cluster; upgrade this fleetd (or set disable_engine)",
+			"version", e.cfg.Version, "cluster_engine_version", stored)
+	}
+	return false
+}
+
+// claimVersion records this engine's version as the cluster's, fenced by
+// lead, unless a newer one is recorded: then it returns errTooOld.
+func (e *Engine) claimVersion(ctx context.Context, lead *registry.Leadership) error {
+	reg := e.cfg.Registry
+	for {
+		stored, rev, err := reg.EngineVersion(ctx)
+		if err != nil {
+			return err
+		}
+		_, mineOK := parseVersion(e.cfg.Version)
+		_, storedOK := parseVersion(stored)
+		if !mineOK {
+			if storedOK && stored != e.warnedFor {
+				e.warnedFor = stored
+				e.log.Warn("engine version cannot be compared with the cluster's; leading anyway",
+					"version", e.cfg.Version, "cluster_engine_version", stored)
+			}
+			return nil
+		}
+		if storedOK {
+			c, _ := compareVersions(e.cfg.Version, stored)
+			if c < 0 {
+				return fmt.Errorf("%w (%s < %s)", errTooOld, e.cfg.Version, stored)
+			}
+			if c == 0 {
+				return nil
+			}
+		}
+		err = reg.SetEngineVersion(ctx, lead, e.cfg.Version, rev)
+		if errors.Is(err, registry.ErrConflict) {
+			continue
+		}
+		if err == nil {
+			e.log.Info("recorded cluster engine version", "version", e.cfg.Version, "previous", stored)
+		}
+		return err
+	}
 }
 
 func (e *Engine) setLeading(v bool) {
@@ -113,16 +204,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// model is the leader's view of etcd, kept current by watches.
-type model struct {
-	units      map[string]registry.Unit
-	files      map[string]*unit.File // parsed bodies by hash
-	badBodies  map[string]string     // hash -> parse error
-	machines   map[string]machine.Machine
-	placements map[[2]string]registry.Placement // (machine, unit)
-}
-
-// lead runs the leader loop until leadership or ctx is lost.
+// lead runs the leader loop until leadership or ctx is lost: read the
+// cluster, follow the watches deciding after each burst of events, and read
+// everything again every ReconcileInterval (feeding the scheduler only what
+// differs) or after a failed watch or write.
 func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -136,17 +221,23 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	reg := e.cfg.Registry
 	ticker := time.NewTicker(e.cfg.ReconcileInterval)
 	defer ticker.Stop()
+	var st *leaderState
 	for ctx.Err() == nil {
-		m, unitRev, machineRev, err := e.load(ctx)
+		unitRev, machineRev, err := e.sync(ctx, lead, &st)
+		if errors.Is(err, registry.ErrNotLeader) {
+			return err
+		}
 		if err != nil {
-			e.log.Warn("read cluster state", "err", err)
-			sleep(ctx, time.Second)
+			if ctx.Err() == nil {
+				e.log.Warn("read cluster state", "err", err)
+				sleep(ctx, time.Second)
+			}
 			continue
 		}
 		wctx, stopWatch := context.WithCancel(ctx)
 		unitEvents := reg.WatchUnits(wctx, unitRev)
 		machineEvents := reg.WatchMachines(wctx, machineRev)
-		err = e.follow(wctx, lead, m, unitEvents, machineEvents, ticker.C)
+		err = e.follow(wctx, lead, st, unitEvents, machineEvents, ticker.C)
 		stopWatch()
 		if errors.Is(err, registry.ErrNotLeader) {
 			return err
@@ -158,14 +249,262 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	return ctx.Err()
 }
 
-// follow applies watch events to m and reconciles after each burst of
-// events, until a watch fails, the ticker asks for a full resync (returns
-// nil), or the plan cannot be written.
-func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, m *model,
-	unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine], tick <-chan time.Time) error {
-	if err := e.reconcile(ctx, lead, m); err != nil {
+// leaderState is what one leadership term knows: the scheduler, and what
+// the engine needs to feed it from etcd.
+type leaderState struct {
+	sched    *Scheduler
+	units    map[string]registry.Unit
+	bodies   map[string]*fleetBody // by hash: [X-Fleet] options or why not
+	refs     map[string]int        // hash -> units using it
+	invalid  map[string]bool       // units given to the scheduler as Invalid
+	machines map[string]machine.Machine
+	reasons  map[string]string        // unplaced reasons as stored in etcd
+	pending  map[string]registry.Unit // units waiting for their body
+}
+
+// fleetBody is a unit body reduced to what scheduling needs: its [X-Fleet]
+// options, unexpanded (specifiers depend on the unit name), or why the body
+// does not parse. Bodies are immutable, so a parse error is final.
+type fleetBody struct {
+	file *unit.File
+	err  string
+}
+
+func parseFleetBody(text string) *fleetBody {
+	f, err := unit.ParseString(text)
+	if err != nil {
+		return &fleetBody{err: err.Error()}
+	}
+	var opts []unit.Option
+	for _, o := range f.Options {
+		if o.Section == "X-Fleet" {
+			opts = append(opts, o)
+		}
+	}
+	return &fleetBody{file: unit.NewFile(opts)}
+}
+
+func newLeaderState() *leaderState {
+	return &leaderState{
+		units:    map[string]registry.Unit{},
+		bodies:   map[string]*fleetBody{},
+		refs:     map[string]int{},
+		invalid:  map[string]bool{},
+		machines: map[string]machine.Machine{},
+		reasons:  map[string]string{},
+		pending:  map[string]registry.Unit{},
+	}
+}
+
+func (st *leaderState) setRecord(u registry.Unit) {
+	old, ok := st.units[u.Name]
+	if !ok || old.Hash != u.Hash {
+		if ok {
+			st.unref(old.Hash)
+		}
+		st.refs[u.Hash]++
+	}
+	st.units[u.Name] = u
+}
+
+func (st *leaderState) removeRecord(name string) {
+	if old, ok := st.units[name]; ok {
+		st.unref(old.Hash)
+	}
+	delete(st.units, name)
+	delete(st.invalid, name)
+	delete(st.pending, name)
+}
+
+func (st *leaderState) unref(hash string) {
+	st.refs[hash]--
+	if st.refs[hash] <= 0 {
+		delete(st.refs, hash)
+		delete(st.bodies, hash)
+	}
+}
+
+// schedUnit turns a unit record into what the scheduler takes. A unit whose
+// body or options cannot be used is Invalid: it keeps its placements and is
+// placed nowhere new, with the reason users will see.
+func (st *leaderState) schedUnit(u registry.Unit) Unit {
+	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState}
+	b, ok := st.bodies[u.Hash]
+	switch {
+	case !ok:
+		su.Invalid = fmt.Sprintf("unit body %s is missing", u.Hash)
+	case b.err != "":
+		su.Invalid = b.err
+	default:
+		x, _, err := b.file.FleetOptions(u.Name)
+		if err == nil {
+			err = x.Validate(u.Name)
+		}
+		if err != nil {
+			su.Invalid = "[X-Fleet] options refused: " + strings.ReplaceAll(err.Error(), "\n", "; ")
+		} else {
+			su.Fleet = x
+		}
+	}
+	if su.Invalid != "" {
+		st.invalid[u.Name] = true
+	} else {
+		delete(st.invalid, u.Name)
+	}
+	return su
+}
+
+// bulkBodies is how many missing bodies make one range read of all bodies
+// cheaper than reading them 128 to a request.
+const bulkBodies = 1024
+
+// fetchBodies reads and parses the bodies of hashes not known yet. A body
+// that is not there is left unknown (its units are Invalid) and read again
+// at the next resync.
+func (e *Engine) fetchBodies(ctx context.Context, st *leaderState, hashes map[string]bool) error {
+	var missing []string
+	for h := range hashes {
+		if _, ok := st.bodies[h]; !ok {
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	var (
+		got map[string]string
+		err error
+	)
+	if len(missing) > bulkBodies {
+		got, err = e.cfg.Registry.Bodies(ctx)
+	} else {
+		got, err = e.cfg.Registry.BodiesOf(ctx, missing)
+	}
+	if err != nil {
 		return err
 	}
+	for _, h := range missing {
+		if text, ok := got[h]; ok {
+			st.bodies[h] = parseFleetBody(text)
+		}
+	}
+	return nil
+}
+
+// sync reads the whole cluster. For a new term it builds the scheduler
+// (a full pass); afterwards it feeds the scheduler only what differs from
+// its model, so a resync of an unchanged cluster decides nothing. Either
+// way it then writes what the scheduler decides and brings the stored
+// unplaced reasons in line.
+func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **leaderState) (unitRev, machineRev int64, err error) {
+	reg := e.cfg.Registry
+	start := time.Now()
+	units, unitRev, err := reg.Units(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	machines, machineRev, err := reg.Machines(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	placements, _, err := reg.Placements(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	reasons, _, err := reg.Unplaced(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	st := *stp
+	if st == nil {
+		st = newLeaderState()
+	}
+	hashes := make(map[string]bool, len(units))
+	for _, u := range units {
+		hashes[u.Hash] = true
+	}
+	if err := e.fetchBodies(ctx, st, hashes); err != nil {
+		return 0, 0, err
+	}
+	if st.sched == nil {
+		snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units))}
+		for _, u := range units {
+			st.setRecord(u)
+			snap.Units = append(snap.Units, st.schedUnit(u))
+		}
+		for _, m := range machines {
+			st.machines[m.ID] = m
+		}
+		st.sched = NewScheduler(snap)
+		*stp = st
+	} else {
+		st.resync(units, machines, placements)
+		st.sched.RefreshReasons()
+	}
+	st.pending = map[string]registry.Unit{}
+	plan := st.sched.Plan()
+	want := st.sched.Unplaced()
+	st.reasons = reasons
+	e.mu.Lock()
+	e.unplaced = maps.Clone(want)
+	e.mu.Unlock()
+	e.log.Debug("cluster read", "units", len(units), "machines", len(machines), "placements", len(placements), "took", time.Since(start))
+	return unitRev, machineRev, e.write(ctx, lead, st, plan.Ops, reasonDiff(reasons, want), start)
+}
+
+// resync feeds the scheduler the differences between its model and etcd.
+func (st *leaderState) resync(units []registry.Unit, machines []machine.Machine, placements []registry.Placement) {
+	s := st.sched
+	fm := make(map[string]bool, len(machines))
+	for _, m := range machines {
+		fm[m.ID] = true
+		if old, ok := st.machines[m.ID]; !ok || !reflect.DeepEqual(old, m) {
+			st.machines[m.ID] = m
+			s.SetMachine(m)
+		}
+	}
+	for _, id := range sortedKeys(st.machines) {
+		if !fm[id] {
+			delete(st.machines, id)
+			s.RemoveMachine(id)
+		}
+	}
+	fu := make(map[string]bool, len(units))
+	for _, u := range units {
+		fu[u.Name] = true
+		old, ok := st.units[u.Name]
+		if ok && old.Hash == u.Hash && old.DesiredState == u.DesiredState && !st.invalid[u.Name] {
+			continue
+		}
+		st.setRecord(u)
+		s.SetUnit(st.schedUnit(u))
+	}
+	for _, name := range sortedKeys(st.units) {
+		if !fu[name] {
+			st.removeRecord(name)
+			s.RemoveUnit(name)
+		}
+	}
+	fp := make(map[[2]string]bool, len(placements))
+	for _, p := range placements {
+		fp[[2]string{p.Machine, p.Name}] = true
+		if cur, ok := s.placement(p.Machine, p.Name); !ok || cur != p {
+			s.SetPlacement(p)
+		}
+	}
+	for _, p := range s.placements() {
+		if !fp[[2]string{p.Machine, p.Name}] {
+			s.RemovePlacement(p.Machine, p.Name)
+		}
+	}
+}
+
+// follow applies watch events to the scheduler and decides after each
+// burst of events, until a watch fails, the ticker asks for a resync
+// (returns nil), or a decision cannot be written.
+func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *leaderState,
+	unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine], tick <-chan time.Time) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,37 +515,41 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, m *model
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
-			e.applyUnit(ctx, m, ev)
+			st.unitEvent(ev)
 		case ev, ok := <-machineEvents:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
-			applyMachine(m, ev)
+			st.machineEvent(ev)
 		}
-		// Take whatever else has already arrived before planning, so a burst
+		start := time.Now()
+		// Take whatever else has already arrived before deciding, so a burst
 		// of submissions becomes one plan and a few batched transactions.
-		if err := e.drain(ctx, m, unitEvents, machineEvents); err != nil {
+		if err := drain(st, unitEvents, machineEvents); err != nil {
 			return err
 		}
-		if err := e.reconcile(ctx, lead, m); err != nil {
+		if err := e.fetchPending(ctx, st); err != nil {
+			return err
+		}
+		if err := e.decide(ctx, lead, st, start); err != nil {
 			return err
 		}
 	}
 }
 
-func (e *Engine) drain(ctx context.Context, m *model, unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine]) error {
+func drain(st *leaderState, unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine]) error {
 	for {
 		select {
 		case ev, ok := <-unitEvents:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
-			e.applyUnit(ctx, m, ev)
+			st.unitEvent(ev)
 		case ev, ok := <-machineEvents:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
-			applyMachine(m, ev)
+			st.machineEvent(ev)
 		default:
 			return nil
 		}
@@ -220,142 +563,111 @@ func watchErr(err error) error {
 	return err
 }
 
-func (e *Engine) applyUnit(ctx context.Context, m *model, ev registry.Event[registry.Unit]) {
+func (st *leaderState) unitEvent(ev registry.Event[registry.Unit]) {
 	if ev.Deleted {
-		delete(m.units, ev.Key)
+		st.removeRecord(ev.Key)
+		st.sched.RemoveUnit(ev.Key)
 		return
 	}
 	u := ev.Value
-	m.units[u.Name] = u
-	if _, ok := m.files[u.Hash]; ok {
+	st.setRecord(u)
+	if _, ok := st.bodies[u.Hash]; !ok {
+		st.pending[u.Name] = u // body read in one batch after the burst
 		return
 	}
-	body, err := e.cfg.Registry.Body(ctx, u.Hash)
-	if err != nil {
-		m.badBodies[u.Hash] = fmt.Sprintf("unit body %s unreadable: %v", u.Hash, err)
-		return
-	}
-	e.parseBody(m, u.Hash, body)
+	delete(st.pending, u.Name)
+	st.sched.SetUnit(st.schedUnit(u))
 }
 
-func (e *Engine) parseBody(m *model, hash, body string) {
-	f, err := unit.ParseString(body)
-	if err != nil {
-		m.badBodies[hash] = err.Error()
-		return
-	}
-	delete(m.badBodies, hash)
-	m.files[hash] = f
-}
-
-func applyMachine(m *model, ev registry.Event[machine.Machine]) {
+func (st *leaderState) machineEvent(ev registry.Event[machine.Machine]) {
 	if ev.Deleted {
-		delete(m.machines, ev.Key)
+		delete(st.machines, ev.Key)
+		st.sched.RemoveMachine(ev.Key)
 		return
 	}
-	m.machines[ev.Key] = ev.Value
+	if old, ok := st.machines[ev.Key]; ok && reflect.DeepEqual(old, ev.Value) {
+		return
+	}
+	st.machines[ev.Key] = ev.Value
+	st.sched.SetMachine(ev.Value)
 }
 
-// load reads everything the leader needs in four range requests.
-func (e *Engine) load(ctx context.Context) (*model, int64, int64, error) {
-	reg := e.cfg.Registry
-	units, unitRev, err := reg.Units(ctx)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	bodies, err := reg.Bodies(ctx)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	machines, machineRev, err := reg.Machines(ctx)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	placements, _, err := reg.Placements(ctx)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	m := &model{
-		units:      make(map[string]registry.Unit, len(units)),
-		files:      make(map[string]*unit.File, len(bodies)),
-		badBodies:  map[string]string{},
-		machines:   make(map[string]machine.Machine, len(machines)),
-		placements: make(map[[2]string]registry.Placement, len(placements)),
-	}
-	for _, u := range units {
-		m.units[u.Name] = u
-	}
-	for h, b := range bodies {
-		e.parseBody(m, h, b)
-	}
-	for _, u := range units {
-		if _, ok := m.files[u.Hash]; !ok && m.badBodies[u.Hash] == "" {
-			m.badBodies[u.Hash] = fmt.Sprintf("unit body %s is missing", u.Hash)
-		}
-	}
-	for _, mc := range machines {
-		m.machines[mc.ID] = mc
-	}
-	for _, p := range placements {
-		m.placements[[2]string{p.Machine, p.Name}] = p
-	}
-	return m, unitRev, machineRev, nil
-}
-
-// snapshot turns the model into the scheduler's input. Units whose body does
-// not parse are reported unplaced and left out.
-func (e *Engine) snapshot(m *model) (Snapshot, map[string]string) {
-	bad := map[string]string{}
-	s := Snapshot{Machines: slices.Collect(maps.Values(m.machines))}
-	for _, u := range m.units {
-		f, ok := m.files[u.Hash]
-		if !ok {
-			bad[u.Name] = m.badBodies[u.Hash]
-			continue
-		}
-		x, _, err := f.FleetOptions(u.Name)
-		if err != nil {
-			bad[u.Name] = err.Error()
-			continue
-		}
-		s.Units = append(s.Units, Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState, Fleet: x})
-	}
-	// A unit whose body the engine cannot read right now keeps whatever
-	// placement it has: its placements are hidden from the scheduler rather
-	// than unscheduled.
-	for _, p := range m.placements {
-		if _, isBad := bad[p.Name]; !isBad {
-			s.Placements = append(s.Placements, p)
-		}
-	}
-	return s, bad
-}
-
-func (e *Engine) reconcile(ctx context.Context, lead *registry.Leadership, m *model) error {
-	start := time.Now()
-	snap, bad := e.snapshot(m)
-	plan := Schedule(snap)
-	for name, why := range bad {
-		plan.Unplaced[name] = why
-	}
-	e.mu.Lock()
-	e.unplaced = plan.Unplaced
-	e.mu.Unlock()
-	if len(plan.Ops) == 0 {
+// fetchPending reads the bodies units of the last burst need, in batches,
+// and hands those units to the scheduler.
+func (e *Engine) fetchPending(ctx context.Context, st *leaderState) error {
+	if len(st.pending) == 0 {
 		return nil
 	}
-	n, err := e.cfg.Registry.ApplyPlan(ctx, lead, plan.Ops)
-	for _, op := range plan.Ops[:n] {
-		k := [2]string{op.Placement.Machine, op.Placement.Name}
-		if op.Put {
-			m.placements[k] = op.Placement
+	hashes := make(map[string]bool, len(st.pending))
+	for _, u := range st.pending {
+		hashes[u.Hash] = true
+	}
+	if err := e.fetchBodies(ctx, st, hashes); err != nil {
+		return err
+	}
+	for _, name := range sortedKeys(st.pending) {
+		st.sched.SetUnit(st.schedUnit(st.pending[name]))
+	}
+	clear(st.pending)
+	return nil
+}
+
+// decide plans what the events touched and writes it.
+func (e *Engine) decide(ctx context.Context, lead *registry.Leadership, st *leaderState, start time.Time) error {
+	plan := st.sched.Plan()
+	var rops []registry.UnplacedOp
+	for _, name := range sortedKeys(plan.Unplaced) {
+		if why, ok := st.reasons[name]; !ok || why != plan.Unplaced[name] {
+			rops = append(rops, registry.UnplacedOp{Name: name, Reason: plan.Unplaced[name]})
+		}
+	}
+	for _, name := range plan.Cleared {
+		if _, ok := st.reasons[name]; ok {
+			rops = append(rops, registry.UnplacedOp{Name: name})
+		}
+	}
+	e.mu.Lock()
+	maps.Copy(e.unplaced, plan.Unplaced)
+	for _, name := range plan.Cleared {
+		delete(e.unplaced, name)
+	}
+	e.mu.Unlock()
+	return e.write(ctx, lead, st, plan.Ops, rops, start)
+}
+
+// reasonDiff returns the writes that turn the stored reasons into want.
+func reasonDiff(stored, want map[string]string) []registry.UnplacedOp {
+	var ops []registry.UnplacedOp
+	for _, name := range sortedKeys(want) {
+		if why, ok := stored[name]; !ok || why != want[name] {
+			ops = append(ops, registry.UnplacedOp{Name: name, Reason: want[name]})
+		}
+	}
+	for _, name := range sortedKeys(stored) {
+		if _, ok := want[name]; !ok {
+			ops = append(ops, registry.UnplacedOp{Name: name})
+		}
+	}
+	return ops
+}
+
+// write applies a plan and reason changes in fenced batches. On error the
+// scheduler's model is ahead of etcd; the caller resyncs.
+func (e *Engine) write(ctx context.Context, lead *registry.Leadership, st *leaderState, ops []registry.PlanOp, rops []registry.UnplacedOp, start time.Time) error {
+	if len(ops) == 0 && len(rops) == 0 {
+		return nil
+	}
+	n, err := e.cfg.Registry.ApplyDecisions(ctx, lead, ops, rops)
+	for i := len(ops); i < n; i++ {
+		if r := rops[i-len(ops)]; r.Reason == "" {
+			delete(st.reasons, r.Name)
 		} else {
-			delete(m.placements, k)
+			st.reasons[r.Name] = r.Reason
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	e.log.Info("plan written", "ops", n, "unplaced", len(plan.Unplaced), "took", time.Since(start))
+	e.log.Info("plan written", "ops", len(ops), "reasons", len(rops), "unplaced", len(st.sched.unplaced), "took", time.Since(start))
 	return nil
 }

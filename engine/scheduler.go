@@ -1,9 +1,8 @@
 package engine
 
 import (
-	"fmt"
+	"slices"
 	"sort"
-	"strings"
 
 	"github.com/seed-a1ce88ea/fleet/machine"
 	"github.com/seed-a1ce88ea/fleet/registry"
@@ -16,6 +15,11 @@ type Unit struct {
 	Hash  string
 	State registry.State
 	Fleet unit.Fleet
+	// Invalid, when set, says why the unit's options cannot be known (its
+	// body is unreadable, its [X-Fleet] options are refused). The scheduler
+	// then keeps its placements exactly as they are, places it nowhere new,
+	// and gives Invalid as the reason when it has no machine.
+	Invalid string
 }
 
 // Snapshot is the scheduler's whole input: present machines, submitted
@@ -26,11 +30,18 @@ type Snapshot struct {
 	Placements []registry.Placement
 }
 
-// Plan is the scheduler's output: the schedule changes to write, and for
-// every unit that should run but fits nowhere, why.
+// Plan is the scheduler's output: the schedule changes to write and what
+// changed about unplaced units.
 type Plan struct {
-	Ops      []registry.PlanOp
+	// Ops are the schedule writes and deletes, in the order decided.
+	Ops []registry.PlanOp
+	// Unplaced holds, for every unit the plan looked at that should run
+	// but fits nowhere, why. After a full pass (Schedule) that is every
+	// such unit.
 	Unplaced map[string]string
+	// Cleared names units that had an unplaced reason before this plan and
+	// no longer have one: placed, made inactive or destroyed.
+	Cleared []string
 }
 
 // Schedule computes the changes that bring the schedule in line with the
@@ -40,219 +51,535 @@ type Plan struct {
 // where they are (no churn); only units that must move or are new are
 // placed, each on the least-loaded feasible machine (ties by machine ID).
 func Schedule(s Snapshot) Plan {
-	st := newState(s)
-	plan := Plan{Unplaced: map[string]string{}}
+	return NewScheduler(s).Plan()
+}
 
-	// Stage 1: drop placements that can no longer stand (unit gone or
-	// inactive, machine gone, constraints no longer met), so their load does
-	// not count when placing others.
-	for _, p := range s.Placements {
-		u, ok := st.units[p.Name]
-		_, present := st.machines[p.Machine]
+// Scheduler is Schedule kept alive between events. The engine leader holds
+// one: watch events update it (SetUnit, RemoveMachine, ...), and Plan
+// decides only what those events touched. Deciding for one new unit or one
+// lost machine costs about as much in a 100,000-unit cluster as in a small
+// one, where rerunning Schedule would cost a full pass.
+//
+// After Plan, the scheduler's model assumes the plan was written. If it was
+// not, feed it the schedule as read back (SetPlacement, RemovePlacement).
+// Decisions depend only on the events, in order: no clock, no randomness,
+// ties broken by name and machine ID. A Scheduler is not safe for
+// concurrent use.
+type Scheduler struct {
+	machines  map[string]*mstate
+	order     []*mstate                                // machines sorted by ID
+	byLabel   map[uint32]*mstate                       // order label -> machine, see labelMachine
+	short     map[string][]*mstate                     // 8-character ID prefix -> machines with longer IDs
+	mdIndex   map[string]map[string]map[string]*mstate // metadata key -> value -> machines
+	units     map[string]*ustate
+	globals   []string // names of global units, sorted
+	pools     map[string]*pool
+	poolIndex map[string][]*pool            // kv(first selector key, value) -> pools
+	all       *pool                         // every machine: the pool of units without MachineMetadata
+	followers map[string]map[string]*ustate // peer name -> units naming it in MachineOf
+	replacers map[string]*ustate
+	rivals    map[string][]string // see replaces.go; nil when stale
+	unplaced  map[string]*ustate  // units with a reason
+
+	// Work recorded by events, done by Plan.
+	orphans map[[2]string]registry.Placement // (machine, unit) placements naming something unknown
+	first   map[[2]string]struct{}           // (unit, machine) placements of units whose options changed
+	checks  map[[2]string]struct{}           // (unit, machine) placements to re-check
+	gqueue  map[string]struct{}              // global units to spread over every machine
+	freed   map[string]struct{}              // machines where room may have appeared
+	refresh map[string]struct{}              // units whose hash or desired state changed
+	queue   unitQueue                        // normal units to place
+
+	stale      map[string]struct{} // unplaced units whose reason may have changed
+	staleSmall bool                // a machine left or changed: refresh reasons of units with few candidates
+
+	plan    Plan
+	cleared map[string]struct{}
+	epoch   int // counts plans, see ustate.moves
+}
+
+// mstate is a present machine and what runs on it.
+type mstate struct {
+	machine.Machine
+	units     map[string]*ustate
+	excluders []*ustate // units here with Conflicts or Replaces
+	pools     []*pool
+	label     uint32 // orders machines by ID inside ranks
+	key       rank   // the rank the pools hold for it
+}
+
+// ustate is a submitted unit and where it is placed.
+type ustate struct {
+	Unit
+	pool      *pool        // nil without MachineMetadata
+	on        placementSet // placements as in the schedule
+	reason    string       // why it is unplaced, "" otherwise
+	queued    bool
+	moves     int // placements in plan number epoch: a guard against ping-pong
+	epoch     int
+	conflicts patterns
+	replaces  patterns
+}
+
+func (u *ustate) wants() bool { return u.State != registry.StateInactive }
+
+func (u *ustate) excludes() bool { return !u.conflicts.empty() || !u.replaces.empty() }
+
+// maxMoves bounds how often one plan may place the same unit. Displacements
+// settle in far fewer steps; the bound only stops a rule interaction nobody
+// foresaw from spinning.
+const maxMoves = 8
+
+// NewScheduler returns a Scheduler holding the snapshot, with every unit
+// and placement due for a decision: its first Plan is Schedule(s).
+func NewScheduler(snap Snapshot) *Scheduler {
+	s := &Scheduler{
+		machines:  make(map[string]*mstate, len(snap.Machines)),
+		byLabel:   make(map[uint32]*mstate, len(snap.Machines)),
+		short:     map[string][]*mstate{},
+		mdIndex:   map[string]map[string]map[string]*mstate{},
+		units:     make(map[string]*ustate, len(snap.Units)),
+		pools:     map[string]*pool{},
+		poolIndex: map[string][]*pool{},
+		followers: map[string]map[string]*ustate{},
+		replacers: map[string]*ustate{},
+		unplaced:  map[string]*ustate{},
+		orphans:   map[[2]string]registry.Placement{},
+		first:     map[[2]string]struct{}{},
+		checks:    map[[2]string]struct{}{},
+		gqueue:    map[string]struct{}{},
+		freed:     map[string]struct{}{},
+		refresh:   map[string]struct{}{},
+		stale:     map[string]struct{}{},
+	}
+	s.all = &pool{members: map[string]*mstate{}, refs: 1}
+	s.resetPlan()
+	// Machines in ID order with evenly spread labels; joins later bisect.
+	ms := slices.Clone(snap.Machines)
+	sort.SliceStable(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+	for _, m := range ms {
+		if _, dup := s.machines[m.ID]; dup {
+			continue
+		}
+		st := &mstate{Machine: m, units: map[string]*ustate{}}
+		s.machines[m.ID] = st
+		s.order = append(s.order, st)
+		s.indexShort(st)
+	}
+	s.relabel()
+	for _, st := range s.order {
+		s.indexMachine(st)
+	}
+	for _, u := range snap.Units {
+		s.SetUnit(u)
+	}
+	for _, p := range snap.Placements {
+		s.SetPlacement(p)
+	}
+	return s
+}
+
+func (s *Scheduler) resetPlan() {
+	s.plan = Plan{Unplaced: map[string]string{}}
+	s.cleared = map[string]struct{}{}
+	s.epoch++
+}
+
+// Unplaced returns, for every unit that should run but has no machine, why.
+func (s *Scheduler) Unplaced() map[string]string {
+	out := make(map[string]string, len(s.unplaced))
+	for name, u := range s.unplaced {
+		out[name] = u.reason
+	}
+	return out
+}
+
+// Plan decides everything the events since the last Plan touched and
+// returns the result. The stages run in this order, each until it has no
+// work left, going back to an earlier stage whenever a later one makes work
+// for it:
+//
+//  1. placements to check (machine gone, options changed, peer moved,
+//     replaced): a unit that may not stay is taken off, so its load does not
+//     count and its machine is free for others;
+//  2. global units to spread: they come before normal units, as in a full
+//     pass, so normal units see their load and their Conflicts;
+//  3. machines with new room (joined, changed, a unit left): offered to
+//     global units, then to units waiting;
+//  4. normal units to place, one at a time, least-loaded feasible machine
+//     first; units with MachineOf after the others, so peers go first.
+func (s *Scheduler) Plan() Plan {
+	for _, k := range sortedPairs(s.orphans) {
+		p := s.orphans[k]
+		delete(s.orphans, k)
+		if s.units[p.Name] != nil && s.machines[p.Machine] != nil {
+			s.SetPlacement(p)
+			continue
+		}
+		s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Placement: registry.Placement{Machine: p.Machine, Name: p.Name}})
+	}
+	for {
 		switch {
-		case !ok || u.State == registry.StateInactive || !present:
-			st.remove(&plan, p)
-		}
-	}
-	// Drop duplicates of non-global units (a crashed leader may have left
-	// two) and placements whose machine no longer satisfies the unit. The
-	// first placement in machine order wins, to stay deterministic.
-	for _, name := range st.unitNames {
-		u := st.units[name]
-		ms := st.placedOn(name)
-		for i, m := range ms {
-			if (!u.Fleet.Global && i > 0) || st.rejects(u, st.machines[m], true) != "" {
-				st.remove(&plan, registry.Placement{Machine: m, Name: name})
-			}
-		}
-	}
-
-	// Stage 2: global units go to every feasible machine and leave the
-	// others. They come first so that the normal units see their load.
-	for _, name := range st.unitNames {
-		u := st.units[name]
-		if !u.Fleet.Global || u.State == registry.StateInactive {
-			continue
-		}
-		placed := 0
-		for _, id := range st.machineIDs {
-			if st.rejects(u, st.machines[id], false) == "" {
-				st.place(&plan, u, id)
-				placed++
-			}
-		}
-		if placed == 0 {
-			plan.Unplaced[name] = st.whyNowhere(u)
-		}
-	}
-
-	// Stage 3: normal units. Units without MachineOf first; followers wait
-	// for their peers and are retried while progress is made.
-	var pending []Unit
-	for _, name := range st.unitNames {
-		u := st.units[name]
-		if u.Fleet.Global || u.State == registry.StateInactive {
-			continue
-		}
-		pending = append(pending, u)
-	}
-	sort.SliceStable(pending, func(i, j int) bool {
-		return len(pending[i].Fleet.MachineOf) < len(pending[j].Fleet.MachineOf)
-	})
-	for progress := true; progress && len(pending) > 0; {
-		progress = false
-		var next []Unit
-		for _, u := range pending {
-			if m := st.placedOn(u.Name); len(m) == 1 {
-				// A peer may have moved earlier in this pass: check again.
-				if st.rejects(u, st.machines[m[0]], true) == "" {
-					st.place(&plan, u, m[0]) // refresh hash/state if changed
-					progress = true
-					continue
+		case len(s.first) > 0:
+			s.runChecks(s.first)
+		case len(s.checks) > 0:
+			s.runChecks(s.checks)
+		case len(s.gqueue) > 0:
+			s.runGlobals()
+		case len(s.freed) > 0:
+			s.runFreed()
+		case s.queue.len() > 0:
+			s.placeNext()
+		default:
+			s.runRefresh()
+			s.refreshStale()
+			plan := s.plan
+			for name := range s.cleared {
+				if _, ok := plan.Unplaced[name]; !ok {
+					plan.Cleared = append(plan.Cleared, name)
 				}
-				st.remove(&plan, registry.Placement{Machine: m[0], Name: u.Name})
 			}
-			if peer := st.unplacedPeer(u); peer != "" {
-				next = append(next, u)
-				continue
-			}
-			if id := st.best(u); id != "" {
-				st.place(&plan, u, id)
-				progress = true
-				continue
-			}
-			plan.Unplaced[u.Name] = st.whyNowhere(u)
+			sort.Strings(plan.Cleared)
+			s.resetPlan()
+			return plan
 		}
-		pending = next
 	}
-	for _, u := range pending {
-		plan.Unplaced[u.Name] = fmt.Sprintf("waiting for MachineOf peer %s to be placed", st.unplacedPeer(u))
-	}
-	return plan
 }
 
-// state is the scheduler's working copy of the cluster while it plans.
-type state struct {
-	machines   map[string]machine.Machine
-	machineIDs []string // sorted
-	units      map[string]Unit
-	unitNames  []string // sorted
-	// placed maps unit -> machine -> the placement currently in the schedule
-	// (as amended by the plan so far).
-	placed map[string]map[string]registry.Placement
-	// onMachine maps machine -> unit names placed there.
-	onMachine map[string]map[string]bool
-}
-
-func newState(s Snapshot) *state {
-	st := &state{
-		machines:  make(map[string]machine.Machine, len(s.Machines)),
-		units:     make(map[string]Unit, len(s.Units)),
-		placed:    map[string]map[string]registry.Placement{},
-		onMachine: map[string]map[string]bool{},
-	}
-	for _, m := range s.Machines {
-		st.machines[m.ID] = m
-		st.machineIDs = append(st.machineIDs, m.ID)
-	}
-	sort.Strings(st.machineIDs)
-	for _, u := range s.Units {
-		st.units[u.Name] = u
-		st.unitNames = append(st.unitNames, u.Name)
-	}
-	sort.Strings(st.unitNames)
-	for _, p := range s.Placements {
-		st.record(p)
-	}
-	return st
-}
-
-func (st *state) record(p registry.Placement) {
-	if st.placed[p.Name] == nil {
-		st.placed[p.Name] = map[string]registry.Placement{}
-	}
-	st.placed[p.Name][p.Machine] = p
-	if st.onMachine[p.Machine] == nil {
-		st.onMachine[p.Machine] = map[string]bool{}
-	}
-	st.onMachine[p.Machine][p.Name] = true
-}
-
-func (st *state) remove(plan *Plan, p registry.Placement) {
-	if _, ok := st.placed[p.Name][p.Machine]; !ok {
-		return
-	}
-	delete(st.placed[p.Name], p.Machine)
-	delete(st.onMachine[p.Machine], p.Name)
-	plan.Ops = append(plan.Ops, registry.PlanOp{Placement: registry.Placement{Machine: p.Machine, Name: p.Name}})
-}
-
-// place puts u on machine id, emitting a write only when the stored
-// placement differs.
-func (st *state) place(plan *Plan, u Unit, id string) {
-	want := registry.Placement{Machine: id, Name: u.Name, Hash: u.Hash, DesiredState: u.State}
-	if cur, ok := st.placed[u.Name][id]; ok && cur == want {
-		return
-	}
-	st.record(want)
-	plan.Ops = append(plan.Ops, registry.PlanOp{Put: true, Placement: want})
-}
-
-// placedOn returns the machines u is placed on, sorted.
-func (st *state) placedOn(name string) []string {
-	ms := make([]string, 0, len(st.placed[name]))
-	for m := range st.placed[name] {
-		ms = append(ms, m)
-	}
-	sort.Strings(ms)
-	return ms
-}
-
-func (st *state) load(id string) int { return len(st.onMachine[id]) }
-
-// best ranks the feasible machines for u: least loaded first, then lowest ID.
-func (st *state) best(u Unit) string {
-	best, bestLoad := "", 0
-	for _, id := range st.machineIDs {
-		if st.rejects(u, st.machines[id], false) != "" {
+// runChecks takes off every placement in set that may not stay.
+func (s *Scheduler) runChecks(set map[[2]string]struct{}) {
+	keys := sortedPairs(set)
+	clear(set)
+	for _, k := range keys {
+		u, m := s.units[k[0]], s.machines[k[1]]
+		if u == nil || m == nil {
 			continue
 		}
-		if l := st.load(id); best == "" || l < bestLoad {
-			best, bestLoad = id, l
+		if !u.on.has(m.ID) || s.stays(u, m) {
+			continue
+		}
+		s.unplace(u, m, true)
+		switch {
+		case !u.wants():
+		case u.Fleet.Global:
+			if u.on.len() == 0 {
+				s.gqueue[u.Name] = struct{}{}
+			}
+		default:
+			s.enqueue(u)
 		}
 	}
-	return best
 }
 
-func (st *state) unplacedPeer(u Unit) string {
-	for _, peer := range u.Fleet.MachineOf {
-		if len(st.placedOn(peer)) == 0 {
-			return peer
+// runGlobals puts each queued global unit on every machine that takes it
+// (Nomad's system scheduler: no ranking, every feasible node).
+func (s *Scheduler) runGlobals() {
+	names := sortedKeys(s.gqueue)
+	clear(s.gqueue)
+	for _, name := range names {
+		g := s.units[name]
+		// It may have changed since it was queued.
+		if g == nil || !g.Fleet.Global || !g.wants() || g.Invalid != "" {
+			continue
 		}
+		p := g.pool
+		if p == nil {
+			p = s.all
+		}
+		for _, m := range s.poolMachines(p) {
+			if !g.on.has(m.ID) && s.check(g, m).ok() {
+				s.place(g, m)
+			}
+		}
+		s.settleGlobal(g)
 	}
-	return ""
 }
 
-// whyNowhere explains why no machine takes u: the distinct reasons the
-// machines gave.
-func (st *state) whyNowhere(u Unit) string {
-	if len(st.machineIDs) == 0 {
-		return "no machines are present"
+func (s *Scheduler) settleGlobal(g *ustate) {
+	if g.on.len() > 0 {
+		s.clearReason(g)
+		return
 	}
-	seen := map[string]bool{}
-	var reasons []string
-	for _, id := range st.machineIDs {
-		r := st.rejects(u, st.machines[id], false)
-		if r != "" && !seen[r] {
-			seen[r] = true
-			reasons = append(reasons, r)
+	s.setReason(g, s.whyNowhere(g))
+}
+
+// freedScanLimit is how many freed machines are tried one by one for each
+// waiting unit; beyond it, waiting units simply get a full placement try.
+const freedScanLimit = 16
+
+// runFreed offers machines with new room to global units, then has units
+// that fit nowhere before tried again if one of the machines takes them.
+// Only these machines changed, so only they can take a unit that fit
+// nowhere.
+func (s *Scheduler) runFreed() {
+	ids := sortedKeys(s.freed)
+	clear(s.freed)
+	ms := make([]*mstate, 0, len(ids))
+	for _, id := range ids {
+		if m := s.machines[id]; m != nil {
+			ms = append(ms, m)
 		}
 	}
-	if len(reasons) == 0 {
-		return "no machine can take it"
+	for _, name := range s.globals {
+		g := s.units[name]
+		if !g.wants() || g.Invalid != "" {
+			continue
+		}
+		for _, m := range ms {
+			if !g.on.has(m.ID) && s.check(g, m).ok() {
+				s.place(g, m)
+			}
+		}
+		if g.on.len() > 0 {
+			s.clearReason(g)
+		}
 	}
-	if len(reasons) > 3 {
-		reasons = append(reasons[:3], "...")
+	if len(s.unplaced) == 0 {
+		return
 	}
-	return strings.Join(reasons, "; ")
+	for _, name := range sortedKeys(s.unplaced) {
+		u := s.unplaced[name]
+		if u.queued || u.Fleet.Global || u.Invalid != "" || !u.wants() {
+			continue
+		}
+		if len(ms) > freedScanLimit {
+			s.enqueue(u)
+			continue
+		}
+		if s.blocked(u) != "" {
+			continue
+		}
+		fits := false
+		for _, m := range ms {
+			if s.check(u, m).ok() {
+				fits = true
+				break
+			}
+		}
+		switch {
+		case fits:
+			s.enqueue(u)
+		case s.candidates(u) <= reasonRefreshLimit:
+			// Still nowhere, but the sentence may have changed (another
+			// machine, another conflicting unit). Cheap when few machines
+			// may take it; larger sets wait for RefreshReasons.
+			if why := s.whyNowhere(u); why != u.reason {
+				s.setReason(u, why)
+			}
+		}
+	}
+}
+
+// reasonRefreshLimit is the most candidate machines for which runFreed
+// rewrites a reason on the spot.
+const reasonRefreshLimit = 64
+
+// candidates returns how many machines u's MachineID, MachineOf or metadata
+// leave it, before conflicts.
+func (s *Scheduler) candidates(u *ustate) int {
+	switch {
+	case u.Fleet.MachineID != "":
+		return len(s.byMachineID(u.Fleet.MachineID))
+	case len(u.Fleet.MachineOf) > 0:
+		if p := s.units[u.Fleet.MachineOf[0]]; p != nil {
+			return p.on.len()
+		}
+		return 0
+	case u.pool != nil:
+		return u.pool.ranked.n
+	}
+	return len(s.machines)
+}
+
+// RefreshReasons recomputes why each unplaced unit fits nowhere; the next
+// Plan reports the reasons that changed. Plan keeps reasons current for
+// units it tries to place and, when cheap, for units whose situation it saw
+// change; a unit with many candidate machines keeps its reason, whose list
+// of conflicting units may age as other units move. The engine refreshes at
+// every resync. It costs a feasibility check of every candidate machine of
+// every unplaced unit.
+func (s *Scheduler) RefreshReasons() {
+	for _, name := range sortedKeys(s.unplaced) {
+		s.refreshReason(s.unplaced[name])
+	}
+}
+
+// refreshStale rewrites the reasons events may have made wrong.
+func (s *Scheduler) refreshStale() {
+	if s.staleSmall {
+		s.staleSmall = false
+		for name, u := range s.unplaced {
+			if s.candidates(u) <= reasonRefreshLimit {
+				s.stale[name] = struct{}{}
+			}
+		}
+	}
+	for _, name := range sortedKeys(s.stale) {
+		if u, ok := s.unplaced[name]; ok {
+			s.refreshReason(u)
+		}
+	}
+	clear(s.stale)
+}
+
+func (s *Scheduler) refreshReason(u *ustate) {
+	var why string
+	switch {
+	case !u.wants():
+		return
+	case u.Invalid != "":
+		why = u.Invalid
+	case u.Fleet.Global:
+		if u.on.len() > 0 {
+			return
+		}
+		why = s.whyNowhere(u)
+	default:
+		if why = s.blocked(u); why == "" {
+			why = s.whyNowhere(u)
+		}
+	}
+	if why != u.reason {
+		s.setReason(u, why)
+	}
+}
+
+// placeNext decides for the next queued normal unit.
+func (s *Scheduler) placeNext() {
+	u := s.queue.pop()
+	u.queued = false
+	if s.units[u.Name] != u || !u.wants() || (u.Fleet.Global && u.Invalid == "") {
+		return
+	}
+	if u.on.len() > 0 {
+		s.clearReason(u)
+		return
+	}
+	if u.Invalid != "" {
+		s.setReason(u, u.Invalid)
+		return
+	}
+	if why := s.blocked(u); why != "" {
+		s.setReason(u, why)
+		return
+	}
+	if u.epoch == s.epoch && u.moves >= maxMoves {
+		s.setReason(u, "placement does not settle: it keeps being displaced (check its Replaces)")
+		return
+	}
+	m := s.best(u)
+	if m == nil {
+		s.setReason(u, s.whyNowhere(u))
+		return
+	}
+	s.place(u, m)
+}
+
+// best ranks the machines that may take u and returns the first: least
+// loaded, then lowest machine ID. A machine where u would displace a unit it
+// replaces ranks after every machine where it would not: the replaced unit
+// moves only when u has nowhere else to go.
+//
+// Candidates come from the most selective source: the one machine of a
+// MachineID, the machines of a MachineOf peer, or the pool of machines
+// matching u's metadata, walked in rank order so that the first feasible
+// machine is the answer and most units look at one or two machines.
+func (s *Scheduler) best(u *ustate) *mstate {
+	var found, fallback *mstate
+	try := func(m *mstate) bool {
+		if !s.check(u, m).ok() {
+			return true
+		}
+		if s.displaces(u, m) {
+			if fallback == nil {
+				fallback = m
+			}
+			return true
+		}
+		found = m
+		return false
+	}
+	switch {
+	case u.Fleet.MachineID != "":
+		for _, m := range byRank(s.byMachineID(u.Fleet.MachineID)) {
+			if !try(m) {
+				break
+			}
+		}
+	case len(u.Fleet.MachineOf) > 0:
+		for _, m := range byRank(s.machinesOf(s.units[u.Fleet.MachineOf[0]])) {
+			if !try(m) {
+				break
+			}
+		}
+	default:
+		p := u.pool
+		if p == nil {
+			p = s.all
+		}
+		p.ranked.each(func(r rank) bool { return try(s.byLabel[rankLabel(r)]) })
+	}
+	if found != nil {
+		return found
+	}
+	return fallback
+}
+
+// runRefresh rewrites placements whose hash or desired state is behind the
+// unit's.
+func (s *Scheduler) runRefresh() {
+	for _, name := range sortedKeys(s.refresh) {
+		u := s.units[name]
+		if u == nil || !u.wants() || u.Invalid != "" {
+			continue
+		}
+		for _, id := range u.on.ids() {
+			want := registry.Placement{Machine: id, Name: name, Hash: u.Hash, DesiredState: u.State}
+			if cur, _ := u.on.get(id); cur != want {
+				u.on.put(want)
+				s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Put: true, Placement: want})
+			}
+		}
+	}
+	clear(s.refresh)
+}
+
+func (s *Scheduler) byMachineID(id string) []*mstate {
+	var out []*mstate
+	if m := s.machines[id]; m != nil {
+		out = append(out, m)
+	}
+	if len(id) == shortIDLen {
+		out = append(out, s.short[id]...)
+	}
+	return out
+}
+
+// machinesOf returns the machines u is placed on, sorted by ID.
+func (s *Scheduler) machinesOf(u *ustate) []*mstate {
+	if u == nil {
+		return nil
+	}
+	out := make([]*mstate, 0, u.on.len())
+	for _, id := range u.on.ids() {
+		if m := s.machines[id]; m != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// poolMachines lists a pool's machines in rank order.
+func (s *Scheduler) poolMachines(p *pool) []*mstate {
+	out := make([]*mstate, 0, p.ranked.n)
+	p.ranked.each(func(r rank) bool {
+		out = append(out, s.byLabel[rankLabel(r)])
+		return true
+	})
+	return out
+}
+
+func byRank(ms []*mstate) []*mstate {
+	sort.Slice(ms, func(i, j int) bool { return ms[i].key < ms[j].key })
+	return ms
 }

@@ -137,7 +137,7 @@ func TestScheduleCases(t *testing.T) {
 			},
 			check: func(t *testing.T, w map[string][]string, plan Plan) {
 				require.Equal(t, map[string][]string{"a.service": {"m1"}}, w)
-				require.Equal(t, "conflicts with a.service", plan.Unplaced["b.service"])
+				require.Equal(t, "conflicts with a.service on m1", plan.Unplaced["b.service"])
 			},
 		},
 		{
@@ -240,7 +240,177 @@ func TestScheduleCases(t *testing.T) {
 			check: func(t *testing.T, w map[string][]string, plan Plan) {
 				require.Equal(t, []string{"m1", "m2", "m3"}, w["g1.service"])
 				require.NotContains(t, w, "g2.service")
-				require.Equal(t, "conflicts with g1.service", plan.Unplaced["g2.service"])
+				require.Equal(t, "conflicts with g1.service on every machine", plan.Unplaced["g2.service"])
+			},
+		},
+		{
+			name:     "MachineID matches the full ID or exactly its 8-character prefix, and only the first value counts",
+			machines: machines("aaaaaaaa1111", "bbbbbbbb2222"),
+			units: func(t *testing.T) []Unit {
+				return []Unit{
+					mkUnit(t, "ten.service", "MachineID=bbbbbbbb22"),
+					mkUnit(t, "seven.service", "MachineID=bbbbbbb"),
+					mkUnit(t, "first.service", "MachineID=aaaaaaaa bbbbbbbb"),
+					mkUnit(t, "lines.service", "MachineID=bbbbbbbb", "MachineID=aaaaaaaa"),
+				}
+			},
+			check: func(t *testing.T, w map[string][]string, plan Plan) {
+				require.Equal(t, "MachineID=bbbbbbbb22 is not present", plan.Unplaced["ten.service"])
+				require.Equal(t, "MachineID=bbbbbbb is not present", plan.Unplaced["seven.service"])
+				require.Equal(t, []string{"aaaaaaaa1111"}, w["first.service"])
+				require.Equal(t, []string{"bbbbbbbb2222"}, w["lines.service"])
+			},
+		},
+		{
+			name:     "MachineOf: a pair that names each other is never placed",
+			machines: machines("m1", "m2"),
+			units: func(t *testing.T) []Unit {
+				return []Unit{mkUnit(t, "a.service", "MachineOf=b.service"), mkUnit(t, "b.service", "MachineOf=a.service"), mkUnit(t, "c.service")}
+			},
+			check: func(t *testing.T, w map[string][]string, plan Plan) {
+				require.Equal(t, map[string][]string{"c.service": {"m1"}}, w)
+				require.Equal(t, "MachineOf cycle a.service -> b.service -> a.service: units that name each other are never placed", plan.Unplaced["a.service"])
+				require.Contains(t, plan.Unplaced["b.service"], "MachineOf cycle b.service -> a.service -> b.service")
+			},
+		},
+		{
+			name:     "MachineOf: several peers must share the machine; a follower of a global unit goes where it runs",
+			machines: []machine.Machine{{ID: "m1"}, {ID: "m2", Metadata: map[string]string{"role": "db"}}},
+			units: func(t *testing.T) []Unit {
+				return []Unit{
+					mkUnit(t, "g.service", "Global=true", "MachineMetadata=role=db"),
+					mkUnit(t, "f.service", "MachineOf=g.service"),
+					mkUnit(t, "p1.service"), mkUnit(t, "p2.service", "MachineOf=p1.service"),
+					mkUnit(t, "both.service", "MachineOf=p1.service p2.service"),
+				}
+			},
+			check: func(t *testing.T, w map[string][]string, _ Plan) {
+				require.Equal(t, []string{"m2"}, w["f.service"])
+				require.Equal(t, w["p1.service"], w["p2.service"])
+				require.Equal(t, w["p1.service"], w["both.service"])
+			},
+		},
+		{
+			name: "MachineMetadata: repeated lines, quoted values, exact match only",
+			machines: []machine.Machine{
+				{ID: "m1", Metadata: map[string]string{"role": "Web", "region": "us"}},
+				{ID: "m2", Metadata: map[string]string{"role": "cache", "region": "us-east"}},
+				{ID: "m3", Metadata: map[string]string{"role": "cache", "region": "us"}},
+				{ID: "m4", Metadata: map[string]string{"role": "web", "region": "eu"}},
+			},
+			units: func(t *testing.T) []Unit {
+				return []Unit{
+					mkUnit(t, "a.service", `MachineMetadata="role=web" "role=cache"`, "MachineMetadata=region=us"),
+					mkUnit(t, "b.service", `MachineMetadata="role=web" "role=cache"`, "MachineMetadata=region=us"),
+					mkUnit(t, "c.service", `MachineMetadata="role=web" "role=cache"`, "MachineMetadata=region=us"),
+				}
+			},
+			check: func(t *testing.T, w map[string][]string, plan Plan) {
+				require.Equal(t, map[string][]string{"a.service": {"m3"}, "b.service": {"m3"}, "c.service": {"m3"}}, w)
+				require.Empty(t, plan.Unplaced)
+			},
+		},
+		{
+			name: "MachineMetadata: the reason names what no machine has",
+			machines: []machine.Machine{
+				{ID: "m1", Metadata: map[string]string{"role": "web", "region": "eu"}},
+				{ID: "m2", Metadata: map[string]string{"role": "db", "region": "us"}},
+			},
+			units: func(t *testing.T) []Unit {
+				return []Unit{mkUnit(t, "a.service", `MachineMetadata="role=web" "role=cache"`, "MachineMetadata=region=us")}
+			},
+			check: func(t *testing.T, _ map[string][]string, plan Plan) {
+				require.Equal(t, "no machine has metadata region=us and (role=web or role=cache)", plan.Unplaced["a.service"])
+			},
+		},
+		{
+			name:     "Conflicts: globs with ? and [], several per line, repeated lines",
+			machines: machines("m1", "m2", "m3", "m4"),
+			units: func(t *testing.T) []Unit {
+				return []Unit{
+					mkUnit(t, "db-1.service", "Conflicts=db-?.service cache-[ab].service", "Conflicts=web.service"),
+					mkUnit(t, "db-2.service"),
+					mkUnit(t, "cache-a.service"),
+					mkUnit(t, "cache-c.service"),
+					mkUnit(t, "web.service"),
+				}
+			},
+			check: func(t *testing.T, w map[string][]string, _ Plan) {
+				for _, other := range []string{"db-2.service", "cache-a.service", "web.service"} {
+					require.NotEqual(t, w["db-1.service"], w[other], other)
+				}
+				require.Len(t, w, 5)
+			},
+		},
+		{
+			name: "Global: every machine whose metadata matches and that has no conflicting unit",
+			machines: []machine.Machine{
+				{ID: "m1", Metadata: map[string]string{"role": "web"}},
+				{ID: "m2", Metadata: map[string]string{"role": "web"}},
+				{ID: "m3", Metadata: map[string]string{"role": "db"}},
+			},
+			units: func(t *testing.T) []Unit {
+				return []Unit{mkUnit(t, "g.service", "Global=true", "MachineMetadata=role=web", "Conflicts=x.service"),
+					mkUnit(t, "x.service", "MachineID=m1")}
+			},
+			check: func(t *testing.T, w map[string][]string, _ Plan) {
+				require.Equal(t, []string{"m1", "m2"}, w["g.service"], "globals go first; then x fits nowhere")
+			},
+		},
+		{
+			name:     "least loaded counts global units",
+			machines: []machine.Machine{{ID: "m1", Metadata: map[string]string{"role": "x"}}, {ID: "m2"}, {ID: "m3"}},
+			units: func(t *testing.T) []Unit {
+				return []Unit{mkUnit(t, "g.service", "Global=true", "MachineMetadata=role=x"),
+					mkUnit(t, "a.service"), mkUnit(t, "b.service"), mkUnit(t, "c.service")}
+			},
+			check: func(t *testing.T, w map[string][]string, _ Plan) {
+				require.Equal(t, map[string][]string{"g.service": {"m1"}, "a.service": {"m2"}, "b.service": {"m3"}, "c.service": {"m1"}}, w)
+			},
+		},
+		{
+			name:     "Replaces: two units that replace each other, only one runs",
+			machines: machines("m1", "m2"),
+			units: func(t *testing.T) []Unit {
+				return []Unit{mkUnit(t, "replace.0.service", "Replaces=replace.1.service"), mkUnit(t, "replace.1.service", "Replaces=replace.0.service")}
+			},
+			check: func(t *testing.T, w map[string][]string, plan Plan) {
+				require.Equal(t, map[string][]string{"replace.0.service": {"m1"}}, w)
+				require.Equal(t, "replace.0.service and replace.1.service replace each other: only one of them runs, and replace.0.service does",
+					plan.Unplaced["replace.1.service"])
+			},
+		},
+		{
+			name:     "Replaces: a cycle of three, only one runs",
+			machines: machines("m1", "m2", "m3"),
+			units: func(t *testing.T) []Unit {
+				return []Unit{mkUnit(t, "a.service", "Replaces=b.service"), mkUnit(t, "b.service", "Replaces=c.service"), mkUnit(t, "c.service", "Replaces=a.service")}
+			},
+			check: func(t *testing.T, w map[string][]string, plan Plan) {
+				require.Equal(t, map[string][]string{"a.service": {"m1"}}, w)
+				require.Len(t, plan.Unplaced, 2)
+			},
+		},
+		{
+			name:     "specifiers %n %N %p %i expand in every option",
+			machines: []machine.Machine{{ID: "m1", Metadata: map[string]string{"app": "web"}}, {ID: "m2", Metadata: map[string]string{"app": "web"}}, {ID: "m3"}},
+			units: func(t *testing.T) []Unit {
+				var us []Unit
+				for _, i := range []string{"1", "2"} {
+					us = append(us,
+						mkUnit(t, "web@"+i+".service", "MachineMetadata=app=%p", "Conflicts=%p@*.service"),
+						mkUnit(t, "log@"+i+".service", "MachineOf=web@%i.service", "Conflicts=shadow-%N.service"),
+						mkUnit(t, "shadow-log@"+i+".service", "MachineOf=web@"+i+".service"),
+					)
+				}
+				return us
+			},
+			check: func(t *testing.T, w map[string][]string, plan Plan) {
+				require.NotEqual(t, w["web@1.service"], w["web@2.service"])
+				require.Equal(t, w["web@1.service"], w["log@1.service"])
+				require.Equal(t, w["web@2.service"], w["log@2.service"])
+				require.NotContains(t, w, "shadow-log@1.service")
+				require.Equal(t, "conflicts with log@1.service on m1", plan.Unplaced["shadow-log@1.service"])
 			},
 		},
 		{

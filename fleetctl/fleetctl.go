@@ -2,9 +2,15 @@ package fleetctl
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +19,9 @@ import (
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 
 	"github.com/seed-a1ce88ea/fleet/api"
 	"github.com/seed-a1ce88ea/fleet/registry"
@@ -23,16 +32,17 @@ const (
 	DefaultDriver         = driverAPI
 	DefaultEtcdEndpoint   = "http://127.0.0.1:2379"
 	DefaultRequestTimeout = 3 * time.Second
+	DefaultSSHTimeout     = 10 * time.Second
+	DefaultSSHUsername    = "core"
+	// DefaultKnownHostsFile is relative to $HOME.
+	DefaultKnownHostsFile = ".fleetctl/known_hosts"
 
 	driverAPI  = "api"
 	driverEtcd = "etcd"
-)
 
-// Exit codes ExitCode returns.
-const (
-	ExitOK     = 0
-	ExitFailed = 1 // the operation failed
-	ExitUsage  = 2 // bad usage or a bad argument
+	// envPrefix names the environment variable of every global flag:
+	// --ssh-username is FLEETCTL_SSH_USERNAME.
+	envPrefix = "FLEETCTL_"
 )
 
 // Option configures NewCommand.
@@ -47,34 +57,95 @@ func WithVersion(v string) Option {
 	}
 }
 
+// WithStdin sets the input of interactive commands (ssh, host key
+// confirmation); default none.
+func WithStdin(r io.Reader) Option {
+	return func(a *app) { a.stdin = r }
+}
+
+// WithTerminal says whether stdout is a terminal, overriding detection:
+// blocking commands then show a live progress line.
+func WithTerminal(on bool) Option {
+	return func(a *app) { a.terminal = &on }
+}
+
+// WithPollInterval sets how often blocking commands poll fleet (default
+// 100ms).
+func WithPollInterval(d time.Duration) Option {
+	return func(a *app) {
+		if d > 0 {
+			a.pollInterval = d
+		}
+	}
+}
+
+// WithUnplacedGrace sets how long the engine must keep saying a unit fits
+// on no machine before a blocking command gives up on it (default 3s): a
+// unit started together with its MachineOf peer is briefly unplaceable.
+func WithUnplacedGrace(d time.Duration) Option {
+	return func(a *app) {
+		if d > 0 {
+			a.unplacedGrace = d
+		}
+	}
+}
+
 // app is one fleetctl invocation: its I/O, environment and global flags.
 type app struct {
 	stdout, stderr io.Writer
+	stdin          io.Reader
 	env            func(string) string
 	version        string
+	terminal       *bool
 
-	endpoint string
-	driver   choice
-	timeout  seconds
-	prefix   string
-	// pollInterval is how often blocking commands poll fleet.
-	pollInterval time.Duration
+	endpoint       string
+	driver         choice
+	timeout        seconds
+	prefix         string
+	debug          bool
+	caFile         string
+	certFile       string
+	keyFile        string
+	tunnel         string
+	sshUsername    string
+	sshTimeout     seconds
+	strictHostKeys bool
+	knownHostsFile string
+
+	pollInterval  time.Duration
+	unplacedGrace time.Duration
 }
+
+// exitCodesHelp documents ExitCode's codes in `fleetctl help`.
+const exitCodesHelp = `Exit codes:
+  0  success
+  1  the operation failed
+  2  bad usage or an argument fleet refuses
+  3  a unit failed: systemd reports it failed on its machine
+  4  no machine can run a unit: the engine says which constraint no machine meets
+  5  gave up waiting for a unit (--block-attempts)
+  6  fleetd, etcd or a unit's machine could not be reached
+  7  a unit or machine does not exist`
 
 // NewCommand returns the fleetctl root command. Output goes to stdout,
 // warnings and help to stderr; env looks up environment variables (os.Getenv
 // in main). Run it with ExecuteContext: cancelling the context ends any
-// blocking wait. Errors are returned, not printed; see ExitCode.
+// blocking wait or stream. Errors are returned, not printed; see ExitCode.
 func NewCommand(stdout, stderr io.Writer, env func(string) string, opts ...Option) *cobra.Command {
 	a := &app{
-		stdout:       stdout,
-		stderr:       stderr,
-		env:          env,
-		version:      "dev",
-		driver:       choice{value: DefaultDriver, allowed: []string{driverAPI, driverEtcd}},
-		timeout:      seconds(DefaultRequestTimeout),
-		prefix:       registry.DefaultPrefix,
-		pollInterval: 100 * time.Millisecond,
+		stdout:         stdout,
+		stderr:         stderr,
+		stdin:          strings.NewReader(""),
+		env:            env,
+		version:        "dev",
+		driver:         choice{value: DefaultDriver, allowed: []string{driverAPI, driverEtcd}},
+		timeout:        seconds(DefaultRequestTimeout),
+		prefix:         registry.DefaultPrefix,
+		sshUsername:    DefaultSSHUsername,
+		sshTimeout:     seconds(DefaultSSHTimeout),
+		strictHostKeys: true,
+		pollInterval:   100 * time.Millisecond,
+		unplacedGrace:  3 * time.Second,
 	}
 	for _, o := range opts {
 		o(a)
@@ -82,16 +153,28 @@ func NewCommand(stdout, stderr io.Writer, env func(string) string, opts ...Optio
 	root := &cobra.Command{
 		Use:   "fleetctl",
 		Short: "fleetctl is a command-line interface to fleet, the cluster-wide systemd unit scheduler",
+		Long: `fleetctl is a command-line interface to fleet, the cluster-wide systemd unit
+scheduler. Commands may be abbreviated to any unique prefix: "fleetctl list-m"
+runs list-machines.
+
+Every global flag can also be set in the environment as FLEETCTL_<FLAG>, in
+upper case with dashes as underscores (--ssh-username: FLEETCTL_SSH_USERNAME);
+a flag on the command line wins.
+
+Version:
+  ` + a.version + `
+
+` + exitCodesHelp,
 		// Extra arguments are an unknown command: reported as bad usage
 		// rather than by cobra's untyped error.
 		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageErrorf("unknown command %q; run 'fleetctl help' for the list of commands", args[0])
+				return unknownCommand(cmd, args[0])
 			}
 			return cmd.Help()
 		},
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.applyEnv(cmd.Flags()) },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.applyEnv(cmd) },
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		Version:           a.version,
@@ -103,15 +186,36 @@ func NewCommand(stdout, stderr io.Writer, env func(string) string, opts ...Optio
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.endpoint, "endpoint", "", fmt.Sprintf("fleetd API endpoint, unix:///path or http://host:port (default %s); with --driver=etcd, comma-separated etcd URLs (default %s) [$FLEETCTL_ENDPOINT]", api.DefaultEndpoint, DefaultEtcdEndpoint))
-	pf.Var(&a.driver, "driver", "how to reach fleet: api (fleetd's HTTP API) or etcd (etcd directly) [$FLEETCTL_DRIVER]")
-	pf.Var(&a.timeout, "request-timeout", "time allowed for a single request, as a duration (5s) or seconds (1.5) [$FLEETCTL_REQUEST_TIMEOUT]")
-	pf.StringVar(&a.prefix, "etcd-key-prefix", registry.DefaultPrefix, "etcd key prefix of fleet's data, with --driver=etcd [$FLEETCTL_ETCD_KEY_PREFIX]")
+	pf.StringVar(&a.endpoint, "endpoint", "", fmt.Sprintf("fleetd API endpoint, unix:///path or http(s)://host:port (default %s); with --driver=etcd, comma-separated etcd URLs (default %s). An endpoint on port 2379 or 4001 selects --driver=etcd", api.DefaultEndpoint, DefaultEtcdEndpoint))
+	pf.Var(&a.driver, "driver", "how to reach fleet: api (fleetd's HTTP API) or etcd (etcd directly)")
+	pf.Var(&a.timeout, "request-timeout", "time allowed for a single request, as a duration (5s) or seconds (1.5)")
+	pf.StringVar(&a.prefix, "etcd-key-prefix", registry.DefaultPrefix, "etcd key prefix of fleet's data, with --driver=etcd")
+	pf.BoolVar(&a.debug, "debug", false, "print every request fleetctl makes to stderr")
+	pf.StringVar(&a.caFile, "ca-file", "", "CA certificate file to verify an https fleetd or TLS etcd endpoint")
+	pf.StringVar(&a.certFile, "cert-file", "", "client certificate file for an https fleetd or TLS etcd endpoint")
+	pf.StringVar(&a.keyFile, "key-file", "", "key file of --cert-file")
+	pf.StringVar(&a.tunnel, "tunnel", "", "send every request through an SSH tunnel to this host[:port] (a cluster machine)")
+	pf.StringVar(&a.sshUsername, "ssh-username", DefaultSSHUsername, "user name for SSH connections (--tunnel, ssh)")
+	pf.Var(&a.sshTimeout, "ssh-timeout", "time allowed to set up an SSH connection, as a duration or seconds")
+	pf.BoolVar(&a.strictHostKeys, "strict-host-key-checking", true, "verify SSH host keys against --known-hosts-file")
+	pf.StringVar(&a.knownHostsFile, "known-hosts-file", "$HOME/"+DefaultKnownHostsFile, "file of known SSH host keys; unknown hosts are added after confirmation")
+
+	// fleet's deprecated spellings, accepted so old scripts keep working.
+	var experimentalAPI bool
+	pf.BoolVar(&experimentalAPI, "experimental-api", true, "ignored (fleet's deprecated flag)")
+	pf.StringVar(&a.keyFile, "etcd-keyfile", "", "deprecated spelling of --key-file")
+	pf.StringVar(&a.certFile, "etcd-certfile", "", "deprecated spelling of --cert-file")
+	pf.StringVar(&a.caFile, "etcd-cafile", "", "deprecated spelling of --ca-file")
+	for _, name := range []string{"experimental-api", "etcd-keyfile", "etcd-certfile", "etcd-cafile"} {
+		_ = pf.MarkHidden(name) // the names exist: this cannot fail
+	}
+	_ = root.RegisterFlagCompletionFunc("driver", completeWords(driverAPI, driverEtcd))
 
 	root.AddCommand(
 		a.submitCommand(),
 		a.loadCommand(),
 		a.startCommand(),
+		a.restartCommand(),
 		a.stopCommand(),
 		a.unloadCommand(),
 		a.destroyCommand(),
@@ -121,64 +225,198 @@ func NewCommand(stdout, stderr io.Writer, env func(string) string, opts ...Optio
 		a.listMachinesCommand(),
 		a.listUnitsCommand(),
 		a.listUnitFilesCommand(),
+		a.eventsCommand(),
+		a.sshCommand(),
+		a.fdForwardCommand(),
+		a.completionCommand(),
 		a.versionCommand(),
 	)
+	addPrefixAliases(root)
 	return root
 }
 
-// applyEnv sets global flags not given on the command line from the
-// environment.
-func (a *app) applyEnv(fs *pflag.FlagSet) error {
-	envFlags := [...]struct{ flag, env string }{
-		{"endpoint", "FLEETCTL_ENDPOINT"},
-		{"driver", "FLEETCTL_DRIVER"},
-		{"request-timeout", "FLEETCTL_REQUEST_TIMEOUT"},
-		{"etcd-key-prefix", "FLEETCTL_ETCD_KEY_PREFIX"},
+// addPrefixAliases lets every command be called by any prefix of its name
+// that no other command shares. The aliases stay out of the help.
+func addPrefixAliases(root *cobra.Command) {
+	cmds := root.Commands()
+	for _, c := range cmds {
+		name := c.Name()
+		for n := 1; n < len(name); n++ {
+			p := name[:n]
+			unique := true
+			for _, o := range cmds {
+				if o != c && strings.HasPrefix(o.Name(), p) {
+					unique = false
+					break
+				}
+			}
+			if unique {
+				c.Aliases = append(c.Aliases, p)
+			}
+		}
 	}
-	for _, ef := range envFlags {
-		f := fs.Lookup(ef.flag)
-		if f == nil || f.Changed {
-			continue
+	tmpl := strings.Replace(root.UsageTemplate(), `{{if gt (len .Aliases) 0}}
+
+Aliases:
+  {{.NameAndAliases}}{{end}}`, "", 1)
+	root.SetUsageTemplate(tmpl)
+}
+
+// unknownCommand reports a command that is not one, listing the commands it
+// is a prefix of when there are several.
+func unknownCommand(root *cobra.Command, name string) error {
+	var matches []string
+	for _, c := range root.Commands() {
+		if c.IsAvailableCommand() && strings.HasPrefix(c.Name(), name) {
+			matches = append(matches, c.Name())
 		}
-		v := a.env(ef.env)
+	}
+	if len(matches) > 1 {
+		return usageErrorf("ambiguous command %q: it could be %s", name, strings.Join(matches, ", "))
+	}
+	return usageErrorf("unknown command %q; run 'fleetctl help' for the list of commands", name)
+}
+
+// applyEnv sets global flags not given on the command line from their
+// FLEETCTL_* variables, then picks the etcd driver for an etcd-looking
+// endpoint, as fleetctl did.
+func (a *app) applyEnv(cmd *cobra.Command) error {
+	fs := cmd.Flags()
+	var err error
+	cmd.Root().PersistentFlags().VisitAll(func(f *pflag.Flag) {
+		if err != nil || fs.Changed(f.Name) {
+			return
+		}
+		key := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v := a.env(key)
 		if v == "" {
-			continue
+			return
 		}
-		if err := f.Value.Set(v); err != nil {
-			return usageErrorf("%s=%q: %v", ef.env, v, err)
+		target := fs.Lookup(f.Name)
+		if serr := target.Value.Set(v); serr != nil {
+			err = usageErrorf("%s=%q: %v", key, v, serr)
+			return
 		}
+		target.Changed = true // set from the environment, as if given
+	})
+	if err != nil {
+		return err
+	}
+	if fs.Changed("endpoint") && !fs.Changed("driver") && looksLikeEtcd(a.endpoint) {
+		a.driver.value = driverEtcd
 	}
 	return nil
 }
 
+// looksLikeEtcd reports whether the first endpoint is on one of etcd's
+// client ports.
+func looksLikeEtcd(endpoints string) bool {
+	first, _, _ := strings.Cut(endpoints, ",")
+	u, err := url.Parse(strings.TrimSpace(first))
+	if err != nil {
+		return false
+	}
+	port := u.Port()
+	return port == "2379" || port == "4001"
+}
+
 // client connects to fleet as the global flags say. The returned func
 // releases the connection.
-func (a *app) client() (api.Client, func(), error) {
+func (a *app) client(ctx context.Context) (api.Client, func(), error) {
 	timeout := time.Duration(a.timeout)
+	tlsCfg, err := a.tlsConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	var tun *sshConn
+	release := func() {}
+	if a.tunnel != "" {
+		if tun, err = a.dialTunnel(ctx); err != nil {
+			return nil, nil, err
+		}
+		release = func() { _ = tun.Close() }
+	}
 	switch a.driver.value {
 	case driverEtcd:
 		eps := a.etcdEndpoints()
-		cli, err := clientv3.New(clientv3.Config{
+		cfg := clientv3.Config{
 			Endpoints:   eps,
 			DialTimeout: timeout,
 			Logger:      zap.NewNop(),
-		})
+			TLS:         tlsCfg,
+		}
+		if a.debug {
+			cfg.Logger = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(a.stderr), zap.DebugLevel))
+		}
+		if tun != nil {
+			cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+				return tun.dial(ctx, "tcp", addr)
+			}))
+		}
+		cli, err := clientv3.New(cfg)
 		if err != nil {
+			release()
 			return nil, nil, usageErrorf("etcd endpoints %s: %v", strings.Join(eps, ","), err)
 		}
 		reg := registry.New(cli, registry.WithPrefix(a.prefix), registry.WithRequestTimeout(timeout))
-		return api.NewRegistryClient(reg), func() { _ = cli.Close() }, nil
+		return api.NewRegistryClient(reg), func() { _ = cli.Close(); release() }, nil
 	default:
 		ep := a.endpoint
 		if ep == "" {
 			ep = api.DefaultEndpoint
 		}
-		c, err := api.NewHTTPClient(ep, timeout)
+		if first, rest, _ := strings.Cut(ep, ","); rest != "" {
+			fmt.Fprintf(a.stderr, "WARNING: several endpoints given; only the first (%s) is used\n", first)
+			ep = first
+		}
+		var opts []api.HTTPOption
+		if tlsCfg != nil {
+			opts = append(opts, api.WithTLSConfig(tlsCfg))
+		}
+		if a.debug {
+			opts = append(opts, api.WithDebugLog(a.stderr))
+		}
+		if tun != nil {
+			opts = append(opts, api.WithDialer(tun.dialFleet))
+		}
+		c, err := api.NewHTTPClient(ep, timeout, opts...)
 		if err != nil {
+			release()
 			return nil, nil, usageError{err}
 		}
-		return c, func() {}, nil
+		return c, release, nil
 	}
+}
+
+// tlsConfig reads --ca-file, --cert-file and --key-file; nil when none is
+// set.
+func (a *app) tlsConfig() (*tls.Config, error) {
+	if a.caFile == "" && a.certFile == "" && a.keyFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.caFile != "" {
+		pem, err := os.ReadFile(a.caFile)
+		if err != nil {
+			return nil, usageErrorf("--ca-file: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageErrorf("--ca-file %s: no PEM certificate in it", a.caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (a.certFile == "") != (a.keyFile == "") {
+		return nil, usageErrorf("--cert-file and --key-file go together; give both or neither")
+	}
+	if a.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.certFile, a.keyFile)
+		if err != nil {
+			return nil, usageErrorf("--cert-file/--key-file: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 func (a *app) etcdEndpoints() []string {
@@ -194,10 +432,35 @@ func (a *app) etcdEndpoints() []string {
 	return eps
 }
 
+// homePath expands a leading $HOME/ of a path flag.
+func (a *app) homePath(p string) string {
+	if rest, ok := strings.CutPrefix(p, "$HOME/"); ok {
+		home := a.env("HOME")
+		if home == "" {
+			home, _ = os.UserHomeDir()
+		}
+		return filepath.Join(home, rest)
+	}
+	return p
+}
+
+// isTerminal reports whether w is a terminal (WithTerminal overrides).
+func (a *app) isTerminal(w io.Writer) bool {
+	if a.terminal != nil {
+		return *a.terminal
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
 // run adapts a command body that needs a client to cobra's RunE.
 func (a *app) run(fn func(ctx context.Context, c api.Client, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		c, release, err := a.client()
+		c, release, err := a.client(cmd.Context())
 		if err != nil {
 			return err
 		}
@@ -212,18 +475,8 @@ func (a *app) explain(err error) error {
 	if err == nil || a.driver.value != driverEtcd || !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("cannot reach etcd at %s within %s: %w (is etcd running? set --endpoint or FLEETCTL_ENDPOINT)",
-		strings.Join(a.etcdEndpoints(), ","), time.Duration(a.timeout), err)
-}
-
-// usageError marks bad usage or a bad argument (exit code 2).
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usageErrorf(format string, args ...any) error {
-	return usageError{fmt.Errorf(format, args...)}
+	return withCode(ExitUnavailable, fmt.Errorf("cannot reach etcd at %s within %s: %w (is etcd running? set --endpoint or FLEETCTL_ENDPOINT)",
+		strings.Join(a.etcdEndpoints(), ","), time.Duration(a.timeout), err))
 }
 
 // usageArgs wraps a cobra argument check so that its failures are usage
@@ -237,27 +490,8 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
-// ExitCode returns the process exit code for an error of a fleetctl command:
-// 0 for nil, 2 for bad usage or an argument fleet refuses (api.ErrInvalid),
-// 1 for any other failure.
-func ExitCode(err error) int {
-	var ue usageError
-	switch {
-	case err == nil:
-		return ExitOK
-	case errors.As(err, &ue), errors.Is(err, api.ErrInvalid):
-		return ExitUsage
-	}
-	return ExitFailed
-}
-
-// IsUsage reports whether err is bad usage (worth pointing at the help).
-func IsUsage(err error) bool {
-	var ue usageError
-	return errors.As(err, &ue)
-}
-
-// choice is a string flag limited to a set of values.
+// choice is a string flag limited to a set of values, matched without
+// regard to case (fleet's driver was "API").
 type choice struct {
 	value   string
 	allowed []string
@@ -267,8 +501,8 @@ func (c *choice) String() string { return c.value }
 func (c *choice) Type() string   { return "string" }
 func (c *choice) Set(v string) error {
 	for _, a := range c.allowed {
-		if v == a {
-			c.value = v
+		if strings.EqualFold(v, a) {
+			c.value = a
 			return nil
 		}
 	}

@@ -3,6 +3,7 @@ package fleetctl_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a1ce88ea/fleet/api"
+	"github.com/seed-a1ce88ea/fleet/fleetctl"
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
@@ -107,7 +109,7 @@ func TestUnreachable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
 			r := runFleetctl(ctx, tt.env, tt.args...)
-			require.Equal(t, 1, r.code, "err: %v", r.err)
+			require.Equal(t, fleetctl.ExitUnavailable, r.code, "err: %v", r.err)
 			require.True(t, strings.HasPrefix(r.err.Error(), tt.want), "got %q", r.err)
 			require.Less(t, time.Since(start), 2*time.Second, "bounded by --request-timeout")
 			require.Empty(t, r.stdout)
@@ -125,15 +127,15 @@ func (fakeInspector) Status(_ context.Context, name string) (string, error) {
 	return fmt.Sprintf("● %s - Hello\n   Active: active (running)\n", name), nil
 }
 
-func (fakeInspector) Journal(_ context.Context, name string, lines int) (string, error) {
+func (fakeInspector) Journal(_ context.Context, name string, opts api.JournalOptions) (io.ReadCloser, error) {
 	var b strings.Builder
-	for i := 1; i <= lines; i++ {
+	for i := 1; i <= opts.Lines; i++ {
 		fmt.Fprintf(&b, "%s: line %d", name, i)
-		if i < lines {
+		if i < opts.Lines {
 			b.WriteString("\n")
 		}
 	}
-	return b.String(), nil
+	return io.NopCloser(strings.NewReader(b.String())), nil
 }
 
 func TestStatusAndJournal(t *testing.T) {
@@ -168,6 +170,6 @@ func TestStatusAndJournal(t *testing.T) {
 	// not make reachable over TCP.
 	h.driver = "etcd"
 	r = h.run("status", "a")
-	require.Equal(t, 1, r.code)
+	require.Equal(t, fleetctl.ExitUnavailable, r.code)
 	require.EqualError(t, r.err, "unit a.service runs on machine "+m1+" (10.0.0.3), which does not serve the fleet API over TCP; give that fleetd a TCP listen address, or run fleetctl on that machine")
 }

@@ -37,6 +37,8 @@ func (f *listFlags) register(cmd *cobra.Command, defaults string, fields []strin
 	cmd.Flags().BoolVar(&f.noLegend, "no-legend", false, "Do not print a legend (column headers)")
 	cmd.Flags().StringVar(&f.fields, "fields", defaults, fmt.Sprintf("Columns to print, comma-separated; valid fields are %q", strings.Join(fields, ",")))
 	cmd.Flags().VarP(&f.output, "output", "o", "Output format: table, or json (the wire objects, a stable contract for scripts)")
+	_ = cmd.RegisterFlagCompletionFunc("output", completeWords(outputTable, outputJSON))
+	_ = cmd.RegisterFlagCompletionFunc("fields", completeWords(fields...))
 }
 
 // view is what column renderers see: the machines by ID, for legends, and
@@ -208,7 +210,7 @@ Or, choose the columns to display:
 	fleetctl list-units --fields=unit,machine`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: list(a, "list-units", &f, cs, func(ctx context.Context, c api.Client) ([]*api.UnitState, view, error) {
-			ss, err := c.UnitStates(ctx)
+			ss, err := c.UnitStates(ctx, api.StateFilter{})
 			if err != nil {
 				return nil, view{}, err
 			}
@@ -243,7 +245,8 @@ func unitFileColumns() columns[*api.Unit] {
 		"hash": func(u *api.Unit, v view) string {
 			return shortHash(api.FileFromOptions(u.Options).Hash().String(), v.full)
 		},
-		"desc": func(u *api.Unit, _ view) string { return api.FileFromOptions(u.Options).Description() },
+		"desc":   func(u *api.Unit, _ view) string { return api.FileFromOptions(u.Options).Description() },
+		"reason": func(u *api.Unit, _ view) string { return u.UnplacedReason },
 	}
 }
 
@@ -255,7 +258,8 @@ func (a *app) listUnitFilesCommand() *cobra.Command {
 		Short: "List the units that exist in the cluster",
 		Long: `Lists all unit files that exist in the cluster, whether or not they are
 loaded onto a machine: their hash, desired state (DSTATE), current state
-(STATE) and the machine they are scheduled to (TARGET).`,
+(STATE) and the machine they are scheduled to (TARGET). The REASON column
+(--fields=unit,reason) says why the engine could place a unit on no machine.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: list(a, "list-unit-files", &f, cs, func(ctx context.Context, c api.Client) ([]*api.Unit, view, error) {
 			us, err := c.Units(ctx)

@@ -60,6 +60,14 @@ type harness struct {
 	machines map[string]*registry.Presence
 }
 
+// setUnplaced records why the engine placed a unit nowhere, as the engine
+// leader would.
+func (h *harness) setUnplaced(name, reason string) {
+	h.t.Helper()
+	_, err := h.reg.ApplyDecisions(h.ctx, h.leadership(), nil, []registry.UnplacedOp{{Name: name, Reason: reason}})
+	require.NoError(h.t, err)
+}
+
 func newHarness(t *testing.T, driver string, serverOpts ...api.ServerOption) *harness {
 	t.Helper()
 	e := etcdtest.Start(t)
@@ -102,22 +110,55 @@ type result struct {
 // flags first, then args.
 func (h *harness) run(args ...string) result {
 	h.t.Helper()
-	var global []string
+	return h.runWith(nil, args...)
+}
+
+// runWith is run with options of fleetctl.NewCommand.
+func (h *harness) runWith(opts []fleetctl.Option, args ...string) result {
+	h.t.Helper()
+	return runFleetctlWith(h.ctx, nil, opts, append(h.global(), args...)...)
+}
+
+// global returns the flags that point fleetctl at the harness.
+func (h *harness) global() []string {
 	switch h.driver {
 	case "etcd":
-		global = []string{"--driver", "etcd", "--endpoint", h.etcd, "--etcd-key-prefix", prefix}
-	case "api":
-		global = []string{"--endpoint", h.socket}
+		return []string{"--driver", "etcd", "--endpoint", h.etcd, "--etcd-key-prefix", prefix}
+	default:
+		return []string{"--endpoint", h.socket}
 	}
-	return runFleetctl(h.ctx, nil, append(global, args...)...)
 }
 
 func runFleetctl(ctx context.Context, env map[string]string, args ...string) result {
-	var stdout, stderr bytes.Buffer
-	cmd := fleetctl.NewCommand(&stdout, &stderr, func(k string) string { return env[k] }, fleetctl.WithVersion("1.2.3-test"))
+	return runFleetctlWith(ctx, env, nil, args...)
+}
+
+func runFleetctlWith(ctx context.Context, env map[string]string, opts []fleetctl.Option, args ...string) result {
+	var stdout, stderr syncBuffer
+	opts = append([]fleetctl.Option{fleetctl.WithVersion("1.2.3-test"), fleetctl.WithUnplacedGrace(300 * time.Millisecond)}, opts...)
+	cmd := fleetctl.NewCommand(&stdout, &stderr, func(k string) string { return env[k] }, opts...)
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
 	return result{stdout: stdout.String(), stderr: stderr.String(), err: err, code: fleetctl.ExitCode(err)}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and readers in other
+// goroutines (tests that read a stream while fleetctl writes it).
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (h *harness) addMachine(id, ip string, md map[string]string) {

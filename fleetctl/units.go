@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -30,8 +33,12 @@ Submit a single unit:
 	fleetctl submit foo.service
 
 Submit a directory of units with glob matching:
-	fleetctl submit myservice/*`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+	fleetctl submit myservice/*
+
+A quoted pattern matching no local file stands for the submitted units it
+matches.`,
+		Args:              usageArgs(cobra.MinimumNArgs(1)),
+		ValidArgsFunction: a.completeUnits(true),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
 			_, err := a.ensureUnits(ctx, c, args, replace)
 			return err
@@ -53,7 +60,8 @@ func (a *app) loadCommand() *cobra.Command {
 them, submitting them first if they are not in the cluster yet.
 
 fleetctl waits until each unit is loaded on a machine, unless --no-block.`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args:              usageArgs(cobra.MinimumNArgs(1)),
+		ValidArgsFunction: a.completeUnits(true),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
 			names, err := a.ensureUnits(ctx, c, args, replace)
 			if err != nil {
@@ -87,7 +95,8 @@ Start a single unit:
 
 Start an entire directory of units with glob matching:
 	fleetctl start myservice/*`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args:              usageArgs(cobra.MinimumNArgs(1)),
+		ValidArgsFunction: a.completeUnits(true),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
 			names, err := a.ensureUnits(ctx, c, args, replace)
 			if err != nil {
@@ -111,9 +120,10 @@ again in the future. systemd on the unit's machine stops it, honouring any
 ExecStop= of the unit.
 
 fleetctl waits until each unit is no longer active, unless --no-block.`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args:              usageArgs(cobra.MinimumNArgs(1)),
+		ValidArgsFunction: a.completeUnits(false),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
-			names, err := unitNames(args)
+			names, err := a.unitArgs(ctx, c, args)
 			if err != nil {
 				return err
 			}
@@ -142,9 +152,10 @@ func (a *app) unloadCommand() *cobra.Command {
 machines, but stay submitted.
 
 fleetctl waits until each unit is inactive, unless --no-block.`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args:              usageArgs(cobra.MinimumNArgs(1)),
+		ValidArgsFunction: a.completeUnits(false),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
-			names, err := unitNames(args)
+			names, err := a.unitArgs(ctx, c, args)
 			if err != nil {
 				return err
 			}
@@ -161,9 +172,10 @@ func (a *app) destroyCommand() *cobra.Command {
 		Short: "Destroy one or more units in the cluster",
 		Long: `Completely remove one or more running or submitted units from the cluster:
 they are stopped, unscheduled and forgotten.`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args:              usageArgs(cobra.MinimumNArgs(1)),
+		ValidArgsFunction: a.completeUnits(false),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
-			names, err := unitNames(args)
+			names, err := a.unitArgs(ctx, c, args)
 			if err != nil {
 				return err
 			}
@@ -194,21 +206,145 @@ func unitNames(args []string) ([]string, error) {
 	return names, nil
 }
 
+// isGlob reports whether arg is a pattern rather than a name: unit names
+// never hold * ? or [.
+func isGlob(arg string) bool { return strings.ContainsAny(arg, "*?[") }
+
+// unitArgs turns arguments naming units in the cluster into unit names, in
+// order and without repeats. A name gets ".service" if it has no type
+// suffix; a glob pattern ("web@*", 'app-?') stands for the submitted units it
+// matches, with or without their ".service", and must match at least one.
+func (a *app) unitArgs(ctx context.Context, c api.Client, args []string) ([]string, error) {
+	var out []string
+	var all []string // submitted unit names, read on the first pattern
+	for _, arg := range args {
+		if !isGlob(arg) {
+			names, err := unitNames([]string{arg})
+			if err != nil {
+				return nil, err
+			}
+			out = appendNew(out, names...)
+			continue
+		}
+		if all == nil {
+			us, err := c.Units(ctx)
+			if err != nil {
+				return nil, err
+			}
+			all = make([]string, 0, len(us))
+			for _, u := range us {
+				all = append(all, u.Name)
+			}
+		}
+		matched, err := matchUnits(arg, all)
+		if err != nil {
+			return nil, err
+		}
+		out = appendNew(out, matched...)
+	}
+	return out, nil
+}
+
+// matchUnits returns the names pattern matches, sorted; none is an error.
+func matchUnits(pattern string, names []string) ([]string, error) {
+	p := filepath.Base(pattern)
+	if _, err := path.Match(p, ""); err != nil {
+		return nil, usageErrorf("bad pattern %q: %v", pattern, err)
+	}
+	withType := unit.Normalize(p)
+	var out []string
+	for _, n := range names {
+		ok, _ := path.Match(p, n) // the pattern is valid
+		if !ok && withType != p {
+			ok, _ = path.Match(withType, n)
+		}
+		if ok {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return nil, notFoundf("no unit in the cluster matches %q; see 'fleetctl list-unit-files'", pattern)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// appendNew appends the values of vs not in s yet.
+func appendNew(s []string, vs ...string) []string {
+	for _, v := range vs {
+		if !slices.Contains(s, v) {
+			s = append(s, v)
+		}
+	}
+	return s
+}
+
+// localArgs expands patterns among arguments naming unit files or units:
+// a pattern matching local files stands for them, one matching none stands
+// for the submitted units it matches.
+func (a *app) localArgs(ctx context.Context, c api.Client, args []string) ([]string, error) {
+	var out []string
+	for _, arg := range args {
+		if !isGlob(arg) {
+			out = appendNew(out, arg)
+			continue
+		}
+		files, err := filepath.Glob(arg)
+		if err != nil {
+			return nil, usageErrorf("bad pattern %q: %v", arg, err)
+		}
+		files = slices.DeleteFunc(files, func(f string) bool {
+			st, err := os.Stat(f)
+			return err != nil || st.IsDir()
+		})
+		if len(files) > 0 {
+			out = appendNew(out, files...)
+			continue
+		}
+		names, err := a.unitArgs(ctx, c, []string{arg})
+		if err != nil {
+			return nil, err
+		}
+		out = appendNew(out, names...)
+	}
+	return out, nil
+}
+
 // ensureUnits makes sure a unit exists in the cluster for every argument,
 // trying in order: the unit already in the cluster (replaced by the local
 // file if it differs and replace is set); a local file named by the
 // argument; for an instance, a local template file beside it or else the
-// template in the cluster. It returns the unit names.
+// template in the cluster. Patterns stand for the local files or submitted
+// units they match. It returns the unit names, without repeats.
 func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, replace bool) ([]string, error) {
+	args, err := a.localArgs(ctx, c, args)
+	if err != nil {
+		return nil, err
+	}
 	names, err := unitNames(args)
 	if err != nil {
 		return nil, err
 	}
+	var out []string
 	for i, arg := range args {
 		name := names[i]
+		if slices.Contains(out, name) {
+			continue
+		}
+		out = append(out, name)
+		n, _ := unit.ParseName(name) // checked by unitNames
 		local, err := readUnitFile(arg)
 		if err != nil {
 			return nil, err
+		}
+		localTemplate := false
+		if local == nil && n.IsInstance() {
+			// An instance: a template file beside the argument, else the
+			// template already in the cluster (the API fills it in).
+			if local, err = readUnitFile(filepath.Join(filepath.Dir(arg), n.TemplateName())); err != nil {
+				return nil, err
+			}
+			localTemplate = local != nil
 		}
 		existing, err := c.Unit(ctx, name)
 		switch {
@@ -217,7 +353,11 @@ func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, repl
 				continue
 			}
 			if !replace {
-				fmt.Fprintf(a.stderr, "WARNING: unit %s in the cluster differs from local unit file %s; use --replace to replace it\n", name, arg)
+				from := arg
+				if localTemplate {
+					from = "template " + filepath.Join(filepath.Dir(arg), n.TemplateName())
+				}
+				fmt.Fprintf(a.stderr, "WARNING: unit %s in the cluster differs from local unit file %s; use --replace to replace it\n", name, from)
 				continue
 			}
 			warnings, err := c.ReplaceUnit(ctx, &api.Unit{Name: name, Options: api.OptionsFromFile(local)})
@@ -231,16 +371,8 @@ func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, repl
 		}
 
 		u := &api.Unit{Name: name}
-		if local == nil {
-			n, _ := unit.ParseName(name) // checked by unitNames
-			if !n.IsInstance() {
-				return nil, fmt.Errorf("unit %s not found: it is not in the cluster and there is no file %s; check the name with 'fleetctl list-unit-files'", name, arg)
-			}
-			// An instance: a template file beside the argument, else the
-			// template already in the cluster (the API fills it in).
-			if local, err = readUnitFile(filepath.Join(filepath.Dir(arg), n.TemplateName())); err != nil {
-				return nil, err
-			}
+		if local == nil && !n.IsInstance() {
+			return nil, notFoundf("unit %s not found: it is not in the cluster and there is no file %s; check the name with 'fleetctl list-unit-files'", name, arg)
 		}
 		if local != nil {
 			u.Options = api.OptionsFromFile(local)
@@ -254,7 +386,7 @@ func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, repl
 		}
 		a.warn(name, warnings)
 	}
-	return names, nil
+	return out, nil
 }
 
 func (a *app) warn(name string, warnings []string) {

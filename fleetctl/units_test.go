@@ -2,12 +2,14 @@ package fleetctl_test
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a1ce88ea/fleet/api"
+	"github.com/seed-a1ce88ea/fleet/fleetctl"
 )
 
 const helloUnit = `[Unit]
@@ -64,11 +66,13 @@ func TestStartSeveralFromFiles(t *testing.T) {
 
 	r := h.run("start", a, b)
 	require.NoError(t, r.err)
-	require.Equal(t, "Unit a.service launched on 113f16a7.../10.0.0.3\nUnit b.service launched on 113f16a7.../10.0.0.3\n", r.stdout)
+	// Each unit is reported as it comes up, whichever is first.
+	require.ElementsMatch(t, []string{"Unit a.service launched on 113f16a7.../10.0.0.3", "Unit b.service launched on 113f16a7.../10.0.0.3"},
+		strings.Split(strings.TrimSpace(r.stdout), "\n"))
 
 	// A unit that fails is reported, and the command fails.
 	r = h.run("start", bad)
-	require.Equal(t, 1, r.code)
+	require.Equal(t, fleetctl.ExitUnitFailed, r.code)
 	require.Equal(t, "Unit bad.service failed on 113f16a7.../10.0.0.3\n", r.stdout)
 	require.EqualError(t, r.err, "unit bad.service failed to start; see 'fleetctl status bad.service' and 'fleetctl journal bad.service'")
 
@@ -105,7 +109,7 @@ func TestNoBlockAndGlobal(t *testing.T) {
 			// Blocking is bounded by --block-attempts.
 			start := time.Now()
 			r = h.run("load", "--block-attempts=3", "hello")
-			require.Equal(t, 1, r.code)
+			require.Equal(t, fleetctl.ExitTimeout, r.code)
 			require.EqualError(t, r.err, "timed out after 3 attempts waiting for unit hello.service to be loaded; check 'fleetctl list-unit-files' and 'fleetctl list-units'")
 			require.Less(t, time.Since(start), 2*time.Second)
 			u, err := api.NewRegistryClient(h.reg).Unit(h.ctx, "hello.service")
@@ -179,7 +183,7 @@ func TestTemplates(t *testing.T) {
 			require.Equal(t, "Unit web@8080.service loaded on 113f16a7.../10.0.0.3\n", r.stdout)
 
 			r = h.run("start", "db@1")
-			require.Equal(t, 2, r.code)
+			require.Equal(t, 1, r.code)
 			require.ErrorContains(t, r.err, "unit db@1.service has no options, and its template db@.service has not been submitted")
 		})
 	}
@@ -199,13 +203,16 @@ func TestCommandErrors(t *testing.T) {
 				code int
 				want string
 			}{
-				{"cat unknown unit", []string{"cat", "nope"}, 1, "unit nope.service not found"},
-				{"start unknown unit", []string{"start", "nope"}, 1, "unit nope.service not found: it is not in the cluster and there is no file nope; check the name with 'fleetctl list-unit-files'"},
-				{"stop unknown unit", []string{"stop", "nope.service"}, 1, "unit nope.service not found"},
-				{"unload unknown unit", []string{"unload", "nope"}, 1, "unit nope.service not found"},
-				{"destroy unknown unit", []string{"destroy", "nope"}, 1, "unit nope.service not found"},
-				{"status unknown unit", []string{"status", "nope"}, 1, "unit nope.service not found"},
-				{"journal unknown unit", []string{"journal", "nope"}, 1, "unit nope.service not found"},
+				{"cat unknown unit", []string{"cat", "nope"}, 7, "unit nope.service not found"},
+				{"start unknown unit", []string{"start", "nope"}, 7, "unit nope.service not found: it is not in the cluster and there is no file nope; check the name with 'fleetctl list-unit-files'"},
+				{"stop unknown unit", []string{"stop", "nope.service"}, 7, "unit nope.service not found"},
+				{"unload unknown unit", []string{"unload", "nope"}, 7, "unit nope.service not found"},
+				{"destroy unknown unit", []string{"destroy", "nope"}, 7, "unit nope.service not found"},
+				{"status unknown unit", []string{"status", "nope"}, 7, "unit nope.service not found"},
+				{"journal unknown unit", []string{"journal", "nope"}, 7, "unit nope.service not found"},
+				{"restart unknown unit", []string{"restart", "nope"}, 7, "unit nope.service not found"},
+				{"pattern matching nothing", []string{"stop", "web@*"}, 7, `no unit in the cluster matches "web@*"`},
+				{"bad pattern", []string{"destroy", "web[*"}, 2, `bad pattern "web[*"`},
 				{"invalid name", []string{"start", "bad name"}, 2, `invalid unit name "bad name.service": character ' ' not allowed (allowed: A-Z a-z 0-9 : _ . @ -)`},
 				{"two @", []string{"cat", "a@b@c"}, 2, `invalid unit name "a@b@c.service": more than one '@'`},
 				{"broken unit file", []string{"submit", broken}, 2, broken + `: parse unit file: line 3: "this line is broken" has no '=' (expected Name=Value, a [Section] header or a comment)`},
@@ -213,7 +220,7 @@ func TestCommandErrors(t *testing.T) {
 				{"fleet rules", []string{"load", conflicting}, 2, "unit c.service: MachineID cannot be combined with Global"},
 				{"no units", []string{"start"}, 2, "start: requires at least 1 arg(s), only received 0; see 'fleetctl help start'"},
 				{"cat two units", []string{"cat", "a", "b"}, 2, "cat: accepts 1 arg(s), received 2"},
-				{"journal lines", []string{"journal", "-n", "0", "x"}, 2, "journal: --lines must be at least 1, not 0"},
+				{"journal lines", []string{"journal", "-n", "-1", "x"}, 2, "journal: --lines must be at least 0, not -1"},
 				{"bad flag", []string{"start", "--bogus", "x"}, 2, "unknown flag: --bogus"},
 				{"unknown command", []string{"launch", "x"}, 2, `unknown command "launch"; run 'fleetctl help' for the list of commands`},
 			}
@@ -230,7 +237,7 @@ func TestCommandErrors(t *testing.T) {
 			writeUnit(t, dir, "ok.service", helloUnit)
 			require.NoError(t, h.run("submit", filepath.Join(dir, "ok.service")).err)
 			r := h.run("destroy", "nope", "ok")
-			require.Equal(t, 1, r.code)
+			require.Equal(t, 7, r.code)
 			require.Equal(t, "Destroyed ok.service\n", r.stdout)
 			require.EqualError(t, r.err, "unit nope.service not found")
 		})

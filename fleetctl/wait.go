@@ -2,6 +2,7 @@ package fleetctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -137,50 +138,77 @@ func (a *app) transition(ctx context.Context, c api.Client, names []string, g go
 	if len(wait) == 0 {
 		return nil
 	}
-	return a.waitFor(ctx, c, wait, g, block.attempts)
+	prog := newProgress(a.stdout, a.isTerminal(a.stdout), len(wait), g.describe())
+	defer prog.finish()
+	return a.waitFor(ctx, c, wait, g, block.attempts, prog, true)
 }
 
+// fewUnits is how many units a wait reads one by one; for more it reads
+// the whole collection once per poll.
+const fewUnits = 10
+
 // waitFor polls fleet every pollInterval until every named unit reaches g
-// (or fails to), printing a line for each as it does, in fleet's words. It
-// gives up after attempts polls (0: never) and when ctx ends.
-func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal, attempts int) error {
+// (or fails to), printing a line for each as it does, in fleet's words, and
+// on a terminal a live count. A unit the engine keeps reporting unplaceable
+// for unplacedGrace is given up on, with the engine's reason. It gives up
+// after attempts polls (0: never) and when ctx ends.
+//
+// Lines go through prog; a unit reaching g gets one, and the live count is
+// kept, only if showReached (otherwise the caller keeps the count).
+func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal, attempts int, prog *progress, showReached bool) error {
 	machines := machineCache{c: c}
 	pendingNames := names
-	var failedNames []string
+	var failedNames, unplaceable []string
+	var reasons []error
+	unplacedSince := map[string]time.Time{}
 	for attempt := 1; ; attempt++ {
-		states := map[[2]string]*api.UnitState{}
-		if g.needsSystemd() {
-			ss, err := c.UnitStates(ctx)
-			if err != nil {
-				return err
-			}
-			for _, s := range ss {
-				states[[2]string{s.MachineID, s.Name}] = s
-			}
+		units, states, err := a.poll(ctx, c, pendingNames, g)
+		if err != nil {
+			return err
 		}
 		var still []string
 		for _, name := range pendingNames {
-			u, err := c.Unit(ctx, name)
-			if err != nil {
-				return err
+			u := units[name]
+			if u == nil {
+				return notFoundf("unit %s not found: it was destroyed while fleetctl waited for it", name)
 			}
 			switch g.check(u, states[[2]string{u.MachineID, name}]) {
 			case reached:
-				fmt.Fprintf(a.stdout, "Unit %s %s%s\n", name, u.CurrentState, machines.on(ctx, u.MachineID))
+				if showReached {
+					prog.println("Unit %s %s%s", name, u.CurrentState, machines.on(ctx, u.MachineID))
+				}
+				continue
 			case failed:
-				fmt.Fprintf(a.stdout, "Unit %s failed%s\n", name, machines.on(ctx, u.MachineID))
+				prog.println("Unit %s failed%s", name, machines.on(ctx, u.MachineID))
 				failedNames = append(failedNames, name)
-			default:
-				still = append(still, name)
+				continue
 			}
+			if u.UnplacedReason != "" && u.MachineID == "" {
+				since, ok := unplacedSince[name]
+				if !ok {
+					unplacedSince[name] = time.Now()
+				} else if time.Since(since) >= a.unplacedGrace {
+					prog.println("Unit %s cannot be placed: %s", name, u.UnplacedReason)
+					unplaceable = append(unplaceable, name)
+					reasons = append(reasons, fmt.Errorf("%s (%s)", name, u.UnplacedReason))
+					continue
+				}
+			} else {
+				delete(unplacedSince, name)
+			}
+			still = append(still, name)
 		}
 		pendingNames = still
+		if showReached {
+			prog.status(len(names)-len(pendingNames), len(failedNames)+len(unplaceable))
+		}
 		if len(pendingNames) == 0 {
 			break
 		}
 		if attempts > 0 && attempt >= attempts {
-			return fmt.Errorf("timed out after %d attempts waiting for %s to be %s; check 'fleetctl list-unit-files' and 'fleetctl list-units'",
-				attempts, listNames(pendingNames), g.describe())
+			return errors.Join(a.waitErrors(failedNames, unplaceable, reasons),
+				codeErrorf(ExitTimeout, "timed out after %d attempts waiting for %s to be %s; check 'fleetctl list-unit-files' and 'fleetctl list-units'",
+					attempts, listNames(pendingNames), g.describe()))
 		}
 		select {
 		case <-ctx.Done():
@@ -188,11 +216,75 @@ func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal,
 		case <-time.After(a.pollInterval):
 		}
 	}
-	if len(failedNames) > 0 {
-		return fmt.Errorf("%s failed to start; see 'fleetctl status %s' and 'fleetctl journal %s'",
-			listNames(failedNames), failedNames[0], failedNames[0])
+	return a.waitErrors(failedNames, unplaceable, reasons)
+}
+
+// waitErrors is the error of a wait in which units failed or could not be
+// placed (nil for none).
+func (a *app) waitErrors(failedNames, unplaceable []string, reasons []error) error {
+	var errs []error
+	if len(unplaceable) > 0 {
+		errs = append(errs, codeErrorf(ExitUnplaceable, "no machine can run %s; check the [X-Fleet] options against 'fleetctl list-machines'",
+			joinReasons(reasons)))
 	}
-	return nil
+	if len(failedNames) > 0 {
+		errs = append(errs, codeErrorf(ExitUnitFailed, "%s failed to start; see 'fleetctl status %s' and 'fleetctl journal %s'",
+			listNames(failedNames), failedNames[0], failedNames[0]))
+	}
+	return errors.Join(errs...)
+}
+
+// poll reads the pending units and, when g needs them, their states: one
+// request per unit for a few, the whole collections for many.
+func (a *app) poll(ctx context.Context, c api.Client, names []string, g goal) (map[string]*api.Unit, map[[2]string]*api.UnitState, error) {
+	units := make(map[string]*api.Unit, len(names))
+	if len(names) <= fewUnits {
+		for _, name := range names {
+			u, err := c.Unit(ctx, name)
+			if errors.Is(err, api.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			units[name] = u
+		}
+	} else {
+		all, err := c.Units(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, u := range all {
+			units[u.Name] = u
+		}
+	}
+	states := map[[2]string]*api.UnitState{}
+	if g.needsSystemd() {
+		var f api.StateFilter
+		if len(names) <= fewUnits {
+			f.UnitNames = names
+		}
+		ss, err := c.UnitStates(ctx, f)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, s := range ss {
+			states[[2]string{s.MachineID, s.Name}] = s
+		}
+	}
+	return units, states, nil
+}
+
+// joinReasons lists "unit (why)" items in one phrase.
+func joinReasons(reasons []error) string {
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = r.Error()
+	}
+	if len(parts) == 1 {
+		return "unit " + parts[0]
+	}
+	return "units " + strings.Join(parts, ", ")
 }
 
 func listNames(names []string) string {

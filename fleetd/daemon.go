@@ -15,6 +15,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/seed-a1ce88ea/fleet/agent"
 	"github.com/seed-a1ce88ea/fleet/agent/systemd"
@@ -54,7 +55,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger) erro
 		endpoints = srv.Endpoints()
 		log.Info("embedded etcd started", "dir", cfg.EmbeddedEtcdDir, "endpoints", strings.Join(endpoints, ","))
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil})
+	m := newMetrics()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(m.etcdInterceptor())}})
 	if err != nil {
 		return fmt.Errorf("etcd client for %s: %w", strings.Join(endpoints, ","), err)
 	}
@@ -77,9 +80,20 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger) erro
 	if err != nil {
 		return err
 	}
+	var e *engine.Engine
+	if !cfg.DisableEngine {
+		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
+			ReconcileInterval: cfg.EngineReconcileInterval, Log: log})
+		m.watchCluster(reg, e)
+	} else {
+		m.watchCluster(reg, nil)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.handler())
+	mux.Handle("/", m.instrument(api.NewServer(api.NewRegistryClient(reg),
+		api.WithVersion(version), api.WithLocalMachine(me.ID, api.SystemdInspector{}), api.WithLogger(log))))
 	server := &http.Server{
-		Handler: api.NewServer(api.NewRegistryClient(reg),
-			api.WithVersion(version), api.WithLocalMachine(me.ID, api.SystemdInspector{}), api.WithLogger(log)),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 
@@ -102,9 +116,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger) erro
 			errc <- err
 		}
 	}()
-	if !cfg.DisableEngine {
-		e := engine.New(engine.Config{Registry: reg, ID: me.ID, LeaderTTL: cfg.EngineLeaderTTL,
-			ReconcileInterval: cfg.EngineReconcileInterval, Log: log})
+	if e != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -131,33 +143,55 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger) erro
 func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, me machine.Machine, ttl time.Duration, log *slog.Logger) error {
 	backoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
-		p, err := reg.Register(ctx, me, ttl)
+		// Register with the machine's dynamic metadata (PATCH /machines)
+		// applied, and keep the record current as it changes: the engine
+		// schedules on what the record says.
+		eff, rev, err := reg.EffectiveMachine(ctx, me)
+		if err == nil {
+			var p *registry.Presence
+			p, err = reg.Register(ctx, eff, ttl)
+			if err == nil {
+				runPresence(ctx, reg, sd, p, me, rev, log)
+				backoff = 200 * time.Millisecond
+				continue
+			}
+		}
 		if errors.Is(err, registry.ErrMachineIDInUse) {
 			return err
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			log.Warn("register machine; retrying", "err", err, "in", backoff)
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 10*time.Second)
-			continue
+		if ctx.Err() != nil {
+			return nil
 		}
-		backoff = 200 * time.Millisecond
-		log.Info("machine registered", "adopted_lease", p.Adopted(), "ip", me.PublicIP)
-		a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: sd, Log: log})
-		if err := a.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("agent stopped", "err", err)
-		}
-		// Close, not Revoke: a fleetd restarted within the TTL adopts the
-		// lease and nothing moves.
-		p.Close()
-		if ctx.Err() == nil {
-			log.Warn("machine presence lost; registering again")
-		}
+		log.Warn("register machine; retrying", "err", err, "in", backoff)
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, 10*time.Second)
 	}
 	return nil
+}
+
+// runPresence runs the agent and the metadata keeper of one registration
+// until it is lost or ctx ends.
+func runPresence(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, p *registry.Presence, me machine.Machine, rev int64, log *slog.Logger) {
+	log.Info("machine registered", "adopted_lease", p.Adopted(), "ip", me.PublicIP)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := p.KeepMetadata(ctx, me, rev); err != nil {
+			log.Warn("dynamic metadata not kept", "err", err)
+		}
+	}()
+	a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: sd, Log: log})
+	if err := a.Run(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("agent stopped", "err", err)
+	}
+	// Close, not Revoke: a fleetd restarted within the TTL adopts the
+	// lease and nothing moves. Closing also ends KeepMetadata.
+	p.Close()
+	wg.Wait()
+	if ctx.Err() == nil {
+		log.Warn("machine presence lost; registering again")
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -20,7 +20,7 @@ func main() {
 func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cmd := fleetctl.NewCommand(os.Stdout, os.Stderr, os.Getenv, fleetctl.WithVersion(version))
+	cmd := fleetctl.NewCommand(os.Stdout, os.Stderr, os.Getenv, fleetctl.WithVersion(version), fleetctl.WithStdin(os.Stdin))
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
 		return fleetctl.ExitOK

@@ -1,0 +1,543 @@
+package engine
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/seed-a1ce88ea/fleet/machine"
+	"github.com/seed-a1ce88ea/fleet/registry"
+)
+
+// Machines events.
+
+// SetMachine records a machine that joined or changed. A machine that joins
+// is offered to global units and to units waiting for room; one whose
+// metadata changed has its units checked again.
+func (s *Scheduler) SetMachine(m machine.Machine) {
+	old, ok := s.machines[m.ID]
+	if !ok {
+		s.addMachine(m)
+		s.freed[m.ID] = struct{}{}
+		return
+	}
+	if maps.Equal(old.Metadata, m.Metadata) {
+		old.Machine = m
+		return
+	}
+	s.unindexMachine(old)
+	old.Machine = m
+	s.indexMachine(old)
+	s.staleSmall = true
+	for name := range old.units {
+		s.checks[[2]string{name, m.ID}] = struct{}{}
+	}
+	s.freed[m.ID] = struct{}{}
+}
+
+func (s *Scheduler) addMachine(m machine.Machine) {
+	if _, ok := s.machines[m.ID]; ok {
+		return
+	}
+	ms := &mstate{Machine: m, units: map[string]*ustate{}}
+	s.machines[m.ID] = ms
+	s.indexShort(ms)
+	s.labelMachine(ms)
+	s.indexMachine(ms)
+}
+
+func (s *Scheduler) indexShort(ms *mstate) {
+	if len(ms.ID) > shortIDLen {
+		s.short[ms.ID[:shortIDLen]] = append(s.short[ms.ID[:shortIDLen]], ms)
+	}
+}
+
+// labelMachine gives a joining machine an order label between those of its
+// neighbours in ID order, so that ranks compare as integers and still break
+// ties by machine ID. When two neighbours' labels are adjacent, every
+// machine is relabelled (rare: labels start 2^32/n apart).
+func (s *Scheduler) labelMachine(ms *mstate) {
+	i, _ := slices.BinarySearchFunc(s.order, ms.ID, func(x *mstate, id string) int { return strings.Compare(x.ID, id) })
+	s.order = slices.Insert(s.order, i, ms)
+	lo, hi := uint64(0), uint64(1)<<32
+	if i > 0 {
+		lo = uint64(s.order[i-1].label)
+	}
+	if i+1 < len(s.order) {
+		hi = uint64(s.order[i+1].label)
+	}
+	if hi-lo < 2 {
+		s.relabel()
+		return
+	}
+	ms.label = uint32(lo + (hi-lo)/2)
+	ms.key = rankOf(len(ms.units), ms.label)
+	s.byLabel[ms.label] = ms
+}
+
+// relabel spreads the labels of all machines evenly again, rewriting the
+// ranks the pools hold.
+func (s *Scheduler) relabel() {
+	step := (uint64(1) << 32) / uint64(len(s.order)+1)
+	renamed := make(map[uint32]uint32, len(s.order))
+	s.byLabel = make(map[uint32]*mstate, len(s.order))
+	for i, m := range s.order {
+		l := uint32(uint64(i+1) * step)
+		renamed[m.label] = l
+		m.label, m.key = l, rankOf(len(m.units), l)
+		s.byLabel[l] = m
+	}
+	f := func(l uint32) uint32 { return renamed[l] }
+	s.all.ranked.relabel(f)
+	for _, p := range s.pools {
+		p.ranked.relabel(f)
+	}
+}
+
+// RemoveMachine records a machine that left (its lease expired): its
+// placements are deleted and its units placed elsewhere.
+func (s *Scheduler) RemoveMachine(id string) {
+	ms, ok := s.machines[id]
+	if !ok {
+		return
+	}
+	delete(s.machines, id)
+	delete(s.freed, id)
+	for _, name := range sortedKeys(ms.units) {
+		u := ms.units[name]
+		s.unplace(u, ms, true)
+		if u.wants() && !u.Fleet.Global {
+			s.enqueue(u)
+		}
+		if u.Fleet.Global && u.on.len() == 0 {
+			s.gqueue[u.Name] = struct{}{}
+		}
+	}
+	s.unindexMachine(ms)
+	s.staleSmall = true
+	if i, ok := slices.BinarySearchFunc(s.order, id, func(x *mstate, id string) int { return strings.Compare(x.ID, id) }); ok {
+		s.order = slices.Delete(s.order, i, i+1)
+	}
+	delete(s.byLabel, ms.label)
+	if len(id) > shortIDLen {
+		k := id[:shortIDLen]
+		s.short[k] = slices.DeleteFunc(s.short[k], func(o *mstate) bool { return o == ms })
+		if len(s.short[k]) == 0 {
+			delete(s.short, k)
+		}
+	}
+}
+
+func (s *Scheduler) indexMachine(ms *mstate) {
+	for k, v := range ms.Metadata {
+		if s.mdIndex[k] == nil {
+			s.mdIndex[k] = map[string]map[string]*mstate{}
+		}
+		if s.mdIndex[k][v] == nil {
+			s.mdIndex[k][v] = map[string]*mstate{}
+		}
+		s.mdIndex[k][v][ms.ID] = ms
+	}
+	s.all.add(ms)
+	for k, v := range ms.Metadata {
+		for _, p := range s.poolIndex[kv(k, v)] {
+			if !p.has(ms) && matches(p.sel, ms.Metadata) {
+				p.add(ms)
+			}
+		}
+	}
+}
+
+func (s *Scheduler) unindexMachine(ms *mstate) {
+	for k, v := range ms.Metadata {
+		delete(s.mdIndex[k][v], ms.ID)
+		if len(s.mdIndex[k][v]) == 0 {
+			delete(s.mdIndex[k], v)
+		}
+		if len(s.mdIndex[k]) == 0 {
+			delete(s.mdIndex, k)
+		}
+	}
+	for _, p := range ms.pools {
+		p.ranked.delete(ms.key)
+		delete(p.members, ms.ID)
+	}
+	ms.pools = nil
+}
+
+// rerank moves ms to its new place in every pool after its load changed.
+func (s *Scheduler) rerank(ms *mstate) {
+	k := rankOf(len(ms.units), ms.label)
+	if k == ms.key {
+		return
+	}
+	for _, p := range ms.pools {
+		p.ranked.delete(ms.key)
+		p.ranked.insert(k)
+	}
+	ms.key = k
+}
+
+// Unit events.
+
+// SetUnit records a unit that was submitted or changed. A new unit is
+// placed; a unit whose options changed is checked where it runs (it is the
+// one that moves if it now conflicts); a changed hash or desired state is
+// written to its placements in place; an inactive unit is unscheduled.
+func (s *Scheduler) SetUnit(nu Unit) {
+	u, ok := s.units[nu.Name]
+	if !ok {
+		u = &ustate{Unit: nu}
+		s.units[nu.Name] = u
+		s.register(u)
+		s.want(u)
+		return
+	}
+	wanted, oldHash, oldState := u.wants(), u.Hash, u.State
+	if u.Invalid != nu.Invalid || !reflect.DeepEqual(u.Fleet, nu.Fleet) {
+		s.unregister(u)
+		for _, id := range u.on.ids() {
+			if m := s.machines[id]; m != nil && u.excludes() {
+				m.excluders = slices.DeleteFunc(m.excluders, func(x *ustate) bool { return x == u })
+			}
+		}
+		u.Unit = nu
+		s.register(u)
+		for _, id := range u.on.ids() {
+			m := s.machines[id]
+			if m == nil {
+				continue
+			}
+			if u.excludes() {
+				m.excluders = append(m.excluders, u)
+			}
+			// The changed unit is checked first, so that it, not its
+			// neighbours, moves when it now conflicts with them.
+			s.first[[2]string{u.Name, id}] = struct{}{}
+			for other := range m.units {
+				s.checks[[2]string{other, id}] = struct{}{}
+			}
+			s.freed[id] = struct{}{}
+		}
+		s.want(u)
+	}
+	u.Unit = nu
+	switch {
+	case wanted && !u.wants():
+		for _, id := range u.on.ids() {
+			s.unplace(u, s.machines[id], true)
+		}
+		s.clearReason(u)
+	case !wanted && u.wants():
+		s.want(u)
+	case u.wants() && (u.Hash != oldHash || u.State != oldState):
+		s.refresh[u.Name] = struct{}{}
+	}
+}
+
+// want queues u for a decision if it should run.
+func (s *Scheduler) want(u *ustate) {
+	if !u.wants() {
+		return
+	}
+	if u.Fleet.Global && u.Invalid == "" {
+		s.gqueue[u.Name] = struct{}{}
+		return
+	}
+	s.enqueue(u)
+}
+
+// RemoveUnit records a destroyed unit: its placements are deleted.
+func (s *Scheduler) RemoveUnit(name string) {
+	u, ok := s.units[name]
+	if !ok {
+		return
+	}
+	for _, id := range u.on.ids() {
+		s.unplace(u, s.machines[id], true)
+	}
+	s.clearReason(u)
+	s.unregister(u)
+	delete(s.units, name)
+	delete(s.refresh, name)
+	delete(s.gqueue, name)
+	delete(s.stale, name)
+	// Followers placed with it were queued for a check by unplace; those
+	// waiting keep waiting, for a reason that may read differently now.
+	for f := range s.followers[name] {
+		s.stale[f] = struct{}{}
+	}
+}
+
+// register indexes u: its pool, MachineOf peers, Replaces, global list.
+func (s *Scheduler) register(u *ustate) {
+	u.pool, u.conflicts, u.replaces = nil, patterns{}, patterns{}
+	if u.Invalid != "" {
+		return
+	}
+	u.conflicts = compilePatterns(u.Fleet.Conflicts)
+	u.replaces = compilePatterns(u.Fleet.Replaces)
+	if len(u.Fleet.MachineMetadata) > 0 {
+		u.pool = s.poolFor(u.Fleet.MachineMetadata)
+		u.pool.refs++
+	}
+	for _, peer := range u.Fleet.MachineOf {
+		if s.followers[peer] == nil {
+			s.followers[peer] = map[string]*ustate{}
+		}
+		s.followers[peer][u.Name] = u
+	}
+	if u.Fleet.Global {
+		i, _ := slices.BinarySearch(s.globals, u.Name)
+		s.globals = slices.Insert(s.globals, i, u.Name)
+	}
+	if !u.replaces.empty() {
+		s.replacers[u.Name] = u
+		s.replacersChanged()
+	}
+}
+
+func (s *Scheduler) unregister(u *ustate) {
+	if u.pool != nil {
+		u.pool.refs--
+		if u.pool.refs == 0 {
+			s.dropPool(u.pool)
+		}
+		u.pool = nil
+	}
+	for _, peer := range u.Fleet.MachineOf {
+		delete(s.followers[peer], u.Name)
+		if len(s.followers[peer]) == 0 {
+			delete(s.followers, peer)
+		}
+	}
+	if i, ok := slices.BinarySearch(s.globals, u.Name); ok && u.Fleet.Global {
+		s.globals = slices.Delete(s.globals, i, i+1)
+	}
+	if _, ok := s.replacers[u.Name]; ok {
+		delete(s.replacers, u.Name)
+		s.replacersChanged()
+	}
+}
+
+// poolFor returns the pool of a selector, building it from the metadata
+// index on first use.
+func (s *Scheduler) poolFor(sel map[string][]string) *pool {
+	key := selectorKey(sel)
+	if p, ok := s.pools[key]; ok {
+		return p
+	}
+	p := &pool{key: key, sel: sel, members: map[string]*mstate{}}
+	s.pools[key] = p
+	// Start from the key whose values cover the fewest machines.
+	var (
+		bestKey string
+		bestN   = -1
+	)
+	for k, vs := range sel {
+		n := 0
+		for _, v := range vs {
+			n += len(s.mdIndex[k][v])
+		}
+		if bestN < 0 || n < bestN || (n == bestN && k < bestKey) {
+			bestKey, bestN = k, n
+		}
+	}
+	for _, v := range sel[bestKey] {
+		for _, m := range s.mdIndex[bestKey][v] {
+			if !p.has(m) && matches(sel, m.Metadata) {
+				p.add(m)
+			}
+		}
+	}
+	fk := firstKey(sel)
+	for _, v := range uniqSorted(sel[fk]) {
+		s.poolIndex[kv(fk, v)] = append(s.poolIndex[kv(fk, v)], p)
+	}
+	return p
+}
+
+func (s *Scheduler) dropPool(p *pool) {
+	delete(s.pools, p.key)
+	fk := firstKey(p.sel)
+	for _, v := range uniqSorted(p.sel[fk]) {
+		k := kv(fk, v)
+		s.poolIndex[k] = slices.DeleteFunc(s.poolIndex[k], func(o *pool) bool { return o == p })
+		if len(s.poolIndex[k]) == 0 {
+			delete(s.poolIndex, k)
+		}
+	}
+	for _, m := range p.members {
+		m.pools = slices.DeleteFunc(m.pools, func(o *pool) bool { return o == p })
+	}
+}
+
+// Schedule events: what etcd holds, for a scheduler being loaded or
+// resynchronised. Plans need not be fed back.
+
+// SetPlacement records that the schedule holds p.
+func (s *Scheduler) SetPlacement(p registry.Placement) {
+	u, m := s.units[p.Name], s.machines[p.Machine]
+	if u == nil || m == nil {
+		s.orphans[[2]string{p.Machine, p.Name}] = p
+		return
+	}
+	if cur, ok := u.on.get(m.ID); ok {
+		if cur != p {
+			u.on.put(p)
+			s.refresh[u.Name] = struct{}{}
+		}
+		return
+	}
+	s.record(u, m, p)
+	s.checks[[2]string{u.Name, m.ID}] = struct{}{}
+	s.refresh[u.Name] = struct{}{}
+}
+
+// RemovePlacement records that the schedule does not hold unit name on
+// machine id.
+func (s *Scheduler) RemovePlacement(id, name string) {
+	delete(s.orphans, [2]string{id, name})
+	u, m := s.units[name], s.machines[id]
+	if u == nil || m == nil {
+		return
+	}
+	if !u.on.has(id) {
+		return
+	}
+	s.unplace(u, m, false)
+	s.want(u)
+}
+
+// record notes u on m without writing anything.
+func (s *Scheduler) record(u *ustate, m *mstate, p registry.Placement) {
+	u.on.put(p)
+	m.units[u.Name] = u
+	if u.excludes() {
+		m.excluders = append(m.excluders, u)
+	}
+	s.rerank(m)
+	s.clearReason(u)
+}
+
+// place puts u on m and writes it.
+func (s *Scheduler) place(u *ustate, m *mstate) {
+	p := registry.Placement{Machine: m.ID, Name: u.Name, Hash: u.Hash, DesiredState: u.State}
+	s.record(u, m, p)
+	if u.epoch != s.epoch {
+		u.epoch, u.moves = s.epoch, 0
+	}
+	u.moves++
+	s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Put: true, Placement: p})
+	// Followers waiting for u may go now.
+	for _, f := range s.followers[u.Name] {
+		if f.on.len() == 0 && f.wants() {
+			s.enqueue(f)
+		}
+	}
+	// Units u replaces leave m: checking them finds them replaced.
+	if !u.replaces.empty() {
+		for name := range m.units {
+			if name != u.Name && u.replaces.match(name) {
+				s.checks[[2]string{name, m.ID}] = struct{}{}
+			}
+		}
+	}
+}
+
+// unplace takes u off m, deleting the placement when write is set.
+func (s *Scheduler) unplace(u *ustate, m *mstate, write bool) {
+	if !u.on.has(m.ID) {
+		return
+	}
+	u.on.del(m.ID)
+	delete(m.units, u.Name)
+	if u.excludes() {
+		m.excluders = slices.DeleteFunc(m.excluders, func(x *ustate) bool { return x == u })
+	}
+	s.rerank(m)
+	if write {
+		s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Placement: registry.Placement{Machine: m.ID, Name: u.Name}})
+	}
+	// Followers move with their peer.
+	for name := range s.followers[u.Name] {
+		if _, ok := m.units[name]; ok {
+			s.checks[[2]string{name, m.ID}] = struct{}{}
+		}
+	}
+	// A rival of u may run now that u does not.
+	if u.on.len() == 0 {
+		for _, r := range s.rivalsOf(u) {
+			if ru := s.units[r]; ru != nil && ru.on.len() == 0 && ru.wants() {
+				s.enqueue(ru)
+			}
+		}
+	}
+	if s.machines[m.ID] == m {
+		s.freed[m.ID] = struct{}{}
+	}
+}
+
+func (s *Scheduler) setReason(u *ustate, why string) {
+	u.reason = why
+	s.unplaced[u.Name] = u
+	s.plan.Unplaced[u.Name] = why
+	delete(s.cleared, u.Name)
+}
+
+func (s *Scheduler) clearReason(u *ustate) {
+	if _, ok := s.unplaced[u.Name]; !ok {
+		return
+	}
+	u.reason = ""
+	delete(s.unplaced, u.Name)
+	delete(s.plan.Unplaced, u.Name)
+	s.cleared[u.Name] = struct{}{}
+}
+
+func (s *Scheduler) enqueue(u *ustate) {
+	if !u.queued {
+		u.queued = true
+		s.queue.push(u)
+	}
+}
+
+// snapshot returns what the scheduler holds, as a Snapshot: the state a
+// full pass would start from.
+func (s *Scheduler) snapshot() Snapshot {
+	var snap Snapshot
+	for _, id := range sortedKeys(s.machines) {
+		snap.Machines = append(snap.Machines, s.machines[id].Machine)
+	}
+	for _, name := range sortedKeys(s.units) {
+		u := s.units[name]
+		snap.Units = append(snap.Units, u.Unit)
+		for _, id := range u.on.ids() {
+			p, _ := u.on.get(id)
+			snap.Placements = append(snap.Placements, p)
+		}
+	}
+	return snap
+}
+
+// placement returns the placement of unit name on machine id, if the
+// scheduler's model holds one.
+func (s *Scheduler) placement(id, name string) (registry.Placement, bool) {
+	u := s.units[name]
+	if u == nil {
+		return registry.Placement{}, false
+	}
+	return u.on.get(id)
+}
+
+// placements lists every placement the scheduler's model holds.
+func (s *Scheduler) placements() []registry.Placement {
+	var out []registry.Placement
+	for _, u := range s.units {
+		for _, p := range u.on.list {
+			out = append(out, p)
+		}
+	}
+	return out
+}

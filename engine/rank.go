@@ -1,0 +1,220 @@
+package engine
+
+import (
+	"slices"
+	"sort"
+	"strings"
+)
+
+// A rank orders machines for least-loaded placement: fewest units first,
+// ties by machine ID, so the order is total and deterministic. It packs the
+// load above the machine's order label (see Scheduler.labelMachine), whose
+// order is the order of machine IDs: comparing two ranks is comparing two
+// integers.
+type rank = uint64
+
+func rankOf(load int, label uint32) rank { return uint64(load)<<32 | uint64(label) }
+
+func rankLabel(r rank) uint32 { return uint32(r) }
+
+// blockSize bounds a block of a rankSet. Small enough that an insert moves
+// little memory, large enough that a 10,000-machine set has few blocks.
+const blockSize = 256
+
+// rankSet is an ordered set of ranks: a sorted list of sorted blocks (a
+// flat B-tree). Insert and delete cost a binary search over the blocks plus
+// a move of at most blockSize ranks; iteration in order is a plain walk.
+// Machines change rank on every placement, so this is what keeps "least
+// loaded" from being a scan of every machine.
+type rankSet struct {
+	blocks [][]rank
+	n      int
+	spare  []rank // the last block, kept when the set empties: a one-machine pool empties on every re-rank
+}
+
+// block returns the index of the first block whose last rank is not less
+// than r (len(blocks) when r is greater than every rank).
+func (s *rankSet) block(r rank) int {
+	lo, hi := 0, len(s.blocks)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if b := s.blocks[h]; b[len(b)-1] < r {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo
+}
+
+func search(b []rank, r rank) int {
+	lo, hi := 0, len(b)
+	for lo < hi {
+		h := int(uint(lo+hi) >> 1)
+		if b[h] < r {
+			lo = h + 1
+		} else {
+			hi = h
+		}
+	}
+	return lo
+}
+
+func (s *rankSet) insert(r rank) {
+	s.n++
+	if len(s.blocks) == 0 {
+		b := s.spare
+		if b == nil {
+			// Small pools are common (one per templated host); a block
+			// grows to blockSize only if the set does.
+			b = make([]rank, 0, 4)
+		}
+		s.spare = nil
+		s.blocks = append(s.blocks, append(b, r))
+		return
+	}
+	bi := s.block(r)
+	if bi == len(s.blocks) {
+		bi-- // greater than everything: append to the last block
+	}
+	b := s.blocks[bi]
+	if len(b) == blockSize {
+		// Full: split in halves first, so that the insert never grows the
+		// block. The upper half gets its own array; the lower keeps this one.
+		hi := append(make([]rank, 0, blockSize), b[blockSize/2:]...)
+		b = b[:blockSize/2]
+		s.blocks[bi] = b
+		s.blocks = slices.Insert(s.blocks, bi+1, hi)
+		if r > b[len(b)-1] {
+			bi, b = bi+1, hi
+		}
+	}
+	s.blocks[bi] = slices.Insert(b, search(b, r), r)
+}
+
+func (s *rankSet) delete(r rank) bool {
+	bi := s.block(r)
+	if bi == len(s.blocks) {
+		return false
+	}
+	b := s.blocks[bi]
+	i := search(b, r)
+	if i == len(b) || b[i] != r {
+		return false
+	}
+	s.n--
+	b = slices.Delete(b, i, i+1)
+	if len(b) == 0 {
+		if len(s.blocks) == 1 {
+			s.spare = b
+		}
+		s.blocks = slices.Delete(s.blocks, bi, bi+1)
+		return true
+	}
+	s.blocks[bi] = b
+	return true
+}
+
+// each calls f on every rank in order until f returns false.
+func (s *rankSet) each(f func(rank) bool) {
+	for _, b := range s.blocks {
+		for _, r := range b {
+			if !f(r) {
+				return
+			}
+		}
+	}
+}
+
+// relabel rewrites every rank in place with fresh labels. Relabelling keeps
+// the order of machine IDs, and loads do not change, so the order of the
+// set does not change either.
+func (s *rankSet) relabel(newLabel func(uint32) uint32) {
+	for _, b := range s.blocks {
+		for i, r := range b {
+			b[i] = r&^0xffffffff | uint64(newLabel(rankLabel(r)))
+		}
+	}
+}
+
+// pool is the set of present machines matching one MachineMetadata selector,
+// ranked. Units with the same selector share a pool, so finding the
+// least-loaded machine with role=web looks only at role=web machines, in
+// rank order, instead of filtering every machine. The pool of the empty
+// selector holds every machine.
+type pool struct {
+	key     string              // canonical selector, see selectorKey
+	sel     map[string][]string // key -> accepted values
+	members map[string]*mstate
+	ranked  rankSet // members' ranks
+	refs    int     // units using the pool; it is dropped at zero
+}
+
+func (p *pool) has(m *mstate) bool {
+	_, ok := p.members[m.ID]
+	return ok
+}
+
+func (p *pool) add(m *mstate) {
+	p.members[m.ID] = m
+	p.ranked.insert(m.key)
+	m.pools = append(m.pools, p)
+}
+
+// selectorKey is the canonical form of a MachineMetadata selector: keys
+// sorted, values sorted, NUL-separated (NUL cannot occur in a unit file).
+func selectorKey(sel map[string][]string) string {
+	if len(sel) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		vs := uniqSorted(sel[k])
+		b.WriteString(k)
+		for _, v := range vs {
+			b.WriteByte(0)
+			b.WriteString(v)
+		}
+		b.WriteByte(1)
+	}
+	return b.String()
+}
+
+// firstKey is the smallest key of a selector: pools are indexed by the
+// key=value pairs of their first key, so a machine joining finds the pools it
+// may belong to without testing every pool.
+func firstKey(sel map[string][]string) string {
+	first := ""
+	for k := range sel {
+		if first == "" || k < first {
+			first = k
+		}
+	}
+	return first
+}
+
+func kv(k, v string) string { return k + "\x00" + v }
+
+// matches reports whether metadata md satisfies sel: for every key, md holds
+// one of its values (OR within a key, AND across keys, exact match).
+func matches(sel map[string][]string, md map[string]string) bool {
+	for k, vs := range sel {
+		v, ok := md[k]
+		if !ok || !slices.Contains(vs, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// uniqSorted returns the distinct values of vs, sorted, in a new slice.
+func uniqSorted(vs []string) []string {
+	out := slices.Clone(vs)
+	sort.Strings(out)
+	return slices.Compact(out)
+}
