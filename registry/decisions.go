@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -12,19 +11,15 @@ import (
 // The engine leader's decisions beyond the schedule: why units are placed
 // nowhere, and which engine version leads.
 //
-//	P/unplaced/<name>   {"reason":"..."}   why the unit fits no machine; written
-//	                                       and deleted only by the engine leader
-//	P/engine/version    "1.2.3"            highest engine version that led
+//	P/unplaced/<name>   reason text   why the unit fits no machine; written and
+//	                                  deleted only by the engine leader
+//	P/engine/version    "1.2.3"       highest engine version that led
 
 // UnplacedOp records (Reason != "") or clears (Reason == "") why the engine
 // could place unit Name on no machine.
 type UnplacedOp struct {
 	Name   string
 	Reason string
-}
-
-type unplacedRecord struct {
-	Reason string `json:"reason"`
 }
 
 // ApplyDecisions writes schedule changes and then unplaced reasons in as few
@@ -45,7 +40,7 @@ func (r *Registry) ApplyDecisions(ctx context.Context, lead *Leadership, ops []P
 	for _, u := range reasons {
 		k := r.keys.unplacedUnit(u.Name)
 		if u.Reason != "" {
-			all = append(all, clientv3.OpPut(k, mustJSON(unplacedRecord{Reason: u.Reason})))
+			all = append(all, clientv3.OpPut(k, u.Reason))
 		} else {
 			all = append(all, clientv3.OpDelete(k))
 		}
@@ -78,11 +73,7 @@ func (r *Registry) Unplaced(ctx context.Context) (map[string]string, int64, erro
 	out := make(map[string]string, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		name := strings.TrimPrefix(string(kv.Key), r.keys.unplaced())
-		why, err := decodeUnplaced(name, kv.Value)
-		if err != nil {
-			return nil, 0, err
-		}
-		out[name] = why
+		out[name], _ = decodeUnplaced(name, kv.Value)
 	}
 	return out, resp.Header.Revision, nil
 }
@@ -106,13 +97,8 @@ func (r *Registry) WatchUnplaced(ctx context.Context, rev int64) <-chan Event[st
 	return watchPrefix(ctx, r.cli, r.keys.unplaced(), rev, decodeUnplaced)
 }
 
-func decodeUnplaced(name string, v []byte) (string, error) {
-	var rec unplacedRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
-		return "", fmt.Errorf("decode unplaced reason of %s: %w", name, err)
-	}
-	return rec.Reason, nil
-}
+// decodeUnplaced decodes the value of P/unplaced/<name>: the reason, as text.
+func decodeUnplaced(_ string, v []byte) (string, error) { return string(v), nil }
 
 // BodiesOf reads the bodies of the given hashes, 128 to a request, keyed by
 // hash. Hashes without a body are absent from the result.
