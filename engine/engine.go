@@ -27,7 +27,7 @@ type Config struct {
 	// A version that does not parse ("dev", a commit hash) is compared with
 	// nothing: such an engine may lead and is never recorded.
 	Version string
-	// LeaderTTL bounds how long a dead leader keeps the lead; default 3s.
+	// LeaderTTL bounds how long a dead leader keeps the lead; default 2s: etcd expires a lease up to a TTL after the last keepalive, checking every 500 ms, so a 2 s TTL keeps takeover under 3 s.
 	LeaderTTL time.Duration
 	// ReconcileInterval is the period of the full re-read of etcd, a safety
 	// net behind the watches; default 10s. An engine refused for its version
@@ -55,7 +55,7 @@ var errTooOld = errors.New("engine version is older than the newest engine that 
 // New returns an Engine; Run starts it.
 func New(cfg Config) *Engine {
 	if cfg.LeaderTTL <= 0 {
-		cfg.LeaderTTL = 3 * time.Second
+		cfg.LeaderTTL = 2 * time.Second
 	}
 	if cfg.ReconcileInterval <= 0 {
 		cfg.ReconcileInterval = 10 * time.Second

@@ -48,7 +48,7 @@ func DefaultConfig() Config {
 		MachineIDFile:           "/etc/machine-id",
 		AgentTTL:                5 * time.Second,
 		EngineReconcileInterval: 10 * time.Second,
-		EngineLeaderTTL:         3 * time.Second,
+		EngineLeaderTTL:         2 * time.Second,
 		UnitsDirectory:          "/run/fleet/units",
 		APISocket:               "/var/run/fleet.sock",
 	}
