@@ -27,7 +27,9 @@ type Config struct {
 	// A version that does not parse ("dev", a commit hash) is compared with
 	// nothing: such an engine may lead and is never recorded.
 	Version string
-	// LeaderTTL bounds how long a dead leader keeps the lead; default 2s: etcd expires a lease up to a TTL after the last keepalive, checking every 500 ms, so a 2 s TTL keeps takeover under 3 s.
+	// LeaderTTL bounds how long a dead leader keeps the lead; default 2s:
+	// etcd expires a lease up to a TTL after its last keepalive, checking
+	// every 500 ms, so 2 s keeps a takeover under 3 s.
 	LeaderTTL time.Duration
 	// ReconcileInterval is the period of the full re-read of etcd, a safety
 	// net behind the watches; default 10s. An engine refused for its version
