@@ -81,13 +81,13 @@ func (c *registryClient) unplacedReasons(ctx context.Context) map[string]string 
 	return r
 }
 
-// unplacedReason is unplacedReasons for one unit.
-func (c *registryClient) unplacedReason(ctx context.Context, name string) map[string]string {
+// unplacedReason is unplacedReasons for one unit: "" for none.
+func (c *registryClient) unplacedReason(ctx context.Context, name string) string {
 	why, err := c.reg.UnplacedReason(ctx, name)
 	if err != nil {
-		return nil
+		return ""
 	}
-	return map[string]string{name: why}
+	return why
 }
 
 func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
@@ -122,7 +122,7 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 			out = append(out, u)
 			continue
 		}
-		u, err := wireUnit(rec, body, placed[rec.Name], reasons)
+		u, err := wireUnit(rec, body, placed[rec.Name], reasons[rec.Name])
 		if err != nil {
 			return nil, err
 		}
@@ -143,11 +143,11 @@ func (c *registryClient) Unit(ctx context.Context, name string) (*Unit, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: %w", name, err)
 	}
-	placed, err := c.placements(ctx)
+	placed, err := c.reg.PlacementsOf(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return wireUnit(rec, body, placed[name], c.unplacedReason(ctx, name))
+	return wireUnit(rec, body, placed, c.unplacedReason(ctx, name))
 }
 
 // placements reads the whole schedule, grouped by unit name.
@@ -164,9 +164,9 @@ func (c *registryClient) placements(ctx context.Context) (map[string][]registry.
 }
 
 // wireUnit builds the wire form of a unit: its options from its body, its
-// current state and machine from its placements, why it is unplaced from
-// reasons.
-func wireUnit(rec registry.Unit, body string, placed []registry.Placement, reasons map[string]string) (*Unit, error) {
+// current state and machine from its placements, and unplacedReason, the
+// engine's word on why it runs nowhere, if it should run and does not.
+func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unplacedReason string) (*Unit, error) {
 	f, err := unit.ParseString(body)
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: stored body %s: %w", rec.Name, rec.Hash, err)
@@ -181,7 +181,7 @@ func wireUnit(rec registry.Unit, body string, placed []registry.Placement, reaso
 	if p, ok := pickPlacement(placed, rec.Hash); ok {
 		u.CurrentState, u.MachineID = string(p.DesiredState), p.Machine
 	} else if rec.DesiredState != registry.StateInactive {
-		u.UnplacedReason = reasons[rec.Name]
+		u.UnplacedReason = unplacedReason
 	}
 	return u, nil
 }
@@ -428,15 +428,13 @@ func (c *registryClient) forwardTo(ctx context.Context, name string) (Client, er
 		}
 		return nil, errorf(ErrConflict, "unit %s is not scheduled to any machine (its state is %s); load or start it first", name, u.CurrentState)
 	}
-	ms, _, err := c.reg.Machines(ctx)
+	m, err := c.reg.Machine(ctx, u.MachineID)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil, errorf(ErrUnavailable, "machine %s of unit %s is not present in the cluster; wait for the engine to reschedule the unit", u.MachineID, name)
+	}
 	if err != nil {
 		return nil, err
 	}
-	i := slices.IndexFunc(ms, func(m machine.Machine) bool { return m.ID == u.MachineID })
-	if i < 0 {
-		return nil, errorf(ErrUnavailable, "machine %s of unit %s is not present in the cluster; wait for the engine to reschedule the unit", u.MachineID, name)
-	}
-	m := ms[i]
 	if m.APIURL == "" {
 		return nil, errorf(ErrUnavailable, "unit %s runs on machine %s (%s), which does not serve the fleet API over TCP; give that fleetd a TCP listen address, or run fleetctl on that machine", name, m.ID, m.PublicIP)
 	}

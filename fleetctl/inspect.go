@@ -21,14 +21,11 @@ form fleet stores and hashes.`,
 		Args:              usageArgs(cobra.ExactArgs(1)),
 		ValidArgsFunction: a.completeUnits(false),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
-			names, err := a.unitArgs(ctx, c, args)
+			name, err := a.oneUnitArg(ctx, c, "cat", args[0])
 			if err != nil {
 				return err
 			}
-			if len(names) > 1 {
-				return usageErrorf("cat: %q matches %d units (%s); name one", args[0], len(names), strings.Join(names, ", "))
-			}
-			u, err := c.Unit(ctx, names[0])
+			u, err := c.Unit(ctx, name)
 			if err != nil {
 				return err
 			}
@@ -36,6 +33,19 @@ form fleet stores and hashes.`,
 			return err
 		}),
 	}
+}
+
+// oneUnitArg is the unit a command that takes exactly one names with arg: a
+// pattern must match a single submitted unit.
+func (a *app) oneUnitArg(ctx context.Context, c api.Client, command, arg string) (string, error) {
+	names, err := a.unitArgs(ctx, c, []string{arg})
+	if err != nil {
+		return "", err
+	}
+	if len(names) > 1 {
+		return "", usageErrorf("%s: %q matches %d units (%s); name one", command, arg, len(names), strings.Join(names, ", "))
+	}
+	return names[0], nil
 }
 
 // unitStatus is one unit in `fleetctl status -o json`. Its field names are
@@ -172,14 +182,11 @@ json-pretty, verbose, ...).`,
 			if lines < 0 {
 				return usageErrorf("journal: --lines must be at least 0, not %d", lines)
 			}
-			names, err := a.unitArgs(ctx, c, args)
+			name, err := a.oneUnitArg(ctx, c, "journal", args[0])
 			if err != nil {
 				return err
 			}
-			if len(names) > 1 {
-				return usageErrorf("journal: %q matches %d units (%s); name one", args[0], len(names), strings.Join(names, ", "))
-			}
-			rc, err := c.UnitJournal(ctx, names[0], api.JournalOptions{Lines: lines, Follow: follow, Output: output})
+			rc, err := c.UnitJournal(ctx, name, api.JournalOptions{Lines: lines, Follow: follow, Output: output})
 			if err != nil {
 				return err
 			}
@@ -193,9 +200,9 @@ json-pretty, verbose, ...).`,
 			case follow && ctx.Err() != nil:
 				return nil // interrupted: how a followed journal ends
 			case err != nil:
-				return fmt.Errorf("read the journal of %s: %w", names[0], err)
+				return fmt.Errorf("read the journal of %s: %w", name, err)
 			case follow:
-				return withCode(ExitUnavailable, fmt.Errorf("the journal stream of %s ended: its machine's fleetd stopped or the unit moved; run the command again", names[0]))
+				return withCode(ExitUnavailable, fmt.Errorf("the journal stream of %s ended: its machine's fleetd stopped or the unit moved; run the command again", name))
 			}
 			return nil
 		}),

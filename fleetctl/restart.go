@@ -36,15 +36,8 @@ Restart every instance of a template, one at a time:
 			if err != nil {
 				return err
 			}
-			// Refuse before restarting anything.
-			for _, name := range names {
-				u, err := c.Unit(ctx, name)
-				if err != nil {
-					return err
-				}
-				if !api.IsGlobal(u) && u.CurrentState == string(registry.StateInactive) {
-					return fmt.Errorf("cannot restart unit %s: it is not loaded on any machine (state inactive); start it instead", name)
-				}
+			if err := refuseUnloaded(ctx, c, names, "restart", "start it instead"); err != nil {
+				return err
 			}
 			prog := newProgress(a.stdout, a.isTerminal(a.stdout), len(names), "restarted")
 			defer prog.finish()

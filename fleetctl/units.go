@@ -49,38 +49,18 @@ matches.`,
 }
 
 func (a *app) loadCommand() *cobra.Command {
-	var (
-		replace bool
-		block   blockFlags
-	)
-	cmd := &cobra.Command{
+	return a.ensureAndTransitionCommand(&cobra.Command{
 		Use:   "load [--no-block|--block-attempts=N] [--replace] UNIT...",
 		Short: "Schedule one or more units in the cluster, first submitting them if necessary",
 		Long: `Schedule one or more units onto machines of the cluster without starting
 them, submitting them first if they are not in the cluster yet.
 
 fleetctl waits until each unit is loaded on a machine, unless --no-block.`,
-		Args:              usageArgs(cobra.MinimumNArgs(1)),
-		ValidArgsFunction: a.completeUnits(true),
-		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
-			names, err := a.ensureUnits(ctx, c, args, replace)
-			if err != nil {
-				return err
-			}
-			return a.transition(ctx, c, names, goalLoaded, block)
-		}),
-	}
-	cmd.Flags().BoolVar(&replace, "replace", false, "Replace units already in the cluster with the local versions")
-	block.register(cmd, "loaded")
-	return cmd
+	}, goalLoaded, "loaded")
 }
 
 func (a *app) startCommand() *cobra.Command {
-	var (
-		replace bool
-		block   blockFlags
-	)
-	cmd := &cobra.Command{
+	return a.ensureAndTransitionCommand(&cobra.Command{
 		Use:   "start [--no-block|--block-attempts=N] [--replace] UNIT...",
 		Short: "Start one or more units in the cluster, first submitting and loading them if necessary",
 		Long: `Start one or more units on the cluster, submitting them first if they are
@@ -95,18 +75,28 @@ Start a single unit:
 
 Start an entire directory of units with glob matching:
 	fleetctl start myservice/*`,
-		Args:              usageArgs(cobra.MinimumNArgs(1)),
-		ValidArgsFunction: a.completeUnits(true),
-		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
-			names, err := a.ensureUnits(ctx, c, args, replace)
-			if err != nil {
-				return err
-			}
-			return a.transition(ctx, c, names, goalLaunched, block)
-		}),
-	}
+	}, goalLaunched, "started")
+}
+
+// ensureAndTransitionCommand completes load and start, which differ only in
+// their goal: submit what is not in the cluster yet, then move the units to
+// g, waiting (unless --no-block) until they are blockWhat.
+func (a *app) ensureAndTransitionCommand(cmd *cobra.Command, g goal, blockWhat string) *cobra.Command {
+	var (
+		replace bool
+		block   blockFlags
+	)
+	cmd.Args = usageArgs(cobra.MinimumNArgs(1))
+	cmd.ValidArgsFunction = a.completeUnits(true)
+	cmd.RunE = a.run(func(ctx context.Context, c api.Client, args []string) error {
+		names, err := a.ensureUnits(ctx, c, args, replace)
+		if err != nil {
+			return err
+		}
+		return a.transition(ctx, c, names, g, block)
+	})
 	cmd.Flags().BoolVar(&replace, "replace", false, "Replace units already in the cluster with the local versions")
-	block.register(cmd, "started")
+	block.register(cmd, blockWhat)
 	return cmd
 }
 
@@ -127,14 +117,8 @@ fleetctl waits until each unit is no longer active, unless --no-block.`,
 			if err != nil {
 				return err
 			}
-			for _, name := range names {
-				u, err := c.Unit(ctx, name)
-				if err != nil {
-					return err
-				}
-				if !api.IsGlobal(u) && u.CurrentState == string(registry.StateInactive) {
-					return fmt.Errorf("cannot stop unit %s: it is not loaded on any machine (state inactive); start it first", name)
-				}
+			if err := refuseUnloaded(ctx, c, names, "stop", "start it first"); err != nil {
+				return err
 			}
 			return a.transition(ctx, c, names, goalStopped, block)
 		}),
@@ -190,6 +174,23 @@ they are stopped, unscheduled and forgotten.`,
 			return errors.Join(errs...)
 		}),
 	}
+}
+
+// refuseUnloaded fails, before anything changes, if a unit among names is
+// scheduled on no machine: verb (stop, restart) needs a loaded unit, and
+// advice says what to do instead. A global unit has no single machine and
+// is never refused.
+func refuseUnloaded(ctx context.Context, c api.Client, names []string, verb, advice string) error {
+	for _, name := range names {
+		u, err := c.Unit(ctx, name)
+		if err != nil {
+			return err
+		}
+		if !api.IsGlobal(u) && u.CurrentState == string(registry.StateInactive) {
+			return fmt.Errorf("cannot %s unit %s: it is not loaded on any machine (state inactive); %s", verb, name, advice)
+		}
+	}
+	return nil
 }
 
 // unitNames turns arguments into unit names: the base name, with

@@ -179,6 +179,18 @@ func (r *Registry) Machines(ctx context.Context) ([]machine.Machine, int64, erro
 	return out, resp.Header.Revision, nil
 }
 
+// Machine reads one present machine; ErrNotFound if it is not present.
+func (r *Registry) Machine(ctx context.Context, id string) (machine.Machine, error) {
+	resp, err := r.get(ctx, r.keys.machine(id))
+	if err != nil {
+		return machine.Machine{}, fmt.Errorf("read machine %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return machine.Machine{}, fmt.Errorf("machine %s: %w", id, ErrNotFound)
+	}
+	return decodeMachine(id, resp.Kvs[0].Value)
+}
+
 func decodeMachine(id string, v []byte) (machine.Machine, error) {
 	var m machine.Machine
 	if err := json.Unmarshal(v, &m); err != nil {

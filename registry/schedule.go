@@ -28,6 +28,43 @@ func (r *Registry) Placements(ctx context.Context) ([]Placement, int64, error) {
 	return r.placements(ctx, r.keys.schedules())
 }
 
+// PlacementsOf reads the placements of one unit, on every machine it is
+// scheduled to, present or not. The schedule is keyed by machine first, so
+// this lists the schedule's keys (not its values) and then reads only the
+// unit's entries: a fraction of what Placements moves for a large cluster.
+func (r *Registry) PlacementsOf(ctx context.Context, name string) ([]Placement, error) {
+	resp, err := r.get(ctx, r.keys.schedules(), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("read schedule of %s: %w", name, err)
+	}
+	var gets []clientv3.Op
+	for _, kv := range resp.Kvs {
+		if _, n, ok := splitMachineKey(strings.TrimPrefix(string(kv.Key), r.keys.schedules())); ok && n == name {
+			// At the listing's revision, so the entries are the ones listed.
+			gets = append(gets, clientv3.OpGet(string(kv.Key), clientv3.WithRev(resp.Header.Revision)))
+		}
+	}
+	var out []Placement
+	for len(gets) > 0 {
+		batch := gets[:min(len(gets), maxTxnOps)]
+		gets = gets[len(batch):]
+		tresp, err := r.txn(ctx, nil, batch)
+		if err != nil {
+			return nil, fmt.Errorf("read schedule of %s: %w", name, err)
+		}
+		for _, rr := range tresp.Responses {
+			for _, kv := range rr.GetResponseRange().GetKvs() {
+				p, err := r.decodePlacement(string(kv.Key), kv.Value)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
 func (r *Registry) placements(ctx context.Context, prefix string) ([]Placement, int64, error) {
 	resp, err := r.get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 
 	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
 )
@@ -48,6 +49,20 @@ func (e *Etcd) Client(tb testing.TB) *clientv3.Client {
 	}
 	tb.Cleanup(func() { _ = cli.Close() })
 	return cli
+}
+
+// LeakOptions are the goleak options for a test package that starts etcd:
+// etcd's embedded server and client leave process-wide goroutines behind
+// that no test can stop. Use them as
+// goleak.VerifyTestMain(m, etcdtest.LeakOptions()...).
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	}
 }
 
 func freePort(tb testing.TB) int {
