@@ -35,8 +35,13 @@ var (
 // Run runs fleetd until ctx ends. It returns an error only for what a
 // restart cannot fix by itself waiting (bad configuration, a duplicate
 // machine ID, no systemd); an unreachable etcd is retried with backoff while
-// the units this machine runs keep running.
-func Run(ctx context.Context, cfg Config, version string, log *slog.Logger) error {
+// the units this machine runs keep running. With WithListeners it serves the
+// API on listeners of Listen and leaves them open, for the next Run.
+func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts ...RunOption) error {
+	var o runOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -76,9 +81,18 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger) erro
 	}
 	defer sd.Close()
 
-	listeners, err := apiListeners(cfg)
-	if err != nil {
-		return err
+	listeners := o.listeners
+	if listeners == nil {
+		if listeners, err = apiListeners(cfg); err != nil {
+			return err
+		}
+	}
+	for _, l := range listeners {
+		if k, ok := l.(keptListener); ok {
+			if err := k.serve(); err != nil {
+				return fmt.Errorf("API listener %s: %w", l.Addr(), err)
+			}
+		}
 	}
 	var e *engine.Engine
 	if !cfg.DisableEngine {

@@ -1,5 +1,24 @@
 // Package functional tests fleet as an operator uses it: several real hosts
 // (systemd-nspawn containers booting systemd, each with its own IP), fleetd
-// installed in each as fleet.service, fleetctl run inside a host, units that
-// run Docker containers. See platform for the harness.
+// installed in each from dist/ as fleet.service and fleet.socket with
+// /etc/fleet/fleet.conf, a real three-member etcd cluster (Debian's
+// etcd-server) or fleetd's embedded etcd, Docker (one dockerd for all hosts,
+// or one in each host so that a host's death kills its containers), and
+// fleetctl run inside a host. See platform for the harness.
+//
+// The scenarios come in groups that each boot their hosts once: TestCluster
+// (commands, API, scheduling rules; no failures), TestHostFailures (hosts
+// killed, replaced, cut off; fleetd stopped), TestEtcdFailures (a member
+// lost, the whole etcd cluster down), TestDockerInHost and
+// TestEmbeddedEtcd. Scenarios that need a feature fleet lacks, or that a
+// known bug breaks, are listed in one place, pending_test.go.
+//
+// Each scenario prints what it measures (time to active, failover, takeover)
+// as "figure:" lines; they are summed up at the end of the run (with go test
+// -v), and written to $FLEET_FUNCTIONAL_FIGURES if set. When a group fails,
+// the logs of all its hosts, killed ones included, and of the etcd members
+// are kept under $FLEET_FUNCTIONAL_LOGS (default
+// /var/lib/fleet-hosts/functional-logs).
+//
+// Run as root on Debian 12: go test -v -count=1 -timeout 20m ./functional/...
 package functional

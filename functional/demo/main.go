@@ -31,6 +31,7 @@ func run(ctx context.Context, args []string) error {
 	n := fs.Int("n", 3, "number of hosts")
 	binDir := fs.String("bin", "bin", "directory with static fleetd, fleetctl and hello binaries")
 	unitFile := fs.String("unit", "examples/hello.service", "unit to start")
+	dist := fs.String("dist", "dist", "directory of fleet.service and fleet.socket to install in the hosts")
 	if len(args) == 0 {
 		return fmt.Errorf("usage: demo up [-n N] [-bin DIR] [-unit FILE] | demo down")
 	}
@@ -48,12 +49,12 @@ func run(ctx context.Context, args []string) error {
 	case "down":
 		return hosts.Cleanup(ctx, cfg)
 	case "up":
-		return up(ctx, cfg, *n, bin, *unitFile)
+		return up(ctx, cfg, *n, bin, *unitFile, *dist)
 	}
 	return fmt.Errorf("unknown command %q: want up or down", cmd)
 }
 
-func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile string) error {
+func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile, dist string) error {
 	t0 := time.Now()
 	step := func(format string, a ...any) {
 		fmt.Printf("[%6.2fs] %s\n", time.Since(t0).Seconds(), fmt.Sprintf(format, a...))
@@ -68,7 +69,7 @@ func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile string) erro
 		return fmt.Errorf("read example unit: %w", err)
 	}
 	step("booting %d hosts (the first run builds a Debian rootfs with debootstrap, about a minute)", n)
-	c, err := platform.Start(ctx, platform.Options{Hosts: cfg, N: n})
+	c, err := platform.Start(ctx, platform.Options{Hosts: cfg, N: n, DistDir: dist})
 	if err != nil {
 		return err
 	}

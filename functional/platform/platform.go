@@ -1,7 +1,15 @@
 // Package platform runs fleet the way an operator does, on simulated hosts
-// (internal/hosts): fleetd installed in every host as fleet.service with
-// fleet.socket and /etc/fleet/fleet.conf, fleetctl run inside a host. The
-// functional tests and `make demo` both stand on it.
+// (internal/hosts): fleetd installed in every host from dist/ as
+// fleet.service with fleet.socket and /etc/fleet/fleet.conf, fleetctl run
+// inside a host, etcd a real cluster on other addresses (or embedded in the
+// first host's fleetd). The functional tests, the benchmark and `make demo`
+// stand on it.
+//
+// What it adds to internal/hosts: fleetd's installation and life cycle
+// (StopFleet, StartFleet, RestartFleet, KillFleet, ReloadFleet), fleetctl
+// (Fleetctl), the HTTP API seen from outside the hosts (API), waits with a
+// deadline (Wait, WaitMachines, WaitUnits) and the logs of every host
+// (SaveLogs).
 package platform
 
 import (
@@ -21,20 +29,23 @@ import (
 
 // APIPort is where every host's fleetd also serves the API over TCP, so
 // fleetds can forward machine-local requests (status, journal) to each
-// other.
+// other, and tests reach it from outside the hosts.
 const APIPort = "49153"
 
-// fleetService is fleet.service as shipped in dist/, pointed at the binary
-// bind-mounted into every host.
+// fleetService and fleetSocket are dist/'s, for callers that give no
+// Options.DistDir.
 const fleetService = `[Unit]
 Description=fleet daemon
 Wants=fleet.socket
 After=fleet.socket
 
 [Service]
-ExecStart=/opt/fleet/bin/fleetd
+ExecStart=/usr/bin/fleetd
 Restart=always
 RestartSec=1s
+
+[Install]
+WantedBy=multi-user.target
 `
 
 const fleetSocket = `[Unit]
@@ -43,14 +54,19 @@ Description=fleet daemon API socket
 [Socket]
 ListenStream=/var/run/fleet.sock
 SocketMode=0660
+
+[Install]
+WantedBy=sockets.target
 `
 
 // Cluster is a set of hosts running fleetd.
 type Cluster struct {
 	*hosts.Cluster
-	// EtcdServers is what every fleetd's etcd_servers says.
+	// EtcdServers is what every fleetd's etcd_servers says (or, with fleetd's
+	// embedded etcd, where the first host serves it).
 	EtcdServers string
 	etcd        *etcdserver.Server
+	units       map[string]string // fleet.service and fleet.socket as installed
 }
 
 // Close stops the hosts, then the in-process etcd if any.
@@ -66,27 +82,46 @@ func (c *Cluster) Close() error {
 type Options struct {
 	Hosts hosts.Config
 	N     int
-	// EtcdServers, when empty, makes h1's fleetd run its embedded etcd on
-	// h1's IP, and the other hosts use it.
+	// EtcdServers, when set, is every fleetd's etcd_servers. When it is
+	// empty and neither Hosts.Etcd nor EtcdDir is set, h1's fleetd runs its
+	// embedded etcd on h1's IP and the other hosts use it.
 	EtcdServers string
-	// EtcdDir, when set, runs an etcd member in this process on the
-	// bridge's IP (data in EtcdDir), outliving any host: for tests that
-	// kill hosts.
+	// EtcdDir, when set, runs a single etcd member in this process on the
+	// bridge's IP (data in EtcdDir), outliving any host. A real cluster on
+	// the machine (Hosts.Etcd, Debian's etcd) is the other way, and the one
+	// whose members tests can kill.
 	EtcdDir string
+	// DistDir is the directory of the fleet.service and fleet.socket an
+	// operator installs (the module's dist/); default: copies built in.
+	DistDir string
 	// Conf adds fleet.conf keys for every host (the defaults are etcd,
 	// public_ip, api_listen, metadata=hostname=<name>).
 	Conf map[string]string
 }
 
 // Start boots the hosts and starts fleetd on each, then waits until every
-// machine is listed by fleetctl.
+// machine is listed by fleetctl. On error, the returned Cluster, if not nil,
+// holds what was started: Close it.
 func Start(ctx context.Context, o Options) (*Cluster, error) {
+	units := map[string]string{"fleet.service": fleetService, "fleet.socket": fleetSocket}
+	if o.DistDir != "" {
+		for name := range units {
+			b, err := os.ReadFile(filepath.Join(o.DistDir, name))
+			if err != nil {
+				return nil, fmt.Errorf("fleet's units: %w", err)
+			}
+			units[name] = string(b)
+		}
+	}
 	hc, err := hosts.Start(ctx, o.Hosts, o.N)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Cluster: hc, EtcdServers: o.EtcdServers}
-	if o.EtcdDir != "" {
+	c := &Cluster{Cluster: hc, EtcdServers: o.EtcdServers, units: units}
+	switch {
+	case hc.EtcdEndpoints() != "":
+		c.EtcdServers, o.EtcdServers = hc.EtcdEndpoints(), hc.EtcdEndpoints()
+	case o.EtcdDir != "":
 		gw := hc.GatewayIP()
 		c.etcd, err = etcdserver.Start(ctx, etcdserver.Config{DataDir: o.EtcdDir,
 			ClientURLs: []string{"http://" + gw + ":2379"}, PeerURL: "http://" + gw + ":2380", Fast: true})
@@ -106,17 +141,13 @@ func (c *Cluster) startFleet(ctx context.Context, o Options) error {
 	if len(hs) == 0 {
 		return nil
 	}
-	if c.EtcdServers == "" {
+	embedded := c.EtcdServers == ""
+	if embedded {
 		c.EtcdServers = "http://" + hs[0].IP + ":2379"
 	}
 	for i, h := range hs {
-		conf := map[string]string{
-			"etcd_servers": c.EtcdServers,
-			"public_ip":    h.IP,
-			"api_listen":   h.IP + ":" + APIPort,
-			"metadata":     "hostname=" + h.Name,
-		}
-		if i == 0 && o.EtcdServers == "" {
+		conf := c.FleetConf(h)
+		if i == 0 && embedded {
 			delete(conf, "etcd_servers")
 			conf["embedded_etcd_client_urls"] = "http://127.0.0.1:2379,http://" + h.IP + ":2379"
 			conf["embedded_etcd_peer_url"] = "http://" + h.IP + ":2380"
@@ -131,9 +162,51 @@ func (c *Cluster) startFleet(ctx context.Context, o Options) error {
 	return c.WaitMachines(ctx, len(hs), 60*time.Second)
 }
 
-// InstallFleet writes fleet.conf, fleet.service and fleet.socket into h and
-// starts them, as an operator would.
+// FleetConf returns the fleet.conf keys of host h: etcd_servers, public_ip,
+// api_listen (h's IP, APIPort) and metadata=hostname=<h's name>.
+func (c *Cluster) FleetConf(h *hosts.Host) map[string]string {
+	return map[string]string{
+		"etcd_servers": c.EtcdServers,
+		"public_ip":    h.IP,
+		"api_listen":   h.IP + ":" + APIPort,
+		"metadata":     "hostname=" + h.Name,
+	}
+}
+
+// InstallFleet installs fleet into h as an operator would: fleetd and
+// fleetctl in /usr/bin (links to the bind-mounted binaries),
+// /etc/fleet/fleet.conf from conf, fleet.service and fleet.socket in
+// /etc/systemd/system, enabled and started. It returns once they are
+// started, not once the machine is registered.
 func (c *Cluster) InstallFleet(ctx context.Context, h *hosts.Host, conf map[string]string) error {
+	if err := c.WriteFleetConf(h, conf); err != nil {
+		return err
+	}
+	units := c.units
+	if units == nil { // a Cluster made by hand
+		units = map[string]string{"fleet.service": fleetService, "fleet.socket": fleetSocket}
+	}
+	for name, body := range units {
+		if err := writeFile(h, "/etc/systemd/system/"+name, body); err != nil {
+			return fmt.Errorf("install fleet on %s: %w", h.Name, err)
+		}
+	}
+	for _, args := range [][]string{
+		{"ln", "-sf", hosts.BinMount + "/fleetd", "/usr/bin/fleetd"},
+		{"ln", "-sf", hosts.BinMount + "/fleetctl", "/usr/bin/fleetctl"},
+		{"systemctl", "daemon-reload"},
+		{"systemctl", "enable", "--now", "fleet.socket", "fleet.service"},
+	} {
+		if _, err := h.Exec(ctx, args...); err != nil {
+			return fmt.Errorf("install fleet on %s: %w", h.Name, err)
+		}
+	}
+	return nil
+}
+
+// WriteFleetConf writes conf as h's /etc/fleet/fleet.conf (sorted keys).
+// fleetd reads it when it starts, and on SIGHUP (ReloadFleet).
+func (c *Cluster) WriteFleetConf(h *hosts.Host, conf map[string]string) error {
 	keys := make([]string, 0, len(conf))
 	for k := range conf {
 		keys = append(keys, k)
@@ -143,30 +216,18 @@ func (c *Cluster) InstallFleet(ctx context.Context, h *hosts.Host, conf map[stri
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s=%s\n", k, conf[k])
 	}
-	files := map[string]string{
-		"/etc/fleet/fleet.conf":             b.String(),
-		"/etc/systemd/system/fleet.service": fleetService,
-		"/etc/systemd/system/fleet.socket":  fleetSocket,
-	}
-	for p, body := range files {
-		full := h.Path(p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return fmt.Errorf("install fleet on %s: %w", h.Name, err)
-		}
-		if err := os.WriteFile(full, []byte(body), 0o644); err != nil {
-			return fmt.Errorf("install fleet on %s: %w", h.Name, err)
-		}
-	}
-	for _, args := range [][]string{
-		{"ln", "-sf", hosts.BinMount + "/fleetctl", "/usr/local/bin/fleetctl"},
-		{"systemctl", "daemon-reload"},
-		{"systemctl", "start", "fleet.socket", "fleet.service"},
-	} {
-		if _, err := h.Exec(ctx, args...); err != nil {
-			return fmt.Errorf("install fleet on %s: %w", h.Name, err)
-		}
+	if err := writeFile(h, "/etc/fleet/fleet.conf", b.String()); err != nil {
+		return fmt.Errorf("write fleet.conf on %s: %w", h.Name, err)
 	}
 	return nil
+}
+
+func writeFile(h *hosts.Host, path, body string) error {
+	full := h.Path(path)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(full, []byte(body), 0o644)
 }
 
 // Fleetctl runs fleetctl inside host h and returns its standard output and
@@ -176,17 +237,40 @@ func (c *Cluster) Fleetctl(ctx context.Context, h *hosts.Host, args ...string) (
 	return string(out), err
 }
 
-// WaitMachines waits until fleetctl on the first host lists n machines.
+// WaitMachines waits until fleetctl on the first running host lists n
+// machines.
 func (c *Cluster) WaitMachines(ctx context.Context, n int, timeout time.Duration) error {
-	h := c.Hosts()[0]
+	return c.WaitMachinesOn(ctx, nil, n, timeout)
+}
+
+// WaitMachinesOn waits until fleetctl on host h (nil: the first running
+// host) lists n machines. Ask a host whose fleetd runs: fleetctl on a host
+// whose fleetd is stopped starts it again (fleet.socket).
+func (c *Cluster) WaitMachinesOn(ctx context.Context, h *hosts.Host, n int, timeout time.Duration) error {
 	var last string
 	err := Wait(ctx, timeout, func() bool {
+		h := h
+		if h == nil {
+			h = c.firstRunning()
+		}
+		if h == nil {
+			return false
+		}
 		out, err := c.Fleetctl(ctx, h, "list-machines", "--no-legend")
 		last = out
 		return err == nil && len(strings.Fields(strings.TrimSpace(out))) > 0 && strings.Count(strings.TrimSpace(out), "\n")+1 == n
 	})
 	if err != nil {
 		return fmt.Errorf("wait for %d machines (last list-machines: %q): %w", n, last, err)
+	}
+	return nil
+}
+
+func (c *Cluster) firstRunning() *hosts.Host {
+	for _, h := range c.Hosts() {
+		if h.Leader() != 0 {
+			return h
+		}
 	}
 	return nil
 }
@@ -227,7 +311,7 @@ func BuildBinaries(ctx context.Context, moduleRoot, dir string) error {
 }
 
 // BuildHelloImage builds the image fleet/hello:latest from the hello
-// binary in binDir, in the cluster's dockerd.
+// binary in binDir, in the cluster's dockerd (or in every host's).
 func (c *Cluster) BuildHelloImage(ctx context.Context, binDir string) error {
 	dir, err := os.MkdirTemp("", "fleet-hello-image")
 	if err != nil {

@@ -26,8 +26,12 @@ const (
 type Cluster struct {
 	cfg    Config
 	log    *slog.Logger
-	lock   *os.File // flock on LockPath
-	docker *dockerd // nil without Config.Docker
+	lock   *os.File      // flock on LockPath
+	docker *dockerd      // nil without Config.Docker
+	etcd   []*EtcdMember // Config.Etcd members, e1 first
+
+	imagesMu sync.Mutex
+	images   []image // built with BuildImage, for hosts added later (Config.DockerInHost)
 
 	mu       sync.Mutex
 	hosts    []*Host
@@ -37,7 +41,8 @@ type Cluster struct {
 }
 
 // Start boots a cluster of n hosts named h1..hN and returns once the systemd of every host is running
-// (or degraded: some unit failed but the boot is over). Hosts boot in parallel.
+// (or degraded: some unit failed but the boot is over) and, with Config.Etcd, the etcd cluster is
+// healthy. Hosts boot in parallel, and alongside the etcd members.
 //
 // Before anything else it takes the machine-wide lock (waiting, until ctx ends, for another cluster on the
 // machine to close), ensures the root file system (EnsureRootfs), and removes whatever an earlier,
@@ -109,6 +114,27 @@ func (c *Cluster) start(ctx context.Context, n int) error {
 	if err := createBridge(ctx, c.cfg.Bridge, c.cfg.gatewayIP()); err != nil {
 		return err
 	}
+	// etcd starts alongside the hosts' boot; its members get addresses of their own on the bridge.
+	etcdDone := make(chan error, 1)
+	if c.cfg.Etcd > 0 {
+		c.etcd = newEtcdMembers(c.cfg, c.log)
+		for _, m := range c.etcd {
+			if err := ip(ctx, "addr", "add", m.IP+"/24", "dev", c.cfg.Bridge); err != nil {
+				return fmt.Errorf("etcd member %s address: %w", m.Name, err)
+			}
+		}
+		go func() {
+			errs := make([]error, len(c.etcd))
+			var wg sync.WaitGroup
+			for i, m := range c.etcd {
+				wg.Go(func() { errs[i] = m.Start(ctx) })
+			}
+			wg.Wait()
+			etcdDone <- errors.Join(errs...)
+		}()
+	} else {
+		etcdDone <- nil
+	}
 	hosts := make([]*Host, n)
 	for i := range hosts {
 		hosts[i] = c.newHost()
@@ -130,7 +156,14 @@ func (c *Cluster) start(ctx context.Context, n int) error {
 	c.mu.Lock()
 	c.hosts = hosts
 	c.mu.Unlock()
-	return errors.Join(errs...)
+	errs = append(errs, <-etcdDone)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(c.etcd) > 0 {
+		return c.WaitEtcd(ctx)
+	}
+	return nil
 }
 
 // newHost allocates the next host name and address.
@@ -181,6 +214,9 @@ func (c *Cluster) AddHost(ctx context.Context) (*Host, error) {
 		err = h.boot(ctx)
 	}
 	if err == nil {
+		err = c.buildImagesOn(ctx, h)
+	}
+	if err == nil {
 		c.mu.Lock()
 		if c.closed {
 			err = errors.New("cluster closed while booting")
@@ -219,6 +255,9 @@ func (c *Cluster) Host(name string) *Host {
 // (etcd in tests) listen there, on the machine.
 func (c *Cluster) GatewayIP() string { return c.cfg.gatewayIP() }
 
+// DockerInHost reports whether every host runs a dockerd of its own (Config.DockerInHost).
+func (c *Cluster) DockerInHost() bool { return c.cfg.DockerInHost }
+
 // DockerSocket returns the machine-side path of the shared dockerd's socket (seen as /run/docker.sock
 // inside hosts), or "" without Config.Docker.
 func (c *Cluster) DockerSocket() string {
@@ -229,8 +268,8 @@ func (c *Cluster) DockerSocket() string {
 }
 
 // Close powers all hosts off (killing those not down within a few seconds), stops dockerd and its
-// containers, removes the network namespaces, bridge, cgroups and mounts, and releases the machine-wide lock.
-// Logs stay in WorkDir/state until the next Start. Close is idempotent; later calls return the first
+// containers, kills the etcd members, removes the network namespaces, bridge, cgroups and mounts,
+// and releases the machine-wide lock. Logs (*.log) stay in WorkDir/state until the next Start. Close is idempotent; later calls return the first
 // call's result.
 func (c *Cluster) Close() error {
 	c.mu.Lock()
@@ -259,6 +298,12 @@ func (c *Cluster) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), poweroffTimeout)
 		errs[len(hosts)] = c.docker.stop(ctx)
 		cancel()
+	}
+	// etcd after the hosts, whose fleetds may still talk to it while they stop. Killed, not
+	// stopped: its data goes, and a leader stopping cleanly waits seconds to hand over to peers
+	// that are stopping too.
+	for _, m := range c.etcd {
+		errs[len(hosts)] = errors.Join(errs[len(hosts)], m.Kill())
 	}
 	errs[len(hosts)+1] = teardown(c.cfg, true)
 	err := errors.Join(errs...)

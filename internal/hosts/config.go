@@ -35,8 +35,11 @@ var (
 	ErrNotRoot = errors.New("hosts: must run as root")
 	// ErrNotRunning is returned by Host methods that need a running host.
 	ErrNotRunning = errors.New("host is not running")
-	// ErrNoDocker is returned by Docker helpers of a cluster started without Config.Docker.
-	ErrNoDocker = errors.New("hosts: cluster has no dockerd (Config.Docker is false)")
+	// ErrNoDocker is returned by Docker helpers of a cluster started with neither Config.Docker nor
+	// Config.DockerInHost.
+	ErrNoDocker = errors.New("hosts: cluster has no dockerd (Config.Docker and Config.DockerInHost are false)")
+	// ErrNoEtcd is returned by etcd helpers of a cluster started without Config.Etcd.
+	ErrNoEtcd = errors.New("hosts: cluster runs no etcd (Config.Etcd is 0)")
 )
 
 // Config describes a cluster of simulated hosts. The zero value is usable: empty fields take the
@@ -59,6 +62,19 @@ type Config struct {
 	// host shares that daemon: container names must be unique across hosts, and killing a host leaves
 	// its containers running.
 	Docker bool
+	// DockerInHost runs a dockerd inside every host instead, as a system service of the host's own
+	// systemd (docker.service, started at boot), with the host's /var/lib/docker and
+	// /var/lib/containerd kept on the machine under WorkDir/state across Restart. Killing a host
+	// kills its containers, as on a real machine. The hosts then boot from a second root file system
+	// with Debian's docker.io (built once, next to the first, see EnsureRootfs); the daemons run
+	// without bridge, iptables or forwarding, so containers use --network none or the host's.
+	// Exclusive with Docker.
+	DockerInHost bool
+	// Etcd, when above zero, runs an etcd cluster of that many members on the machine (Debian's
+	// etcd-server, at most MaxEtcdMembers): member eI listens on address Subnet.(1+I) of the bridge,
+	// ports 2379 and 2380, with its data under WorkDir/state/eI. Start returns once the cluster is
+	// healthy. See Cluster.Etcd.
+	Etcd int
 	// Log receives progress at Info and details at Debug. Default: discard.
 	Log *slog.Logger
 }
@@ -96,6 +112,12 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("hosts: BinDir: %w", err)
 		}
 	}
+	if c.Docker && c.DockerInHost {
+		return c, errors.New("hosts: Docker and DockerInHost are exclusive: one dockerd for all hosts, or one in each")
+	}
+	if c.Etcd < 0 || c.Etcd > MaxEtcdMembers {
+		return c, fmt.Errorf("hosts: Etcd %d: want 0 to %d members", c.Etcd, MaxEtcdMembers)
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -103,8 +125,22 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 func (c Config) rootfsDir() string { return filepath.Join(c.WorkDir, "rootfs") }
+
+// dockerRootfsDir is the root file system with docker.io, for Config.DockerInHost.
+func (c Config) dockerRootfsDir() string { return filepath.Join(c.WorkDir, "rootfs-docker") }
+
+// hostRootfsDir is the root file system the hosts boot from.
+func (c Config) hostRootfsDir() string {
+	if c.DockerInHost {
+		return c.dockerRootfsDir()
+	}
+	return c.rootfsDir()
+}
 func (c Config) stateDir() string  { return filepath.Join(c.WorkDir, "state") }
 func (c Config) gatewayIP() string { return c.Subnet + ".1" }
+
+// etcdIP is the address of etcd member eI.
+func (c Config) etcdIP(i int) string { return c.Subnet + "." + strconv.Itoa(1+i) }
 
 // hostIP is the address of host hi.
 func (c Config) hostIP(i int) string { return c.Subnet + "." + strconv.Itoa(10+i) }

@@ -29,6 +29,14 @@ func TestConfigDefaults(t *testing.T) {
 		{name: "bad subnet", cfg: Config{Subnet: "10.77.0.0"}, wantErr: "three IPv4 octets"},
 		{name: "bad subnet octet", cfg: Config{Subnet: "10.77.300"}, wantErr: "three IPv4 octets"},
 		{name: "missing bin dir", cfg: Config{BinDir: "/nonexistent/bin"}, wantErr: "BinDir"},
+		{name: "two kinds of docker", cfg: Config{Docker: true, DockerInHost: true}, wantErr: "exclusive"},
+		{name: "negative etcd", cfg: Config{Etcd: -1}, wantErr: "members"},
+		{name: "too many etcd members", cfg: Config{Etcd: MaxEtcdMembers + 1}, wantErr: "members"},
+		{
+			name: "etcd and docker in hosts",
+			cfg:  Config{Etcd: 3, DockerInHost: true},
+			want: Config{WorkDir: DefaultWorkDir, Bridge: DefaultBridge, Subnet: DefaultSubnet, Etcd: 3, DockerInHost: true},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,6 +59,8 @@ func TestAddresses(t *testing.T) {
 	require.Equal(t, "10.77.0.1", cfg.gatewayIP())
 	require.Equal(t, "10.77.0.11", cfg.hostIP(1))
 	require.Equal(t, "10.77.0.254", cfg.hostIP(MaxHosts))
+	require.Equal(t, "10.77.0.2", cfg.etcdIP(1))
+	require.Equal(t, "10.77.0.10", cfg.etcdIP(MaxEtcdMembers), "etcd members stay below the hosts")
 	// md5("fleet-h1"), as `printf fleet-h1 | md5sum` prints it.
 	require.Equal(t, "cfd7554ad139454b87b6d1f5612503f6", machineID("h1"))
 	require.NotEqual(t, machineID("h1"), machineID("h2"))

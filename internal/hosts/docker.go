@@ -3,6 +3,7 @@ package hosts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -151,17 +156,76 @@ func (d *dockerd) stop(ctx context.Context) error {
 	return nil
 }
 
-// BuildImage builds the Docker image tag from the build context dir with the cluster's dockerd (the
-// classic builder: no BuildKit, no registry needed for a FROM scratch image). It returns
-// ErrNoDocker unless the cluster was started with Config.Docker.
+// image is a Docker image built with BuildImage: its tag and a copy of its build context.
+type image struct {
+	tag, dir string
+}
+
+// BuildImage builds the Docker image tag from the build context dir (the classic builder: no BuildKit,
+// no registry needed for a FROM scratch image). With Config.Docker it builds it once, in the shared
+// dockerd. With Config.DockerInHost it builds it in the dockerd of every running host, and of every
+// host AddHost boots later (from a copy of dir it keeps). It returns ErrNoDocker for a cluster
+// without Docker.
 func (c *Cluster) BuildImage(ctx context.Context, tag, dir string) error {
-	if c.docker == nil {
+	switch {
+	case c.docker != nil:
+		cmd := exec.CommandContext(ctx, dockerCLI, "-H", "unix://"+c.docker.socket, "build", "-q", "-t", tag, dir)
+		cmd.Env = []string{machinePath, "DOCKER_BUILDKIT=0", "HOME=" + c.docker.dir}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build image %s from %s: %w: %s", tag, dir, err, out)
+		}
+		return nil
+	case c.cfg.DockerInHost:
+		c.imagesMu.Lock()
+		keep := filepath.Join(c.cfg.stateDir(), "images", strconv.Itoa(len(c.images)))
+		c.images = append(c.images, image{tag: tag, dir: keep})
+		c.imagesMu.Unlock()
+		if err := os.MkdirAll(keep, 0o755); err != nil {
+			return fmt.Errorf("build image %s: %w", tag, err)
+		}
+		if _, err := run(ctx, "cp", "-a", dir+"/.", keep+"/"); err != nil {
+			return fmt.Errorf("build image %s: %w", tag, err)
+		}
+		var wg sync.WaitGroup
+		hosts := c.Hosts()
+		errs := make([]error, len(hosts))
+		for i, h := range hosts {
+			if h.Leader() != 0 {
+				wg.Go(func() { errs[i] = h.buildImage(ctx, tag, keep) })
+			}
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	default:
 		return ErrNoDocker
 	}
-	cmd := exec.CommandContext(ctx, dockerCLI, "-H", "unix://"+c.docker.socket, "build", "-q", "-t", tag, dir)
-	cmd.Env = []string{machinePath, "DOCKER_BUILDKIT=0", "HOME=" + c.docker.dir}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build image %s from %s: %w: %s", tag, dir, err, out)
+}
+
+// buildImagesOn builds every image built so far into h's own dockerd (Config.DockerInHost).
+func (c *Cluster) buildImagesOn(ctx context.Context, h *Host) error {
+	c.imagesMu.Lock()
+	images := slices.Clone(c.images)
+	c.imagesMu.Unlock()
+	for _, im := range images {
+		if err := h.buildImage(ctx, im.tag, im.dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildImage copies build context dir into the host and builds image tag there with the host's
+// dockerd.
+func (h *Host) buildImage(ctx context.Context, tag, dir string) error {
+	inside := "/var/tmp/fleet-hosts-image-" + strings.NewReplacer("/", "-", ":", "-").Replace(tag)
+	if err := os.MkdirAll(h.Path(inside), 0o755); err != nil {
+		return fmt.Errorf("build image %s on %s: %w", tag, h.Name, err)
+	}
+	if _, err := run(ctx, "cp", "-a", dir+"/.", h.Path(inside)+"/"); err != nil {
+		return fmt.Errorf("build image %s on %s: %w", tag, h.Name, err)
+	}
+	if _, err := h.Exec(ctx, "env", "DOCKER_BUILDKIT=0", dockerCLI, "build", "-q", "-t", tag, inside); err != nil {
+		return fmt.Errorf("build image %s: %w", tag, err)
 	}
 	return nil
 }

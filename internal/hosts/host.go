@@ -114,6 +114,11 @@ func nsenter(ctx context.Context, leader int, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
+// JournalDir returns the machine-side directory holding the host's persistent journal (its
+// /var/log/journal): every boot's, and still there once the host is killed, until the cluster's state
+// is removed (Close keeps only *.log files). Read it with journalctl -D.
+func (h *Host) JournalDir() string { return filepath.Join(h.stateDir(), "journal") }
+
 // Journal returns the host's journal of the current boot (journalctl -b), for test failure logs. When
 // it cannot be read, it returns why instead.
 func (h *Host) Journal(ctx context.Context) string {
@@ -242,6 +247,9 @@ func (h *Host) boot(ctx context.Context) error {
 	if err := killCgroups(cgroups, exitTimeout); err != nil { // leftovers of the previous boot
 		return fmt.Errorf("boot %s: %w", h.Name, err)
 	}
+	if err := os.MkdirAll(h.JournalDir(), 0o755); err != nil {
+		return fmt.Errorf("boot %s: %w", h.Name, err)
+	}
 	consolePath := filepath.Join(dir, "console.log")
 	console, err := os.OpenFile(consolePath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -250,7 +258,18 @@ func (h *Host) boot(ctx context.Context) error {
 	defer console.Close() // the child has its own descriptor
 	fmt.Fprintf(console, "=== fleet-hosts: booting %s at %s\n", h.Name, start.Format(time.RFC3339Nano))
 
-	cmd, err := commandInCgroups(cgroups, nil, "systemd-nspawn", h.nspawnArgs()...)
+	var env []string
+	if h.cfg.DockerInHost {
+		// nspawn mounts the v1 controllers read-only, which runc cannot use: give the host a pure
+		// cgroup v2 view (no controllers, but runc can create cgroups there).
+		env = append(env, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
+		for _, d := range []string{"docker", "containerd"} {
+			if err := os.MkdirAll(filepath.Join(dir, d), 0o711); err != nil {
+				return fmt.Errorf("boot %s: %w", h.Name, err)
+			}
+		}
+	}
+	cmd, err := commandInCgroups(cgroups, env, "systemd-nspawn", h.nspawnArgs()...)
 	if err != nil {
 		return fmt.Errorf("boot %s: %w", h.Name, err)
 	}
@@ -308,7 +327,7 @@ func (h *Host) boot(ctx context.Context) error {
 func (h *Host) nspawnArgs() []string {
 	args := []string{
 		"--quiet",
-		"--directory=" + h.cfg.rootfsDir(),
+		"--directory=" + h.cfg.hostRootfsDir(),
 		"--volatile=overlay", // a tmpfs over the shared read-only root: hosts never write to it
 		"--boot",
 		"--machine=" + h.container(),
@@ -318,6 +337,8 @@ func (h *Host) nspawnArgs() []string {
 		"--register=no", "--keep-unit",
 		"--console=pipe",
 		"--link-journal=no",
+		// The persistent journal lives on the machine, so it survives the host being killed.
+		"--bind=" + h.JournalDir() + ":/var/log/journal",
 		"--network-namespace-path=" + filepath.Join(netnsDir, h.container()),
 	}
 	if h.cfg.BinDir != "" {
@@ -325,6 +346,16 @@ func (h *Host) nspawnArgs() []string {
 	}
 	if h.dockerSocket != "" {
 		args = append(args, "--bind="+h.dockerSocket+":/run/docker.sock", "--bind-ro="+dockerCLI)
+	}
+	if h.cfg.DockerInHost {
+		// Docker's data must not live on the overlay root (overlay2 on overlayfs fails), and it
+		// outlives a reboot as on a real disk; runc needs the keyring and bpf system calls nspawn
+		// filters out, and capabilities nspawn drops.
+		args = append(args,
+			"--bind="+filepath.Join(h.stateDir(), "docker")+":/var/lib/docker",
+			"--bind="+filepath.Join(h.stateDir(), "containerd")+":/var/lib/containerd",
+			"--system-call-filter=add_key keyctl request_key bpf",
+			"--capability=all")
 	}
 	return args
 }

@@ -3,10 +3,13 @@ package hosts_test
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,9 +229,18 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("add host", func(t *testing.T) {
+		mac := func() string {
+			b, err := os.ReadFile("/sys/class/net/" + hosts.DefaultBridge + "/address")
+			require.NoError(t, err)
+			return strings.TrimSpace(string(b))
+		}
+		before := mac()
 		start := time.Now()
 		h3, err := c.AddHost(ctx)
 		require.NoError(t, err)
+		// A new port must not change the bridge's MAC: the hosts' ARP entries
+		// for the gateway would point nowhere.
+		require.Equal(t, before, mac())
 		t.Logf("added h3 in %v", time.Since(start).Round(time.Millisecond))
 		require.Equal(t, "h3", h3.Name)
 		require.Equal(t, "10.77.0.13", h3.IP)
@@ -452,4 +464,146 @@ func startTime(pid int) string { return stat(pid)[19] }
 func alive(pid int, start string) bool {
 	f := stat(pid)
 	return f[19] == start && f[0] != "Z"
+}
+
+// TestEtcd runs a three-member etcd cluster next to a host: the host reaches every member, the
+// cluster survives the loss of one member and comes back, with its data, after all of them stop.
+// The host's journal outlives it.
+func TestEtcd(t *testing.T) {
+	requireHosts(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cfg := testConfig(t)
+	cfg.Etcd = 3
+	c := startCluster(t, ctx, cfg, 1)
+	h1 := c.Host("h1")
+	ms := c.Etcd()
+	require.Len(t, ms, 3)
+	require.Equal(t, "http://10.77.0.2:2379,http://10.77.0.3:2379,http://10.77.0.4:2379", c.EtcdEndpoints())
+	for _, m := range ms {
+		require.True(t, m.Healthy(ctx), m.Name)
+		require.NoError(t, reach(ctx, h1, strings.TrimPrefix(m.ClientURL, "http://")), "%s reaches %s", h1.Name, m.Name)
+	}
+
+	put := func(key, value string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, ms[1].ClientURL+"/v3/kv/put",
+			strings.NewReader(fmt.Sprintf(`{"key":%q,"value":%q}`, b64(key), b64(value))))
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("put: %s", resp.Status)
+		}
+		return nil
+	}
+	get := func(m *hosts.EtcdMember, key string) string {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.ClientURL+"/v3/kv/range",
+			strings.NewReader(fmt.Sprintf(`{"key":%q}`, b64(key))))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var r struct{ Kvs []struct{ Value string } }
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
+		if len(r.Kvs) == 0 {
+			return ""
+		}
+		v, err := base64.StdEncoding.DecodeString(r.Kvs[0].Value)
+		require.NoError(t, err)
+		return string(v)
+	}
+	require.NoError(t, put("k", "v1"))
+
+	t.Run("one member lost", func(t *testing.T) {
+		require.NoError(t, ms[0].Kill())
+		require.False(t, ms[0].Running())
+		require.NoError(t, c.WaitEtcd(ctx), "two members of three keep a quorum")
+		require.NoError(t, put("k", "v2"))
+		require.NoError(t, ms[0].Start(ctx))
+		require.NoError(t, c.WaitEtcd(ctx))
+		require.Eventually(t, func() bool { return get(ms[0], "k") == "v2" }, 10*time.Second, 50*time.Millisecond,
+			"the restarted member catches up")
+	})
+
+	t.Run("whole cluster stopped", func(t *testing.T) {
+		require.NoError(t, c.StopEtcd(ctx))
+		for _, m := range ms {
+			require.False(t, m.Running(), m.Name)
+		}
+		require.Error(t, put("k", "v3"))
+		start := time.Now()
+		require.NoError(t, c.StartEtcd(ctx))
+		t.Logf("etcd cluster back in %v", time.Since(start).Round(time.Millisecond))
+		require.Equal(t, "v2", get(ms[2], "k"), "data survives")
+	})
+
+	t.Run("journal outlives the host", func(t *testing.T) {
+		exec1(t, ctx, h1, "systemd-run", "--unit=say", "--quiet", "/bin/echo", "fleet-hosts-journal-probe")
+		require.NoError(t, h1.Kill())
+		out, err := exec.CommandContext(ctx, "journalctl", "-D", h1.JournalDir(), "--no-pager", "-q").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), "fleet-hosts-journal-probe")
+	})
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// TestDockerInHost runs a dockerd in each host: a container runs in its host's own daemon and dies
+// with the host; the image is there on a host added later.
+func TestDockerInHost(t *testing.T) {
+	requireHosts(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cfg := testConfig(t)
+	cfg.DockerInHost = true
+	require.Error(t, func() error { c := cfg; c.Docker = true; _, err := hosts.Start(ctx, c, 1); return err }())
+	c := startCluster(t, ctx, cfg, 1)
+	h1 := c.Host("h1")
+	require.Equal(t, "active", exec1(t, ctx, h1, "systemctl", "is-active", "docker.service"))
+	require.Empty(t, c.DockerSocket())
+
+	start := time.Now()
+	require.NoError(t, c.BuildImage(ctx, "fleet-test/hello:latest", helloContext(t, ctx)))
+	t.Logf("built image in %v", time.Since(start).Round(time.Millisecond))
+	exec1(t, ctx, h1, "systemd-run", "--unit=web", "--quiet", "/usr/bin/docker", "run", "--rm", "--network", "none",
+		"--name", "web", "fleet-test/hello:latest")
+	require.Eventually(t, func() bool {
+		out, err := h1.Exec(ctx, "docker", "logs", "web")
+		return err == nil && strings.HasPrefix(string(out), "hello from container ")
+	}, 30*time.Second, 100*time.Millisecond)
+	// The container's process as the machine sees it: in h1's cgroups, with
+	// docker's PID in h1's PID namespace.
+	pid := exec1(t, ctx, h1, "docker", "inspect", "-f", "{{.State.Pid}}", "web")
+	var machinePID int
+	procs, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	for _, p := range procs {
+		status, _ := os.ReadFile("/proc/" + p.Name() + "/status")
+		for _, line := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(line); len(f) >= 4 && f[0] == "NSpid:" && f[2] == pid {
+				if cg, _ := os.ReadFile("/proc/" + p.Name() + "/cgroup"); strings.Contains(string(cg), "/fleet-hosts/h1/") {
+					machinePID, err = strconv.Atoi(f[1])
+					require.NoError(t, err)
+				}
+			}
+		}
+	}
+	require.NotZero(t, machinePID)
+
+	require.NoError(t, h1.Kill())
+	_, err = os.Stat("/proc/" + strconv.Itoa(machinePID))
+	require.True(t, errors.Is(err, os.ErrNotExist), "the container's process %d survives its host", machinePID)
+
+	h2, err := c.AddHost(ctx)
+	require.NoError(t, err)
+	require.Contains(t, exec1(t, ctx, h2, "docker", "images", "--format", "{{.Repository}}:{{.Tag}}"), "fleet-test/hello:latest")
+	require.NoError(t, h1.Restart(ctx))
+	require.Equal(t, "active", exec1(t, ctx, h1, "systemctl", "is-active", "docker.service"))
+	require.Contains(t, exec1(t, ctx, h1, "docker", "images", "--format", "{{.Repository}}:{{.Tag}}"), "fleet-test/hello:latest",
+		"a host keeps its images across a reboot")
 }

@@ -3,6 +3,7 @@ package hosts
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 )
@@ -21,9 +22,20 @@ func ip(ctx context.Context, args ...string) error {
 }
 
 // createBridge creates bridge name with address gw/24 and brings it up.
+//
+// Its MAC address is set, not left to the kernel: a bridge otherwise takes
+// the lowest MAC of its ports, so a host added later (a new veth) can change
+// it, and every host's ARP entry for the gateway (and the etcd members on
+// the bridge) then points nowhere for half a minute.
 func createBridge(ctx context.Context, name, gw string) error {
+	ip4 := net.ParseIP(gw).To4()
+	if ip4 == nil {
+		return fmt.Errorf("create bridge: gateway %q is not an IPv4 address", gw)
+	}
+	// Locally administered (02:...), unicast, and unique per subnet.
+	mac := fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", ip4[0], ip4[1], ip4[2], ip4[3])
 	for _, args := range [][]string{
-		{"link", "add", name, "type", "bridge"},
+		{"link", "add", name, "address", mac, "type", "bridge"},
 		{"addr", "add", gw + "/24", "dev", name},
 		{"link", "set", name, "up"},
 	} {
