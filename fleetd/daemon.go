@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/seed-a1ce88ea/fleet/agent"
 	"github.com/seed-a1ce88ea/fleet/agent/systemd"
@@ -62,7 +63,16 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	m := newMetrics()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
-		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(m.etcdInterceptor())}})
+		DialOptions: []grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(m.etcdInterceptor()),
+			// gRPC's default reconnect backoff grows to two minutes: after
+			// a long etcd outage this machine would come back long after
+			// its lease (TTL seconds) ran out, and its units would move.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: cfg.EtcdRequestTimeout,
+			}),
+		}})
 	if err != nil {
 		return fmt.Errorf("etcd client for %s: %w", strings.Join(endpoints, ","), err)
 	}
@@ -155,7 +165,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 // lease (etcd unreachable for longer than the TTL) sends it back to
 // registering; the units keep running meanwhile.
 func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, me machine.Machine, ttl time.Duration, log *slog.Logger) error {
-	backoff := 200 * time.Millisecond
+	retry := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		// Register with the machine's dynamic metadata (PATCH /machines)
 		// applied, and keep the record current as it changes: the engine
@@ -166,7 +176,7 @@ func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, 
 			p, err = reg.Register(ctx, eff, ttl)
 			if err == nil {
 				runPresence(ctx, reg, sd, p, me, rev, log)
-				backoff = 200 * time.Millisecond
+				retry = 200 * time.Millisecond
 				continue
 			}
 		}
@@ -176,9 +186,12 @@ func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, 
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("register machine; retrying", "err", err, "in", backoff)
-		sleep(ctx, backoff)
-		backoff = min(backoff*2, 10*time.Second)
+		log.Warn("register machine; retrying", "err", err, "in", retry)
+		sleep(ctx, retry)
+		// Retry well within the TTL: once etcd is back, the lease this
+		// machine held lives one TTL more, and only a registration within
+		// it adopts the lease instead of letting the units move.
+		retry = min(retry*2, max(ttl/4, 200*time.Millisecond))
 	}
 	return nil
 }

@@ -54,12 +54,19 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 	if err != nil {
 		return Fleet{}, nil, fmt.Errorf("[%s] options: %w", fleetSection, err)
 	}
+	// A template has no instance yet: its %i stays as written, so that
+	// MachineMetadata=hostname=%i validates as key=value at submit and is
+	// expanded for each instance made from it.
+	instance := n.Instance
+	if n.Template {
+		instance = "%i"
+	}
 	// A Replacer substitutes in one left-to-right pass, as systemd does.
 	expand := strings.NewReplacer(
 		"%n", name,
 		"%N", strings.TrimSuffix(name, "."+n.Type),
 		"%p", n.Prefix,
-		"%i", n.Instance,
+		"%i", instance,
 	)
 
 	var (

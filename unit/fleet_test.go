@@ -53,10 +53,10 @@ func TestFleetOptions(t *testing.T) {
 			},
 		},
 		{
-			name:   "specifiers on a template",
+			name:   "specifiers on a template: %i stays for its instances",
 			unit:   "app@.service",
-			xfleet: "Conflicts=%p@%i*\n",
-			want:   Fleet{Conflicts: []string{"app@*"}},
+			xfleet: "Conflicts=%p@%i*\nMachineMetadata=hostname=%i\n",
+			want:   Fleet{Conflicts: []string{"app@%i*"}, MachineMetadata: map[string][]string{"hostname": {"%i"}}},
 		},
 		{
 			name:   "unknown specifiers and '%%' left alone",
