@@ -38,9 +38,7 @@ const (
 var pending = map[string]bool{
 	featWantedBy: true,
 
-	featTemplateSpecifiers: true,
-	bugEtcdOutage:          true,
-	bugReconnectFlap:       true,
+	bugReconnectFlap: true,
 }
 
 // needs skips t while one of features is pending, unless
