@@ -43,6 +43,7 @@ type UnitManager interface {
 	WriteUnitFile(name, body string) (changed bool, err error)
 	RemoveUnitFile(name string) error
 	LinkUnitFiles(ctx context.Context, names ...string) error
+	EnableUnitFiles(ctx context.Context, names ...string) (changed bool, err error)
 	DisableUnitFiles(ctx context.Context, names ...string) error
 	NeedDaemonReload(ctx context.Context, names ...string) (bool, error)
 	Reload(ctx context.Context) error

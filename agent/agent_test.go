@@ -396,6 +396,56 @@ func TestChangedHashRestartsUnit(t *testing.T) {
 	require.Contains(t, e.show(l, "ExecStart"), "/bin/sleep 1002")
 }
 
+// TestInstallSectionIsEnabled: a unit with WantedBy= is enabled at runtime,
+// so its peer pulls it in when it starts, and unloading it removes the
+// link again.
+func TestInstallSectionIsEnabled(t *testing.T) {
+	e := newEnv(t)
+	const u, peer = "wanted.service", "peer.service"
+	wantsLink := "/run/systemd/system/" + peer + ".wants/" + u
+	// The peer is a plain unit of the host, not fleet's.
+	peerFile := e.h.Path("/run/systemd/system/" + peer)
+	require.NoError(t, os.WriteFile(peerFile, []byte(unit("1000")), 0o644))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = e.h.Exec(ctx, "systemctl", "stop", peer)
+		_ = os.RemoveAll(e.h.Path("/run/systemd/system/" + peer + ".wants"))
+		_ = os.Remove(peerFile)
+		_, _ = e.h.Exec(ctx, "systemctl", "daemon-reload")
+	})
+	// Active before the agent enables the unit, so systemd holds the peer
+	// loaded: it learns of the new link only through a reload.
+	e.systemctl("start", peer)
+
+	e.startAgent()
+	body := unit("1001") + "\n[Install]\nWantedBy=" + peer + "\n"
+	hash, _ := e.schedule(u, body, registry.StateLoaded)
+	e.states.waitActive(u, hash, "inactive", "dead", 0)
+	target, err := os.Readlink(e.h.Path(wantsLink))
+	require.NoError(t, err, "enabled: the WantedBy= link exists")
+	t.Logf("%s -> %s", wantsLink, target)
+	require.Contains(t, strings.Fields(e.show(peer, "Wants")), u, "systemd was reloaded: the loaded peer knows it")
+	require.Equal(t, "inactive", e.show(u, "ActiveState"), "enabling does not start it")
+
+	// Starting the peer (restart: one transaction, the loaded peer) pulls
+	// the unit in; the agent reports that and does not stop it.
+	n := e.states.count(u)
+	start, took := e.systemctl("restart", peer)
+	logLatency(t, "peer restarted -> wanted unit active/running", start, took, e.states.waitActive(u, hash, "active", "running", n))
+	time.Sleep(300 * time.Millisecond)
+	require.Equal(t, "active", e.show(u, "ActiveState"))
+
+	n = e.states.count(u)
+	e.unschedule(u)
+	e.states.wait(u, n, func(p published) bool { return p.Deleted })
+	_, err = os.Lstat(e.h.Path(wantsLink))
+	require.ErrorIs(t, err, fs.ErrNotExist, "unloading disables it: the WantedBy= link is gone")
+	_, err = os.Lstat(e.h.Path("/run/systemd/system/" + u))
+	require.ErrorIs(t, err, fs.ErrNotExist, "and unlinks it")
+	require.Equal(t, "active", e.show(peer, "ActiveState"), "the peer goes on")
+}
+
 // TestSlowJobHoldsBackOnlyItsUnit: a unit that takes long to start (an
 // ExecStartPre pulling an image, say) does not delay other units, and its
 // progress is published while it starts.

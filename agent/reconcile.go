@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/seed-a1ce88ea/fleet/agent/systemd"
 	"github.com/seed-a1ce88ea/fleet/registry"
+	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
 const (
@@ -52,9 +54,10 @@ type item struct {
 	scheduled bool
 	log       *slog.Logger
 
-	busy *job          // a job of the unit is running
-	err  error         // first failed step; the unit is retried
-	slow time.Duration // with err: retry after this instead of backing off
+	enable bool          // its file is being linked and has an [Install] section to enable
+	busy   *job          // a job of the unit is running
+	err    error         // first failed step; the unit is retried
+	slow   time.Duration // with err: retry after this instead of backing off
 }
 
 func (it *item) fail(err error) {
@@ -91,7 +94,8 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 		}
 	}
 
-	// Unit files, then one link call and one reload for all that changed.
+	// Unit files, then one link call, one enable call and one reload for all
+	// that changed.
 	var link []*item
 	for _, it := range items {
 		if !it.scheduled || it.busy != nil || it.err != nil {
@@ -114,6 +118,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			a.restart[it.name] = true
 		}
 		if changed || a.applied[it.name].Hash != it.want.Hash {
+			it.enable = hasInstall(it, body)
 			link = append(link, it)
 		}
 	}
@@ -273,7 +278,30 @@ func (a *Agent) pruneBodies() {
 // past it, one reload is cheaper than asking about every unit.
 const maxReloadChecks = 32
 
-// linkAndReload links the unit files of items and reloads systemd once.
+// installKeys are the [Install] options that make enabling a unit do
+// something: links that make another unit pull it in (WantedBy=,
+// RequiredBy=), or enabling other units with it (Also=).
+var installKeys = map[string]bool{"WantedBy": true, "RequiredBy": true, "Also": true}
+
+// hasInstall reports whether body asks to be enabled (see installKeys). A
+// body that does not parse is not enabled; systemd says what is wrong with
+// it when it loads the unit.
+func hasInstall(it *item, body string) bool {
+	f, err := unit.ParseString(body)
+	if err != nil {
+		it.log.Warn("unit file does not parse; not enabling it", "err", err)
+		return false
+	}
+	for _, o := range f.Options {
+		if o.Section == "Install" && installKeys[o.Name] && o.Value != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// linkAndReload links the unit files of items, enables those with an
+// [Install] section, and reloads systemd once if needed.
 func (a *Agent) linkAndReload(ctx context.Context, items []*item) {
 	if len(items) == 0 {
 		return
@@ -293,11 +321,19 @@ func (a *Agent) linkAndReload(ctx context.Context, items []*item) {
 	if len(linked) == 0 {
 		return
 	}
+	enabled := a.enable(ctx, linked)
+	linked = slices.DeleteFunc(linked, func(it *item) bool { return it.err != nil })
+	if len(linked) == 0 {
+		return
+	}
 	// A daemon-reload costs about 100 ms and makes systemd re-announce
 	// every unit. New units do not need one: systemd loads a unit it does
 	// not hold, or holds as not-found, from disk when asked for it. Only a
 	// unit loaded from an older file does; for small batches, ask.
-	if len(linked) <= maxReloadChecks {
+	// A new enablement link does: systemd reads peer.service.wants/ only
+	// when it loads peer.service, so without one a loaded peer would not
+	// pull the unit in when it next starts.
+	if !enabled && len(linked) <= maxReloadChecks {
 		need, err := a.sd.NeedDaemonReload(ctx, itemNames(linked)...)
 		if err == nil && !need {
 			a.log.Debug("linked units without a reload", "units", len(linked))
@@ -310,7 +346,34 @@ func (a *Agent) linkAndReload(ctx context.Context, items []*item) {
 		}
 		return
 	}
-	a.log.Debug("reloaded systemd", "units", len(linked))
+	a.log.Debug("reloaded systemd", "units", len(linked), "enabled", enabled)
+}
+
+// enable enables the units of items that ask for it, in one call, and
+// reports whether any enablement link was made. A unit that cannot be
+// enabled fails and is retried; it gets no job meanwhile.
+func (a *Agent) enable(ctx context.Context, items []*item) bool {
+	var enable []*item
+	for _, it := range items {
+		if it.enable {
+			enable = append(enable, it)
+		}
+	}
+	if len(enable) == 0 {
+		return false
+	}
+	changed, err := a.sd.EnableUnitFiles(ctx, itemNames(enable)...)
+	if err == nil {
+		return changed
+	}
+	// One by one, so one bad unit does not hold back the rest.
+	changed = false
+	for _, it := range enable {
+		c, err := a.sd.EnableUnitFiles(ctx, it.name)
+		it.fail(err)
+		changed = changed || c
+	}
+	return changed
 }
 
 // action decides what a scheduled unit whose entry is not applied yet

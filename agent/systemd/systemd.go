@@ -249,8 +249,36 @@ func (m *Manager) LinkUnitFiles(ctx context.Context, names ...string) error {
 	return nil
 }
 
-// DisableUnitFiles removes the runtime links (and runtime enablement
-// symlinks) of the units (DisableUnitFiles with runtime). Once a unit of
+// EnableUnitFiles enables UnitsDir/name of every name at runtime, as
+// systemctl enable --runtime --force would: the symlinks its [Install]
+// section asks for (WantedBy=, RequiredBy=, Also=...) are made under
+// /run/systemd/system, replacing links of the same name. It reports whether
+// any link was made or replaced; links already in place are no change.
+// systemd learns of new links of units it holds loaded (peer.service.wants/
+// of a loaded peer.service) only at the next Reload. A unit without an
+// [Install] section is no error and no change. Links its file no longer asks
+// for are left: DisableUnitFiles removes them all.
+func (m *Manager) EnableUnitFiles(ctx context.Context, names ...string) (changed bool, err error) {
+	if len(names) == 0 {
+		return false, nil
+	}
+	paths := make([]string, len(names))
+	for i, n := range names {
+		if _, err := m.filePath(n); err != nil {
+			return false, fmt.Errorf("enable unit files: %w", err)
+		}
+		paths[i] = path.Join(m.unitsDir, n)
+	}
+	_, changes, err := m.conn.EnableUnitFilesContext(ctx, paths, true, true)
+	if err != nil {
+		return false, fmt.Errorf("enable unit files %s: %w", strings.Join(names, " "), wrapDBus(err))
+	}
+	return len(changes) > 0, nil
+}
+
+// DisableUnitFiles removes the runtime links of the units (DisableUnitFiles
+// with runtime): the one LinkUnitFiles made and every enablement symlink
+// EnableUnitFiles made, such as peer.service.wants/name. Once a unit of
 // UnitsDir is unlinked systemd no longer finds its file, so disabling it
 // again fails with an error wrapping ErrNoSuchUnit.
 func (m *Manager) DisableUnitFiles(ctx context.Context, names ...string) error {
