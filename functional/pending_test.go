@@ -36,8 +36,6 @@ const (
 )
 
 var pending = map[string]bool{
-	featWantedBy: true,
-
 	bugReconnectFlap: true,
 }
 
