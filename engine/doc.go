@@ -23,6 +23,9 @@
 //
 // Placed units stay where they are while their machine still takes them (no
 // churn); a machine joining or leaving moves only the units that must move.
+// Units that can run nowhere else (global units, units whose MachineID is
+// the machine) keep their placements on a machine that left, counted
+// nowhere, so that a host cut off for a while finds its schedule unchanged.
 // The engine leaves running units to the agents: an agent runs what its
 // machine's schedule lists and stops the rest, which is how a machine that
 // comes back after its units moved stops its stale copies.

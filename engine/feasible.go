@@ -159,6 +159,9 @@ func (s *Scheduler) machineOfCycle(u *ustate) []string {
 // whyNowhere explains why no machine takes u. It runs only for units that
 // fit nowhere, and says which rule stopped them and where.
 func (s *Scheduler) whyNowhere(u *ustate) string {
+	if !u.Fleet.Global && s.parked[u.Name] != nil {
+		return fmt.Sprintf("MachineID=%s is not present; keeping its placement until it returns", u.Fleet.MachineID)
+	}
 	if len(s.machines) == 0 {
 		return "no machines are present"
 	}

@@ -19,6 +19,7 @@ func (s *Scheduler) SetMachine(m machine.Machine) {
 	old, ok := s.machines[m.ID]
 	if !ok {
 		s.addMachine(m)
+		s.restoreParked(s.machines[m.ID])
 		s.freed[m.ID] = struct{}{}
 		return
 	}
@@ -96,7 +97,12 @@ func (s *Scheduler) relabel() {
 }
 
 // RemoveMachine records a machine that left (its lease expired): its
-// placements are deleted and its units placed elsewhere.
+// placements are deleted and its units placed elsewhere, except those of
+// units that can run nowhere else (global units, units whose MachineID is
+// this machine). Those are parked: kept in the schedule, counted nowhere,
+// and back in force if the machine returns, so that a host cut off for a
+// while finds its schedule unchanged instead of stopping and restarting
+// them.
 func (s *Scheduler) RemoveMachine(id string) {
 	ms, ok := s.machines[id]
 	if !ok {
@@ -106,7 +112,13 @@ func (s *Scheduler) RemoveMachine(id string) {
 	delete(s.freed, id)
 	for _, name := range sortedKeys(ms.units) {
 		u := ms.units[name]
-		s.unplace(u, ms, true)
+		if parkable(u, id) {
+			p, _ := u.on.get(id)
+			s.unplace(u, ms, false)
+			s.park(u, p)
+		} else {
+			s.unplace(u, ms, true)
+		}
 		if u.wants() && !u.Fleet.Global {
 			s.enqueue(u)
 		}
@@ -234,6 +246,7 @@ func (s *Scheduler) SetUnit(nu Unit) {
 	case u.wants() && (u.Hash != oldHash || u.State != oldState):
 		s.refresh[u.Name] = struct{}{}
 	}
+	s.checkParked(u)
 }
 
 // want queues u for a decision if it should run.
@@ -256,6 +269,9 @@ func (s *Scheduler) RemoveUnit(name string) {
 	}
 	for _, id := range u.on.ids() {
 		s.unplace(u, s.machines[id], true)
+	}
+	for _, id := range sortedKeys(s.parked[name]) {
+		s.unpark(name, id, true)
 	}
 	s.clearReason(u)
 	s.unregister(u)
@@ -379,6 +395,15 @@ func (s *Scheduler) dropPool(p *pool) {
 // SetPlacement records that the schedule holds p.
 func (s *Scheduler) SetPlacement(p registry.Placement) {
 	u, m := s.units[p.Name], s.machines[p.Machine]
+	if u != nil && m == nil && parkable(u, p.Machine) {
+		if cur, ok := s.parked[u.Name][p.Machine]; !ok || cur != p {
+			s.park(u, p)
+			s.refresh[u.Name] = struct{}{}
+			// Its reason may read differently now.
+			s.want(u)
+		}
+		return
+	}
 	if u == nil || m == nil {
 		s.orphans[[2]string{p.Machine, p.Name}] = p
 		return
@@ -399,6 +424,11 @@ func (s *Scheduler) SetPlacement(p registry.Placement) {
 // machine id.
 func (s *Scheduler) RemovePlacement(id, name string) {
 	delete(s.orphans, [2]string{id, name})
+	if _, ok := s.parked[name][id]; ok {
+		s.unpark(name, id, false)
+		s.want(s.units[name])
+		return
+	}
 	u, m := s.units[name], s.machines[id]
 	if u == nil || m == nil {
 		return
@@ -517,6 +547,9 @@ func (s *Scheduler) snapshot() Snapshot {
 			p, _ := u.on.get(id)
 			snap.Placements = append(snap.Placements, p)
 		}
+		for _, id := range sortedKeys(s.parked[name]) {
+			snap.Placements = append(snap.Placements, s.parked[name][id])
+		}
 	}
 	return snap
 }
@@ -527,6 +560,9 @@ func (s *Scheduler) placement(id, name string) (registry.Placement, bool) {
 	u := s.units[name]
 	if u == nil {
 		return registry.Placement{}, false
+	}
+	if p, ok := s.parked[name][id]; ok {
+		return p, true
 	}
 	return u.on.get(id)
 }
@@ -539,5 +575,92 @@ func (s *Scheduler) placements() []registry.Placement {
 			out = append(out, p)
 		}
 	}
+	for _, ps := range s.parked {
+		for _, p := range ps {
+			out = append(out, p)
+		}
+	}
 	return out
+}
+
+// Parked placements: a unit's placement on a machine that left, kept in the
+// schedule because the unit can run nowhere else. They are outside the model
+// of present machines (no load, no conflicts, no MachineOf peer, no rival
+// running), so they change no decision for present machines; they only
+// keep the unit from being placed elsewhere and from losing its entry.
+
+// parkable reports whether u's placement on the absent machine id is kept:
+// u should run, its options are known, and it is global or pinned to id by
+// MachineID.
+func parkable(u *ustate, id string) bool {
+	if !u.wants() || u.Invalid != "" {
+		return false
+	}
+	return u.Fleet.Global || (u.Fleet.MachineID != "" && matchMachineID(id, u.Fleet.MachineID))
+}
+
+// park records p, of u on an absent machine, as kept, without writing.
+func (s *Scheduler) park(u *ustate, p registry.Placement) {
+	if s.parked[u.Name] == nil {
+		s.parked[u.Name] = map[string]registry.Placement{}
+	}
+	s.parked[u.Name][p.Machine] = p
+	if s.parkedOn[p.Machine] == nil {
+		s.parkedOn[p.Machine] = map[string]struct{}{}
+	}
+	s.parkedOn[p.Machine][u.Name] = struct{}{}
+}
+
+// unpark forgets the parked placement of unit name on machine id, deleting
+// it from the schedule when write is set.
+func (s *Scheduler) unpark(name, id string, write bool) {
+	if _, ok := s.parked[name][id]; !ok {
+		return
+	}
+	delete(s.parked[name], id)
+	if len(s.parked[name]) == 0 {
+		delete(s.parked, name)
+	}
+	delete(s.parkedOn[id], name)
+	if len(s.parkedOn[id]) == 0 {
+		delete(s.parkedOn, id)
+	}
+	if write {
+		s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Placement: registry.Placement{Machine: id, Name: name}})
+	}
+}
+
+// checkParked deletes the parked placements of u that its options or
+// desired state no longer keep (it stopped being global, its MachineID
+// changed, it was made inactive) and has u decided again.
+func (s *Scheduler) checkParked(u *ustate) {
+	changed := false
+	for _, id := range sortedKeys(s.parked[u.Name]) {
+		if !parkable(u, id) {
+			s.unpark(u.Name, id, true)
+			changed = true
+		}
+	}
+	if changed {
+		s.want(u)
+	}
+}
+
+// restoreParked puts the placements parked on a returning machine back on
+// it, as they are in the schedule (nothing is written), and has each
+// checked like any other placement: one that may not stay there now (its
+// metadata changed, a conflict) comes off in the next plan.
+func (s *Scheduler) restoreParked(m *mstate) {
+	for _, name := range sortedKeys(s.parkedOn[m.ID]) {
+		u := s.units[name]
+		p := s.parked[name][m.ID]
+		s.unpark(name, m.ID, false)
+		s.record(u, m, p)
+		s.checks[[2]string{name, m.ID}] = struct{}{}
+		for _, f := range s.followers[name] {
+			if f.on.len() == 0 && f.wants() {
+				s.enqueue(f)
+			}
+		}
+	}
 }

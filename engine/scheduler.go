@@ -78,8 +78,10 @@ type Scheduler struct {
 	all       *pool                         // every machine: the pool of units without MachineMetadata
 	followers map[string]map[string]*ustate // peer name -> units naming it in MachineOf
 	replacers map[string]*ustate
-	rivals    map[string][]string // see replaces.go; nil when stale
-	unplaced  map[string]*ustate  // units with a reason
+	rivals    map[string][]string                      // see replaces.go; nil when stale
+	unplaced  map[string]*ustate                       // units with a reason
+	parked    map[string]map[string]registry.Placement // unit -> absent machine -> placement kept there (see parkable)
+	parkedOn  map[string]map[string]struct{}           // absent machine -> units parked on it
 
 	// Work recorded by events, done by Plan.
 	orphans map[[2]string]registry.Placement // (machine, unit) placements naming something unknown
@@ -144,6 +146,8 @@ func NewScheduler(snap Snapshot) *Scheduler {
 		followers: map[string]map[string]*ustate{},
 		replacers: map[string]*ustate{},
 		unplaced:  map[string]*ustate{},
+		parked:    map[string]map[string]registry.Placement{},
+		parkedOn:  map[string]map[string]struct{}{},
 		orphans:   map[[2]string]registry.Placement{},
 		first:     map[[2]string]struct{}{},
 		checks:    map[[2]string]struct{}{},
@@ -212,7 +216,7 @@ func (s *Scheduler) Plan() Plan {
 	for _, k := range sortedPairs(s.orphans) {
 		p := s.orphans[k]
 		delete(s.orphans, k)
-		if s.units[p.Name] != nil && s.machines[p.Machine] != nil {
+		if u := s.units[p.Name]; u != nil && (s.machines[p.Machine] != nil || parkable(u, p.Machine)) {
 			s.SetPlacement(p)
 			continue
 		}
@@ -463,6 +467,11 @@ func (s *Scheduler) placeNext() {
 		s.setReason(u, why)
 		return
 	}
+	if s.parked[u.Name] != nil {
+		// Its machine is away and it may run nowhere else: it waits there.
+		s.setReason(u, s.whyNowhere(u))
+		return
+	}
 	if u.epoch == s.epoch && u.moves >= maxMoves {
 		s.setReason(u, "placement does not settle: it keeps being displaced (check its Replaces)")
 		return
@@ -537,6 +546,15 @@ func (s *Scheduler) runRefresh() {
 			want := registry.Placement{Machine: id, Name: name, Hash: u.Hash, DesiredState: u.State}
 			if cur, _ := u.on.get(id); cur != want {
 				u.on.put(want)
+				s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Put: true, Placement: want})
+			}
+		}
+		// Parked placements follow too: a returning machine runs the
+		// current body in the current state.
+		for _, id := range sortedKeys(s.parked[name]) {
+			want := registry.Placement{Machine: id, Name: name, Hash: u.Hash, DesiredState: u.State}
+			if s.parked[name][id] != want {
+				s.parked[name][id] = want
 				s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Put: true, Placement: want})
 			}
 		}

@@ -299,7 +299,7 @@ func TestSchedulerRandomEvents(t *testing.T) {
 			for range 300 {
 				eventLog = eventLog[:0]
 				for range 1 + rng.IntN(3) {
-					switch r := rng.IntN(20); {
+					switch r := rng.IntN(22); {
 					case r < 10:
 						u := randUnit()
 						eventLog = append(eventLog, fmt.Sprintf("SetUnit %s %s %+v", u.Name, u.State, u.Fleet))
@@ -312,10 +312,22 @@ func TestSchedulerRandomEvents(t *testing.T) {
 						m := randMachine()
 						eventLog = append(eventLog, fmt.Sprintf("SetMachine %s %v", m.ID, m.Metadata))
 						h.s.SetMachine(m)
-					default:
+					case r < 20:
+						// Machines leave and come back (SetMachine above) with
+						// the same IDs.
 						id := fmt.Sprintf("m%d", rng.IntN(8))
 						eventLog = append(eventLog, "RemoveMachine "+id)
 						h.s.RemoveMachine(id)
+					default:
+						// A resync finds an entry gone from etcd.
+						if len(h.etcd) == 0 {
+							continue
+						}
+						keys := slices.SortedFunc(maps.Keys(h.etcd), func(a, b [2]string) int { return strings.Compare(a[0]+"/"+a[1], b[0]+"/"+b[1]) })
+						k := keys[rng.IntN(len(keys))]
+						eventLog = append(eventLog, fmt.Sprintf("RemovePlacement %s %s", k[0], k[1]))
+						delete(h.etcd, k)
+						h.s.RemovePlacement(k[0], k[1])
 					}
 				}
 				h.plan()
@@ -371,6 +383,29 @@ func checkInvariants(t *testing.T, h *harness) {
 			}
 		}
 	}
+	// Parked placements: on absent machines only, for units that can run
+	// nowhere else, indexed both ways.
+	n := 0
+	for name, ps := range s.parked {
+		u := s.units[name]
+		require.NotNil(t, u, "%s parked but unknown", name)
+		require.NotEmpty(t, ps)
+		for id, p := range ps {
+			require.Nil(t, s.machines[id], "%s parked on present machine %s", name, id)
+			require.True(t, parkable(u, id), "%s parked on %s", name, id)
+			require.Equal(t, [2]string{id, name}, [2]string{p.Machine, p.Name})
+			require.Contains(t, s.parkedOn[id], name)
+			n++
+		}
+		if !u.Fleet.Global {
+			require.Zero(t, u.on.len(), "%s parked and placed", name)
+			require.Contains(t, s.unplaced, name, "%s parked without a reason", name)
+		}
+	}
+	for _, names := range s.parkedOn {
+		n -= len(names)
+	}
+	require.Zero(t, n, "parked and parkedOn disagree")
 	// Loads are what the pools rank by.
 	for _, m := range s.machines {
 		require.Equal(t, rankOf(len(m.units), m.label), m.key)
@@ -384,4 +419,219 @@ func checkInvariants(t *testing.T, h *harness) {
 	}
 	require.True(t, sort.StringsAreSorted(ids))
 	require.Equal(t, len(s.machines), s.all.ranked.n)
+}
+
+// TestSchedulerLostMachineKeepsUnmovable covers a machine that leaves (its
+// lease expired, say while it was cut off) and comes back: units that can
+// run nowhere else keep their placements on it, so the returning machine
+// finds its schedule unchanged and its agent stops and restarts nothing.
+func TestSchedulerLostMachineKeepsUnmovable(t *testing.T) {
+	del := func(m, name string) registry.PlanOp {
+		return registry.PlanOp{Placement: registry.Placement{Machine: m, Name: name}}
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"global unit: its placement on the lost machine stays and nothing is written for it", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("m1", "m2"), Units: []Unit{mkUnit(t, "g.service", "Global=true")}})
+			before := h.where()
+			require.Equal(t, []string{"m1", "m2"}, before["g.service"])
+			h.s.RemoveMachine("m1")
+			p := h.plan()
+			require.Empty(t, p.Ops)
+			require.Empty(t, p.Unplaced)
+			require.Equal(t, before, h.where())
+			h.s.SetMachine(machine.Machine{ID: "m1"})
+			p = h.plan()
+			require.Empty(t, p.Ops, "the returning machine finds its schedule unchanged")
+			require.Equal(t, before, h.where())
+		}},
+		{"global unit, every machine lost: it waits on them with a reason", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("m1"), Units: []Unit{mkUnit(t, "g.service", "Global=true")}})
+			h.s.RemoveMachine("m1")
+			p := h.plan()
+			require.Empty(t, p.Ops)
+			require.Equal(t, map[string]string{"g.service": "no machines are present"}, p.Unplaced)
+			require.Equal(t, []string{"m1"}, h.where()["g.service"])
+			h.s.SetMachine(machine.Machine{ID: "m1"})
+			p = h.plan()
+			require.Empty(t, p.Ops)
+			require.Equal(t, []string{"g.service"}, p.Cleared)
+		}},
+		{"pinned unit: its placement stays, with a reason saying it waits", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("m1", "m2"),
+				Units: []Unit{mkUnit(t, "pin.service", "MachineID=m1"), mkUnit(t, "a.service")}})
+			require.Equal(t, map[string][]string{"pin.service": {"m1"}, "a.service": {"m1"}}, h.where())
+			h.s.RemoveMachine("m1")
+			p := h.plan()
+			a := mkUnit(t, "a.service")
+			require.Equal(t, []registry.PlanOp{del("m1", "a.service"),
+				{Put: true, Placement: registry.Placement{Machine: "m2", Name: "a.service", Hash: a.Hash, DesiredState: a.State}}}, p.Ops,
+				"a moves; nothing is written for pin")
+			require.Equal(t, map[string]string{"pin.service": "MachineID=m1 is not present; keeping its placement until it returns"}, p.Unplaced)
+			require.Equal(t, map[string][]string{"pin.service": {"m1"}, "a.service": {"m2"}}, h.where())
+			h.s.SetMachine(machine.Machine{ID: "m1"})
+			p = h.plan()
+			require.Empty(t, p.Ops, "the returning machine finds pin in its schedule, unchanged")
+			require.Equal(t, []string{"pin.service"}, p.Cleared)
+			require.Empty(t, h.s.Unplaced())
+		}},
+		{"pinned by the 8-character short ID: the same", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("aaaaaaaa1111"), Units: []Unit{mkUnit(t, "pin.service", "MachineID=aaaaaaaa")}})
+			h.s.RemoveMachine("aaaaaaaa1111")
+			p := h.plan()
+			require.Empty(t, p.Ops)
+			require.Equal(t, "MachineID=aaaaaaaa is not present; keeping its placement until it returns", p.Unplaced["pin.service"])
+			require.Equal(t, []string{"aaaaaaaa1111"}, h.where()["pin.service"])
+		}},
+		{"normal unit: it moves, and the returning machine no longer has it", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("m1", "m2"),
+				Units: []Unit{mkUnit(t, "a.service"), mkUnit(t, "b.service"), mkUnit(t, "g.service", "Global=true")}})
+			require.Equal(t, []string{"m1"}, h.where()["a.service"])
+			h.s.RemoveMachine("m1")
+			p := h.plan()
+			a := mkUnit(t, "a.service")
+			require.Equal(t, []registry.PlanOp{del("m1", "a.service"),
+				{Put: true, Placement: registry.Placement{Machine: "m2", Name: "a.service", Hash: a.Hash, DesiredState: a.State}}}, p.Ops)
+			h.s.SetMachine(machine.Machine{ID: "m1"})
+			require.Empty(t, h.plan().Ops, "nothing moves back")
+			require.Equal(t, map[string][]string{"a.service": {"m2"}, "b.service": {"m2"}, "g.service": {"m1", "m2"}}, h.where())
+		}},
+		{"a follower of a pinned unit waits for it, and goes back with it", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("m1", "m2"),
+				Units: []Unit{mkUnit(t, "pin.service", "MachineID=m1"), mkUnit(t, "f.service", "MachineOf=pin.service")}})
+			h.s.RemoveMachine("m1")
+			p := h.plan()
+			require.Equal(t, []registry.PlanOp{del("m1", "f.service")}, p.Ops)
+			require.Equal(t, "waiting for MachineOf peer pin.service to be placed", p.Unplaced["f.service"])
+			h.s.SetMachine(machine.Machine{ID: "m1"})
+			h.plan()
+			require.Equal(t, map[string][]string{"pin.service": {"m1"}, "f.service": {"m1"}}, h.where())
+		}},
+		{"a kept placement neither conflicts nor counts as running for present machines", func(t *testing.T) {
+			h, p := newHarness(t, Snapshot{Machines: machines("m1", "m2"), Units: []Unit{
+				mkUnit(t, "g.service", "Global=true", "MachineMetadata=role=x"),
+				mkUnit(t, "a.service", "MachineID=m1", "Replaces=b.service"), mkUnit(t, "b.service", "Replaces=a.service")}})
+			require.Equal(t, "a.service and b.service replace each other: only one of them runs, and a.service does", p.Unplaced["b.service"])
+			h.s.RemoveMachine("m1")
+			h.plan()
+			require.Equal(t, map[string][]string{"a.service": {"m1"}, "b.service": {"m2"}}, h.where(), "b runs: a, kept on m1, does not")
+			// m1 comes back: the rival already running wins, a's entry goes.
+			h.s.SetMachine(machine.Machine{ID: "m1"})
+			p = h.plan()
+			require.Equal(t, []registry.PlanOp{del("m1", "a.service")}, p.Ops)
+			require.Equal(t, map[string][]string{"b.service": {"m2"}}, h.where())
+		}},
+		{"a global unit kept on a lost machine conflicts with nothing on present ones", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: []machine.Machine{{ID: "m1", Metadata: map[string]string{"role": "x"}}, {ID: "m2"}},
+				Units: []Unit{mkUnit(t, "g.service", "Global=true", "MachineMetadata=role=x", "Conflicts=c.service")}})
+			h.s.RemoveMachine("m1")
+			h.s.SetUnit(mkUnit(t, "c.service"))
+			p := h.plan()
+			require.Equal(t, map[string]string{"g.service": "no machine has metadata role=x"}, p.Unplaced, "c is placed")
+			require.Equal(t, map[string][]string{"g.service": {"m1"}, "c.service": {"m2"}}, h.where())
+		}},
+		{"destroyed, made inactive or no longer pinned while away: the kept placement is deleted", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("m1", "m2"), Units: []Unit{
+				mkUnit(t, "g.service", "Global=true"), mkUnit(t, "pin.service", "MachineID=m1"),
+				mkUnit(t, "gone.service", "MachineID=m1"), mkUnit(t, "moved.service", "MachineID=m1")}})
+			h.s.RemoveMachine("m1")
+			require.Empty(t, h.plan().Ops)
+			h.s.RemoveUnit("gone.service")
+			off := mkUnit(t, "pin.service", "MachineID=m1")
+			off.State = registry.StateInactive
+			h.s.SetUnit(off)
+			h.s.SetUnit(mkUnit(t, "g.service"))
+			h.s.SetUnit(mkUnit(t, "moved.service", "MachineID=m2"))
+			p := h.plan()
+			require.Subset(t, p.Ops, []registry.PlanOp{del("m1", "gone.service"), del("m1", "pin.service"), del("m1", "g.service"), del("m1", "moved.service")})
+			require.Equal(t, map[string][]string{"g.service": {"m2"}, "moved.service": {"m2"}}, h.where())
+			require.Empty(t, h.s.Unplaced())
+		}},
+		{"a new body or desired state reaches the kept placement", func(t *testing.T) {
+			h, _ := newHarness(t, Snapshot{Machines: machines("m1"), Units: []Unit{mkUnit(t, "pin.service", "MachineID=m1")}})
+			h.s.RemoveMachine("m1")
+			h.plan()
+			u := mkUnit(t, "pin.service", "MachineID=m1")
+			u.Hash, u.State = "new", registry.StateLoaded
+			h.s.SetUnit(u)
+			require.Equal(t, []registry.PlanOp{{Put: true, Placement: registry.Placement{Machine: "m1", Name: "pin.service", Hash: "new", DesiredState: registry.StateLoaded}}}, h.plan().Ops)
+		}},
+		{"a machine that returns without the metadata of a global unit kept on it loses it", func(t *testing.T) {
+			x := map[string]string{"role": "x"}
+			h, _ := newHarness(t, Snapshot{Machines: []machine.Machine{{ID: "m1", Metadata: x}, {ID: "m2", Metadata: x}},
+				Units: []Unit{mkUnit(t, "g.service", "Global=true", "MachineMetadata=role=x")}})
+			h.s.RemoveMachine("m1")
+			require.Empty(t, h.plan().Ops)
+			h.s.SetMachine(machine.Machine{ID: "m1", Metadata: map[string]string{"role": "y"}})
+			require.Equal(t, []registry.PlanOp{del("m1", "g.service")}, h.plan().Ops)
+		}},
+		{"full pass and resync: entries on absent machines are kept for global and pinned units only", func(t *testing.T) {
+			g, pin, a := mkUnit(t, "g.service", "Global=true"), mkUnit(t, "pin.service", "MachineID=m9"), mkUnit(t, "a.service")
+			pl := func(m string, u Unit) registry.Placement {
+				return registry.Placement{Machine: m, Name: u.Name, Hash: u.Hash, DesiredState: u.State}
+			}
+			h, p := newHarness(t, Snapshot{Machines: machines("m1"), Units: []Unit{g, pin, a},
+				Placements: []registry.Placement{pl("m9", g), pl("m9", pin), pl("m9", a), pl("m1", g)}})
+			require.Equal(t, []registry.PlanOp{del("m9", "a.service"), {Put: true, Placement: pl("m1", a)}}, p.Ops)
+			require.Equal(t, map[string][]string{"g.service": {"m1", "m9"}, "pin.service": {"m9"}, "a.service": {"m1"}}, h.where())
+			// A resync that finds the entries gone from etcd forgets them;
+			// one that finds them again keeps them.
+			h.s.RemovePlacement("m9", "pin.service")
+			delete(h.etcd, [2]string{"m9", "pin.service"})
+			p = h.plan()
+			require.Empty(t, p.Ops)
+			require.Equal(t, "MachineID=m9 is not present", p.Unplaced["pin.service"])
+			h.s.SetPlacement(pl("m9", pin))
+			h.etcd[[2]string{"m9", "pin.service"}] = pl("m9", pin)
+			p = h.plan()
+			require.Empty(t, p.Ops)
+			require.Equal(t, "MachineID=m9 is not present; keeping its placement until it returns", p.Unplaced["pin.service"])
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, tc.run)
+	}
+}
+
+// TestResyncKeepsUnmovable checks the leader's periodic resync: a machine
+// missing from etcd is removed from the scheduler, and the entries of
+// global and pinned units on it, still in etcd, are neither deleted nor
+// fed back as changes.
+func TestResyncKeepsUnmovable(t *testing.T) {
+	g, pin, a := mkUnit(t, "g.service", "Global=true"), mkUnit(t, "pin.service", "MachineID=m1"), mkUnit(t, "a.service")
+	records := []registry.Unit{}
+	st := newLeaderState()
+	for _, u := range []Unit{g, pin, a} {
+		r := registry.Unit{Name: u.Name, Hash: u.Hash, DesiredState: u.State}
+		records = append(records, r)
+		st.setRecord(r)
+	}
+	ms := machines("m1", "m2")
+	for _, m := range ms {
+		st.machines[m.ID] = m
+	}
+	st.sched = NewScheduler(Snapshot{Machines: ms, Units: []Unit{g, pin, a}})
+	etcd := apply(nil, st.sched.Plan())
+	require.Equal(t, map[string][]string{"g.service": {"m1", "m2"}, "pin.service": {"m1"}, "a.service": {"m1"}}, where(etcd))
+
+	// m1's lease expired; a resync (not a watch event) notices.
+	st.resync(records, machines("m2"), etcd)
+	p := st.sched.Plan()
+	etcd = apply(etcd, p)
+	for _, op := range p.Ops {
+		require.Equal(t, "a.service", op.Placement.Name, "a moves, nothing else is written: %v", p.Ops)
+	}
+	require.Equal(t, map[string][]string{"g.service": {"m1", "m2"}, "pin.service": {"m1"}, "a.service": {"m2"}}, where(etcd))
+	st.resync(records, machines("m2"), etcd)
+	st.sched.RefreshReasons()
+	p = st.sched.Plan()
+	require.Empty(t, p.Ops, "a second resync changes nothing")
+	require.Equal(t, map[string]string{"pin.service": "MachineID=m1 is not present; keeping its placement until it returns"}, st.sched.Unplaced())
+
+	// m1 registers again: its schedule is as it was, minus a.
+	st.resync(records, ms, etcd)
+	require.Empty(t, st.sched.Plan().Ops)
+	require.Empty(t, st.sched.Unplaced())
 }
