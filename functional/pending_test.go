@@ -35,9 +35,7 @@ const (
 	bugReconnectFlap = "a host back from a network cut longer than agent_ttl keeps its pinned and global units running"
 )
 
-var pending = map[string]bool{
-	bugReconnectFlap: true,
-}
+var pending = map[string]bool{}
 
 // needs skips t while one of features is pending, unless
 // FLEET_FUNCTIONAL_PENDING=run.
