@@ -332,6 +332,8 @@ func (c *httpClient) getPages(ctx context.Context, path string, q url.Values, pa
 	if q == nil {
 		q = url.Values{}
 	}
+	// The largest pages: the server reads the whole collection per page.
+	q.Set("pageSize", strconv.Itoa(maxPageSize))
 	for {
 		p, next := page()
 		if err := c.getJSON(ctx, path, q, p); err != nil {
@@ -341,6 +343,7 @@ func (c *httpClient) getPages(ctx context.Context, path string, q url.Values, pa
 		if tok == "" {
 			return nil
 		}
+		q.Del("pageSize") // the token carries it
 		q.Set("nextPageToken", tok)
 	}
 }

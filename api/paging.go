@@ -3,10 +3,18 @@ package api
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"net/url"
+	"strconv"
 )
 
-// pageSize is the one page size fleet's tokens allow.
-const pageSize = 100
+// pageSize is fleet's page size, the default. A client may ask for pages of
+// up to maxPageSize items with ?pageSize= (an extension): every page is cut
+// from a fresh read of the whole collection, as in fleet, so fleetctl asks
+// for the largest pages to read a big cluster in few requests.
+const (
+	pageSize    = 100
+	maxPageSize = 65535
+)
 
 // pageToken is fleet's nextPageToken: URL-safe base64 of two little-endian
 // uint16s, the page size and the 1-based page number. It is kept byte for
@@ -15,7 +23,7 @@ type pageToken struct {
 	limit, page uint16
 }
 
-func firstPage() pageToken { return pageToken{limit: pageSize, page: 1} }
+func firstPage(limit uint16) pageToken { return pageToken{limit: limit, page: 1} }
 
 func (t pageToken) next() pageToken { return pageToken{limit: t.limit, page: t.page + 1} }
 
@@ -33,8 +41,8 @@ func parsePageToken(s string) (pageToken, error) {
 	}
 	t := pageToken{limit: binary.LittleEndian.Uint16(b[0:]), page: binary.LittleEndian.Uint16(b[2:])}
 	switch {
-	case t.limit != pageSize:
-		return pageToken{}, errorf(ErrInvalid, "invalid nextPageToken: page size must be %d", pageSize)
+	case t.limit == 0:
+		return pageToken{}, errorf(ErrInvalid, "invalid nextPageToken: page size must be greater than zero")
 	case t.page == 0:
 		return pageToken{}, errorf(ErrInvalid, "invalid nextPageToken: page must be greater than zero")
 	}
@@ -55,10 +63,21 @@ func pageOf[T any](all []T, t pageToken) ([]T, string) {
 	return all[start:end], t.next().encode()
 }
 
-func pageFromQuery(values []string) (pageToken, error) {
+// pageFromQuery reads ?nextPageToken= (which carries its page size) or, on
+// a first page, ?pageSize=.
+func pageFromQuery(q url.Values) (pageToken, error) {
+	values := q["nextPageToken"]
 	switch len(values) {
 	case 0:
-		return firstPage(), nil
+		size := q.Get("pageSize")
+		if size == "" {
+			return firstPage(pageSize), nil
+		}
+		n, err := strconv.Atoi(size)
+		if err != nil || n < 1 || n > maxPageSize {
+			return pageToken{}, errorf(ErrInvalid, "invalid pageSize %q: want 1 to %d", clipText(size, 20), maxPageSize)
+		}
+		return firstPage(uint16(n)), nil
 	case 1:
 		return parsePageToken(values[0])
 	}

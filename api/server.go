@@ -142,7 +142,7 @@ func (s *server) methodNotAllowed(allowed []string) http.HandlerFunc {
 }
 
 func (s *server) listUnits(w http.ResponseWriter, r *http.Request) {
-	tok, err := pageFromQuery(r.URL.Query()["nextPageToken"])
+	tok, err := pageFromQuery(r.URL.Query())
 	if err != nil {
 		s.sendError(w, r, err)
 		return
@@ -280,7 +280,7 @@ func (s *server) deleteUnit(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	tok, err := pageFromQuery(q["nextPageToken"])
+	tok, err := pageFromQuery(q)
 	if err != nil {
 		s.sendError(w, r, err)
 		return
@@ -295,7 +295,7 @@ func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
-	tok, err := pageFromQuery(r.URL.Query()["nextPageToken"])
+	tok, err := pageFromQuery(r.URL.Query())
 	if err != nil {
 		s.sendError(w, r, err)
 		return

@@ -84,14 +84,20 @@ func TestEventsText(t *testing.T) {
 	// event that passes the filters.
 	dir := t.TempDir()
 	require.NoError(t, h.run("submit", writeUnit(t, dir, "a.service", helloUnit), writeUnit(t, dir, "b.service", helloUnit)).err)
+	// The stream reports changes only: alternate the sub-state so that a
+	// stream that connects late still sees one.
+	subs := [2]string{"start-pre", "start"}
+	i := 0
 	require.Eventually(t, func() bool {
-		h.publish(m1, "a.service", "loaded", "activating", "start")
+		i++
+		h.publish(m1, "a.service", "loaded", "activating", subs[i%2])
 		return strings.Contains(out.String(), "unit.state")
-	}, 5*time.Second, 50*time.Millisecond)
+	}, 20*time.Second, 50*time.Millisecond)
+	h.publish(m1, "a.service", "loaded", "activating", "start")
 	h.place(m1, "b.service", registry.StateLaunched) // filtered out
 	h.place(m1, "a.service", registry.StateLaunched)
 	h.publish(m1, "a.service", "loaded", "active", "running")
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "activating/start -> active/running") }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "activating/start -> active/running") }, 20*time.Second, 10*time.Millisecond)
 	require.NoError(t, stop())
 
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")

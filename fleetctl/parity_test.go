@@ -409,7 +409,7 @@ func TestGlobalFlagsFromEnvironment(t *testing.T) {
 	// --debug (here from the environment) logs every request.
 	r = runFleetctl(ctx, map[string]string{"FLEETCTL_DEBUG": "true", "FLEETCTL_ENDPOINT": h.socket}, "list-machines")
 	require.NoError(t, r.err)
-	require.Contains(t, r.stderr, "DEBUG: GET http://fleetd/fleet/v1/machines: 200 OK")
+	require.Contains(t, r.stderr, "DEBUG: GET http://fleetd/fleet/v1/machines?pageSize=65535: 200 OK")
 	// TLS files are read before anything is sent.
 	r = runFleetctl(ctx, map[string]string{"FLEETCTL_CA_FILE": "/nonexistent/ca.pem"}, "--endpoint", h.socket, "list-units")
 	require.Equal(t, fleetctl.ExitUsage, r.code)
