@@ -38,5 +38,20 @@ demo: deps build
 demo-down:
 	scripts/demo.sh down
 
+# Go benchmarks (scheduler, engine on a real etcd, bench helpers), then 1,000
+# and 10,000 simulated machines on a real etcd and real engines, then the
+# real-systemd figures on 3 hosts (root); rewrites BENCHMARKS.md. ~15 min.
+bench: deps build
+	$(GO) test ./engine/ -run '^$$' -bench 'BenchmarkSchedule' -benchmem -count 3
+	$(GO) test ./engine/ -run '^$$' -bench 'BenchmarkEngine' -benchtime 1x -count 1
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./bench
+	$(GO) build -o $(BIN)/fleet-bench ./cmd/fleet-bench
+	$(BIN)/fleet-bench -mode=full -out=BENCHMARKS.md -save=$(BIN)/bench-figures.json
+
+# 200 machines x 2,000 units; prints only (under a minute).
+bench-quick:
+	$(GO) build -o $(BIN)/fleet-bench ./cmd/fleet-bench
+	$(BIN)/fleet-bench -mode=quick
+
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,214 @@
+// Command fleet-bench runs fleet's cluster-scale benchmark (a real etcd, the
+// real engine and thousands of simulated machines running the real agent on
+// an in-memory systemd stand-in) and the real-systemd benchmark (three
+// systemd-nspawn hosts running fleetd), prints the figures and rewrites its
+// sections of BENCHMARKS.md.
+//
+//	fleet-bench -mode=full  -out=BENCHMARKS.md   # make bench: under 20 minutes on 2 cores
+//	fleet-bench -mode=quick                      # make bench-quick: under 2 minutes, prints only
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/seed-a1ce88ea/fleet/bench"
+	"github.com/seed-a1ce88ea/fleet/fleetd"
+)
+
+func main() {
+	// Started again as etcd or an engine: run that and nothing else.
+	if ok, err := bench.RunRole(); ok {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fleet-bench:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "fleet-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	mode := flag.String("mode", "quick", "quick (under 2 minutes, prints only unless -out) or full (every workload and the real-systemd figures)")
+	out := flag.String("out", "", "markdown file whose sections to rewrite (BENCHMARKS.md)")
+	only := flag.String("only", "", "run only 'scale' or 'real'")
+	dir := flag.String("dir", "", "work directory for etcd's data and the processes' logs (default: a new temporary directory, removed afterwards)")
+	noFsync := flag.Bool("no-fsync", false, "run etcd without fsync (not representative; for comparing)")
+	sizes := flag.String("scale", "", "run these cluster-scale workloads instead of the mode's, as MACHINESxUNITS[,...] (1000x10000)")
+	deadline := flag.Duration("deadline", 0, "with -scale: each phase's deadline (default 4m)")
+	save := flag.String("save", "", "also write the figures as JSON to this file")
+	render := flag.String("render", "", "run nothing: rewrite -out's sections from figures saved with -save")
+	verbose := flag.Bool("v", false, "log progress at debug level")
+	flag.Parse()
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *render != "" {
+		return renderSaved(*render, *out)
+	}
+	var saved savedFigures
+	defer func() {
+		if *save != "" && (saved.Scale != nil || saved.Real != nil) {
+			if b, err := json.MarshalIndent(saved, "", "  "); err == nil {
+				_ = os.WriteFile(*save, b, 0o644)
+			}
+		}
+	}()
+
+	// The TTLs fleetd runs with by default.
+	def := fleetd.DefaultConfig()
+	agentTTL, leaderTTL := def.AgentTTL, def.EngineLeaderTTL
+	var workloads []bench.Workload
+	real := bench.RealConfig{}
+	switch *mode {
+	case "quick":
+		workloads = []bench.Workload{{Name: "quick", Machines: 200, Units: 2000, Probes: 10, ListRuns: 5,
+			FailoverPercent: 5, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: 30 * time.Second}}
+		real = bench.RealConfig{}
+	case "full":
+		workloads = []bench.Workload{
+			{Name: "1,000 machines", Machines: 1000, Units: 10000, Probes: 50, ListRuns: 20,
+				FailoverPercent: 1, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: 2 * time.Minute},
+			{Name: "10,000 machines", Machines: 10000, Units: 100000, Probes: 50, ListRuns: 20,
+				FailoverPercent: 1, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: 4 * time.Minute},
+		}
+		real = bench.RealConfig{Units: 1000, IdleWindow: 60 * time.Second, LatencyRuns: 50}
+	default:
+		return fmt.Errorf("-mode must be quick or full, not %q", *mode)
+	}
+	if *sizes != "" {
+		workloads = nil
+		for _, s := range strings.Split(*sizes, ",") {
+			var m, u int
+			if _, err := fmt.Sscanf(s, "%dx%d", &m, &u); err != nil || m <= 0 || u < 2 {
+				return fmt.Errorf("-scale: %q is not MACHINESxUNITS", s)
+			}
+			d := *deadline
+			if d <= 0 {
+				d = 4 * time.Minute
+			}
+			workloads = append(workloads, bench.Workload{Name: fmt.Sprintf("%d machines", m), Machines: m, Units: u, Probes: 20, ListRuns: 10,
+				FailoverPercent: 1, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: d})
+		}
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	env := bench.DescribeEnv(strings.Join(append([]string{filepath.Base(os.Args[0])}, os.Args[1:]...), " "))
+	saved.Env = env
+
+	if *only == "" || *only == "scale" {
+		var results []*bench.ScaleResult
+		for _, w := range workloads {
+			d := *dir
+			if d == "" {
+				if d, err = os.MkdirTemp("", "fleet-bench"); err != nil {
+					return err
+				}
+			} else {
+				d = d + "/" + strings.ReplaceAll(strings.ReplaceAll(w.Name, ",", ""), " ", "-")
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					return err
+				}
+			}
+			log.Info("cluster-scale workload", "name", w.Name, "machines", w.Machines, "units", w.Units, "dir", d)
+			r, err := bench.RunScale(ctx, w, d, *noFsync, log)
+			if *dir == "" {
+				os.RemoveAll(d)
+			}
+			if err != nil {
+				return fmt.Errorf("workload %s: %w", w.Name, err)
+			}
+			results = append(results, r)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // interrupted: figures are partial, BENCHMARKS.md is left alone
+		}
+		saved.Scale = results
+		md := bench.ScaleMarkdown(env, results)
+		fmt.Println(md)
+		if *out != "" {
+			if err := bench.WriteSection(*out, bench.ScaleSection, md); err != nil {
+				return err
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if (*only == "" && real.Units+real.LatencyRuns > 0) || *only == "real" {
+		if *only == "real" && real.Units+real.LatencyRuns == 0 {
+			real = bench.RealConfig{Units: 100, IdleWindow: 10 * time.Second, LatencyRuns: 10}
+		}
+		if real.ModuleRoot, err = bench.FindModuleRoot(cwd); err != nil {
+			return err
+		}
+		r, err := bench.RunReal(ctx, real, log)
+		if err != nil {
+			return fmt.Errorf("real systemd: %w", err)
+		}
+		saved.Real = r
+		md := bench.RealMarkdown(env, r)
+		fmt.Println(md)
+		if *out != "" {
+			if err := bench.WriteSection(*out, bench.RealSection, md); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// savedFigures is what -save writes and -render reads.
+type savedFigures struct {
+	Env   bench.Env
+	Scale []*bench.ScaleResult `json:",omitempty"`
+	Real  *bench.RealResult    `json:",omitempty"`
+}
+
+// renderSaved rewrites out's sections from figures saved earlier.
+func renderSaved(path, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var f savedFigures
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(f.Scale) > 0 {
+		md := bench.ScaleMarkdown(f.Env, f.Scale)
+		fmt.Println(md)
+		if out != "" {
+			if err := bench.WriteSection(out, bench.ScaleSection, md); err != nil {
+				return err
+			}
+		}
+	}
+	if f.Real != nil {
+		md := bench.RealMarkdown(f.Env, f.Real)
+		fmt.Println(md)
+		if out != "" {
+			return bench.WriteSection(out, bench.RealSection, md)
+		}
+	}
+	return nil
+}
