@@ -36,6 +36,10 @@ type Config struct {
 	// looks again at this period.
 	ReconcileInterval time.Duration
 	Log               *slog.Logger
+	// OnPlan, when set, is called after each plan is written, with how long
+	// deciding and writing it took and how many placements it wrote or
+	// deleted (fleetd's metrics). It runs on the leader loop: keep it cheap.
+	OnPlan func(took time.Duration, placementOps int)
 }
 
 // Engine campaigns for leadership and, while leading, schedules units.
@@ -670,6 +674,10 @@ func (e *Engine) write(ctx context.Context, lead *registry.Leadership, st *leade
 	if err != nil {
 		return fmt.Errorf("write plan: %w", err)
 	}
-	e.log.Info("plan written", "ops", len(ops), "reasons", len(rops), "unplaced", len(st.sched.unplaced), "took", time.Since(start))
+	took := time.Since(start)
+	e.log.Info("plan written", "ops", len(ops), "reasons", len(rops), "unplaced", len(st.sched.unplaced), "took", took)
+	if e.cfg.OnPlan != nil {
+		e.cfg.OnPlan(took, len(ops))
+	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -432,4 +433,29 @@ func TestEngineGlobalUnits(t *testing.T) {
 	require.NoError(t, p1.UpdateMachine(ctx, machine.Machine{ID: "m1", Hostname: "m1", Metadata: map[string]string{"role": "db"}}))
 	w = waitPlacement(t, ctx, reg, 5*time.Second, func(w map[string][]string) bool { return len(w["g.service"]) == 1 })
 	require.Equal(t, []string{"m2"}, w["g.service"])
+}
+
+func TestEngineReportsEachPlanWritten(t *testing.T) {
+	cli := etcdtest.Start(t).Client(t)
+	reg := registry.New(cli)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	register(t, ctx, reg, "m1", nil, 2*time.Second)
+	var mu sync.Mutex
+	var plans, ops int
+	startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e1", LeaderTTL: time.Second, ReconcileInterval: 5 * time.Second,
+		OnPlan: func(took time.Duration, placementOps int) {
+			mu.Lock()
+			defer mu.Unlock()
+			plans++
+			ops += placementOps
+		}})
+	submit(t, ctx, reg, "a.service", "[Service]\nExecStart=/bin/true\n")
+	submit(t, ctx, reg, "b.service", "[Service]\nExecStart=/bin/true\n")
+	waitPlacement(t, ctx, reg, 5*time.Second, func(w map[string][]string) bool { return len(w) == 2 })
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return plans >= 1 && ops == 2
+	}, 5*time.Second, 10*time.Millisecond, "OnPlan sees every placement written")
 }

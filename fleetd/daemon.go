@@ -107,7 +107,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	var e *engine.Engine
 	if !cfg.DisableEngine {
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
-			ReconcileInterval: cfg.EngineReconcileInterval, Log: log})
+			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan})
 		m.watchCluster(reg, e)
 	} else {
 		m.watchCluster(reg, nil)

@@ -65,6 +65,8 @@ func TestMetrics(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 
+	m.observePlan(3*time.Millisecond, 2)
+
 	resp, err = http.Get(srv.URL + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -84,6 +86,8 @@ func TestMetrics(t *testing.T) {
 		`fleet_api_requests_total{code="404",method="GET"} 1` + "\n",
 		`fleet_etcd_request_duration_seconds_count{method="/etcdserverpb.KV/Txn"}`,
 		`fleet_etcd_request_duration_seconds_bucket{method="/etcdserverpb.KV/Range",le="+Inf"}`,
+		"fleet_engine_placement_writes_total 2\n",
+		"fleet_engine_reconcile_duration_seconds_count 1\n",
 		"go_goroutines ",
 	} {
 		require.Contains(t, text, want)
