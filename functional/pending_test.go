@@ -14,27 +14,22 @@ import (
 // feature has landed or the bug is fixed. FLEET_FUNCTIONAL_PENDING=run runs
 // the pending scenarios anyway, to try them before that.
 const (
-	featRestart       = "fleetctl restart"
-	featPatchMachines = "PATCH /fleet/v1/machines (machine metadata add/replace/remove)"
-	featReplaces      = "[X-Fleet] Replaces= in the engine"
-	featHelpVersion   = "fleetctl help shows fleetctl's version, as fleet's did"
-	featWantedBy      = "the agent enables units' [Install] section (WantedBy=), as fleet's did"
-	// unit/ validates a template with %i expanded to "", so
-	// MachineMetadata=hostname=%i is refused ("hostname=" is not key=value).
+	featRestart            = "fleetctl restart"
+	featPatchMachines      = "PATCH /fleet/v1/machines (machine metadata add/replace/remove)"
+	featReplaces           = "[X-Fleet] Replaces= in the engine"
+	featHelpVersion        = "fleetctl help shows fleetctl's version, as fleet's did"
+	featWantedBy           = "the agent enables units' [Install] section (WantedBy=), as fleet's did"
 	featTemplateSpecifiers = "a template whose [X-Fleet] values use %i can be submitted, as in fleet"
 
-	// Seen here: once the whole etcd cluster is back after 30 s, agents
-	// register again only after their backoff (up to 10 s), with new
-	// leases, and the engine, leading again at once, re-places units on the
-	// machines that are back first: units stop and move.
+	// Fixed: agents now retry registration well within agent_ttl and the
+	// etcd client reconnects within a second, so they adopt their leases.
 	bugEtcdOutage = "units survive a whole-etcd-cluster outage without stopping or moving"
-	// Seen here: a host cut off longer than agent_ttl registers again with
-	// a new lease once back; the engine dropped its placements meanwhile,
-	// so its agent stops its pinned and global units, and starts them again
-	// a moment later when the engine places them back.
+	// Fixed: the engine keeps the placements of global and MachineID-pinned
+	// units on an absent machine, so a returning host finds them unchanged.
 	bugReconnectFlap = "a host back from a network cut longer than agent_ttl keeps its pinned and global units running"
 )
 
+// pending lists what is not done yet; empty: every scenario runs.
 var pending = map[string]bool{}
 
 // needs skips t while one of features is pending, unless
