@@ -343,7 +343,6 @@ func (c *httpClient) getPages(ctx context.Context, path string, q url.Values, pa
 		if tok == "" {
 			return nil
 		}
-		q.Del("pageSize") // the token carries it
 		q.Set("nextPageToken", tok)
 	}
 }

@@ -99,6 +99,16 @@ func TestMachineAndStatePages(t *testing.T) {
 		require.Len(t, p2[tt.key], 5)
 		require.NotContains(t, p2, "nextPageToken")
 	}
+	// ?pageSize= (an extension) asks for other page sizes; its tokens need
+	// the same pageSize.
+	p1 := call(t, srv.URL, "GET", "/fleet/v1/machines?pageSize=60", "").json(t)
+	require.Len(t, p1["machines"], 60)
+	tok := p1["nextPageToken"].(string)
+	p2 := call(t, srv.URL, "GET", "/fleet/v1/machines?pageSize=60&nextPageToken="+tok, "").json(t)
+	require.Len(t, p2["machines"], 45)
+	require.NotContains(t, p2, "nextPageToken")
+	require.Equal(t, http.StatusBadRequest, call(t, srv.URL, "GET", "/fleet/v1/machines?nextPageToken="+tok, "").code)
+
 	// Filters apply before pages.
 	p := call(t, srv.URL, "GET", "/fleet/v1/state?unitName=a.service&machineID=m104&machineID=m000", "").json(t)
 	require.Len(t, p["states"], 2)

@@ -63,23 +63,28 @@ func pageOf[T any](all []T, t pageToken) ([]T, string) {
 	return all[start:end], t.next().encode()
 }
 
-// pageFromQuery reads ?nextPageToken= (which carries its page size) or, on
-// a first page, ?pageSize=.
+// pageFromQuery reads ?pageSize= (default fleet's 100) and ?nextPageToken=,
+// whose page size must be the one asked for: a token with another size is
+// not one this API issued for that listing.
 func pageFromQuery(q url.Values) (pageToken, error) {
+	size := uint16(pageSize)
+	if v := q.Get("pageSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return pageToken{}, errorf(ErrInvalid, "invalid pageSize %q: want 1 to %d", clipText(v, 20), maxPageSize)
+		}
+		size = uint16(n)
+	}
 	values := q["nextPageToken"]
 	switch len(values) {
 	case 0:
-		size := q.Get("pageSize")
-		if size == "" {
-			return firstPage(pageSize), nil
-		}
-		n, err := strconv.Atoi(size)
-		if err != nil || n < 1 || n > maxPageSize {
-			return pageToken{}, errorf(ErrInvalid, "invalid pageSize %q: want 1 to %d", clipText(size, 20), maxPageSize)
-		}
-		return firstPage(uint16(n)), nil
+		return firstPage(size), nil
 	case 1:
-		return parsePageToken(values[0])
+		t, err := parsePageToken(values[0])
+		if err == nil && t.limit != size {
+			err = errorf(ErrInvalid, "invalid nextPageToken: page size must be %d", size)
+		}
+		return t, err
 	}
 	return pageToken{}, errorf(ErrInvalid, "give at most one nextPageToken, not %d", len(values))
 }
