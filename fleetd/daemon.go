@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -186,8 +187,11 @@ func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, 
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("register machine; retrying", "err", err, "in", retry)
-		sleep(ctx, retry)
+		// Jitter: when etcd comes back, thousands of machines must not
+		// all register in the same instant.
+		wait := time.Duration(float64(retry) * (0.75 + rand.Float64()/2))
+		log.Warn("register machine; retrying", "err", err, "in", wait)
+		sleep(ctx, wait)
 		// Retry well within the TTL: once etcd is back, the lease this
 		// machine held lives one TTL more, and only a registration within
 		// it adopts the lease instead of letting the units move.
