@@ -300,8 +300,8 @@ func maxTime(a, b time.Time) time.Time {
 
 // forEach runs f on every item, workers at a time, and returns the first
 // error.
-func forEach(items []string, workers int, f func(string) error) error {
-	work := make(chan string)
+func forEach[T any](items []T, workers int, f func(T) error) error {
+	work := make(chan T)
 	var (
 		mu    sync.Mutex
 		first error

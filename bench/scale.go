@@ -287,29 +287,7 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 			return err
 		}
 	}
-	work := make(chan benchUnit)
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-	)
-	for range workers {
-		wg.Go(func() {
-			for u := range work {
-				if err := create(u); err != nil {
-					mu.Lock()
-					first = cmpErr(first, err)
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for _, u := range units[i:] {
-		work <- u
-	}
-	close(work)
-	wg.Wait()
-	return first
+	return forEach(units[i:], workers, create)
 }
 
 func cmpErr(a, b error) error {
