@@ -102,20 +102,8 @@ func ensureBaseRootfs(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	// Leftovers of killed builds: a debootstrap that may still run, and /proc and /sys mounted inside.
-	if err := killCgroups(cgroupDirs("debootstrap"), exitTimeout); err != nil {
-		return fmt.Errorf("build rootfs: %w", err)
-	}
-	for _, old := range sortedGlob(dir + ".tmp*") {
-		if err := removeTree(old); err != nil {
-			return fmt.Errorf("build rootfs: %w", err)
-		}
-	}
-	tmp, err := os.MkdirTemp(cfg.WorkDir, "rootfs.tmp")
+	tmp, err := startBuild(cfg, dir, cgroupDirs("debootstrap"))
 	if err != nil {
-		return fmt.Errorf("build rootfs: %w", err)
-	}
-	// MkdirTemp makes it 0700, and this becomes the hosts' "/".
-	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("build rootfs: %w", err)
 	}
 	mirror := debianMirror()
@@ -130,15 +118,43 @@ func ensureBaseRootfs(ctx context.Context, cfg Config) error {
 		_ = removeTree(tmp)
 		return fmt.Errorf("build rootfs: %w", err)
 	}
-	// An older recipe's root file system. Nobody uses it: we hold the lock.
-	if err := removeTree(dir); err != nil {
-		return fmt.Errorf("build rootfs: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := replaceTree(tmp, dir); err != nil {
 		return fmt.Errorf("build rootfs: %w", err)
 	}
 	cfg.Log.Info("host root file system ready", "dir", dir, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// startBuild prepares the build of root file system dir: it kills what a
+// killed earlier build left running in cgroups, removes that build's
+// temporary trees, and returns a new temporary directory beside dir.
+func startBuild(cfg Config, dir string, cgroups []string) (string, error) {
+	if err := killCgroups(cgroups, exitTimeout); err != nil {
+		return "", err
+	}
+	for _, old := range sortedGlob(dir + ".tmp*") {
+		if err := removeTree(old); err != nil {
+			return "", err
+		}
+	}
+	tmp, err := os.MkdirTemp(cfg.WorkDir, filepath.Base(dir)+".tmp")
+	if err != nil {
+		return "", err
+	}
+	// MkdirTemp makes it 0700, and this becomes the hosts' "/".
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", errors.Join(err, removeTree(tmp))
+	}
+	return tmp, nil
+}
+
+// replaceTree puts the finished build tmp in place of dir. An older recipe's
+// tree at dir is unused: the caller holds the machine-wide lock.
+func replaceTree(tmp, dir string) error {
+	if err := removeTree(dir); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dir)
 }
 
 func debootstrap(ctx context.Context, dir, mirror, logPath string) error {

@@ -35,16 +35,8 @@ func ensureDockerRootfs(ctx context.Context, cfg Config) error {
 	if b, err := os.ReadFile(filepath.Join(dir, rootfsMarker)); err == nil && string(b) == want {
 		return nil
 	}
-	cgroups := cgroupDirs("rootfs-docker")
-	if err := killCgroups(cgroups, exitTimeout); err != nil { // a killed build's apt-get
-		return fmt.Errorf("build docker rootfs: %w", err)
-	}
-	for _, old := range sortedGlob(dir + ".tmp*") {
-		if err := removeTree(old); err != nil {
-			return fmt.Errorf("build docker rootfs: %w", err)
-		}
-	}
-	tmp, err := os.MkdirTemp(cfg.WorkDir, "rootfs-docker.tmp")
+	cgroups := cgroupDirs("rootfs-docker") // where a killed build's apt-get may still run
+	tmp, err := startBuild(cfg, dir, cgroups)
 	if err != nil {
 		return fmt.Errorf("build docker rootfs: %w", err)
 	}
@@ -57,10 +49,7 @@ func ensureDockerRootfs(ctx context.Context, cfg Config) error {
 	if err := os.WriteFile(filepath.Join(tmp, rootfsMarker), []byte(want), 0o644); err != nil {
 		return errors.Join(fmt.Errorf("build docker rootfs: %w", err), removeTree(tmp))
 	}
-	if err := removeTree(dir); err != nil {
-		return fmt.Errorf("build docker rootfs: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := replaceTree(tmp, dir); err != nil {
 		return fmt.Errorf("build docker rootfs: %w", err)
 	}
 	cfg.Log.Info("docker root file system ready", "dir", dir, "took", time.Since(start).Round(time.Millisecond))
