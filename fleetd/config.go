@@ -28,6 +28,7 @@ type Config struct {
 	PublicIP                string        // public_ip: empty = address of the default-route interface
 	Metadata                string        // metadata: k=v,k=v
 	AgentTTL                time.Duration // agent_ttl
+	AgentAtMostOnceDefault  bool          // agent_at_most_once_default: units without AtMostOnce= are at-most-once
 	EngineReconcileInterval time.Duration // engine_reconcile_interval
 	EngineLeaderTTL         time.Duration // engine_leader_ttl
 	DisableEngine           bool          // disable_engine
@@ -86,6 +87,11 @@ func fields() []field {
 		{"public_ip", "IP address other machines reach this one at", str(func(c *Config) *string { return &c.PublicIP })},
 		{"metadata", "machine metadata, k=v,k=v", str(func(c *Config) *string { return &c.Metadata })},
 		{"agent_ttl", "machine presence TTL (seconds or duration, at least 2s)", dur(func(c *Config) *time.Duration { return &c.AgentTTL })},
+		{"agent_at_most_once_default", "units that do not set [X-Fleet] AtMostOnce= never run on two machines at once (stopped when cut off from etcd)", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.AgentAtMostOnceDefault = b
+			return err
+		}},
 		{"engine_reconcile_interval", "period of the engine's full reconcile (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineReconcileInterval })},
 		{"engine_leader_ttl", "engine leadership TTL (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineLeaderTTL })},
 		{"disable_engine", "never run the engine on this machine", func(c *Config, v string) error {

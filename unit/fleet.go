@@ -33,6 +33,23 @@ type Fleet struct {
 	Replaces []string
 	// Global runs the unit on every machine that satisfies its other options.
 	Global bool
+	// AtMostOnce, when set, says whether the unit must never run on two
+	// machines at once, even while a machine is cut off from etcd (nil:
+	// the cluster's default, agent_at_most_once_default).
+	AtMostOnce *bool
+}
+
+// RunsAtMostOnce reports whether the unit must never run on two machines at
+// once, given the cluster's default for units that do not say. A global
+// unit runs on every machine by design, so it never is.
+func (x Fleet) RunsAtMostOnce(clusterDefault bool) bool {
+	if x.Global {
+		return false
+	}
+	if x.AtMostOnce != nil {
+		return *x.AtMostOnce
+	}
+	return clusterDefault
 }
 
 // FleetOptions extracts the [X-Fleet] options of f for the unit called name
@@ -74,8 +91,8 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 		warnings                     []string
 		warned                       = map[string]bool{}
 		machineIDs, legacyMachineIDs []string
-		globalValue                  string
-		haveGlobal                   bool
+		globalValue, atMostOnceValue string
+		haveGlobal, haveAtMostOnce   bool
 	)
 	warnOnce := func(option, format string, args ...any) {
 		if !warned[option] {
@@ -136,6 +153,10 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 			if len(values) > 0 {
 				globalValue, haveGlobal = values[len(values)-1], true
 			}
+		case "AtMostOnce":
+			if len(values) > 0 {
+				atMostOnceValue, haveAtMostOnce = values[len(values)-1], true
+			}
 		}
 	}
 
@@ -163,6 +184,14 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 				fleetSection, globalValue))
 		}
 	}
+	if haveAtMostOnce {
+		if b, ok := parseBool(atMostOnceValue); ok {
+			x.AtMostOnce = &b
+		} else {
+			warnings = append(warnings, fmt.Sprintf("[%s] AtMostOnce=%q is not a boolean; the cluster's default applies",
+				fleetSection, atMostOnceValue))
+		}
+	}
 	return x, warnings, nil
 }
 
@@ -170,7 +199,7 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 // name. Known options with no current meaning map to "".
 func fleetKey(option string) (key string, known bool) {
 	switch option {
-	case "MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Replaces", "Global":
+	case "MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Replaces", "Global", "AtMostOnce":
 		return option, true
 	case "X-ConditionMachineID":
 		return "MachineID", true

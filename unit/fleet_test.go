@@ -523,3 +523,36 @@ func TestConflictsWith(t *testing.T) {
 		})
 	}
 }
+
+func TestFleetOptionsAtMostOnce(t *testing.T) {
+	tests := []struct {
+		name           string
+		lines          string
+		clusterDefault bool
+		want           bool
+		wantWarning    string
+	}{
+		{name: "unset follows a false default", lines: "Global=false", want: false},
+		{name: "unset follows a true default", lines: "Global=false", clusterDefault: true, want: true},
+		{name: "true", lines: "AtMostOnce=true", want: true},
+		{name: "false overrides the default", lines: "AtMostOnce=false", clusterDefault: true, want: false},
+		{name: "last line wins", lines: "AtMostOnce=yes\nAtMostOnce=no", want: false},
+		{name: "global never", lines: "AtMostOnce=true\nGlobal=true", want: false},
+		{name: "not a boolean", lines: "AtMostOnce=maybe", clusterDefault: true, want: true,
+			wantWarning: `[X-Fleet] AtMostOnce="maybe" is not a boolean; the cluster's default applies`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := ParseString("[X-Fleet]\n" + tt.lines + "\n")
+			require.NoError(t, err)
+			got, warnings, err := f.FleetOptions("db.service")
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got.RunsAtMostOnce(tt.clusterDefault))
+			if tt.wantWarning == "" {
+				require.Empty(t, warnings)
+			} else {
+				require.Equal(t, []string{tt.wantWarning}, warnings)
+			}
+		})
+	}
+}
