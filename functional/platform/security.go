@@ -37,8 +37,10 @@ type Security struct {
 	CAFile string
 	// AdminCertFile/AdminKeyFile are a client certificate with role admin.
 	AdminCertFile, AdminKeyFile string
-	// AdminToken and ReadToken are bearer tokens of roles admin and read.
-	AdminToken, ReadToken string
+	// AdminToken and ReadToken are bearer tokens of roles admin and read;
+	// AdminTokenFile and ReadTokenFile hold them (fleetctl --token-file).
+	AdminToken, ReadToken         string
+	AdminTokenFile, ReadTokenFile string
 	// EtcdTLS is the etcd cluster's, when the cluster runs one.
 	EtcdTLS *hosts.EtcdTLS
 
@@ -72,6 +74,10 @@ func NewSecurity(dir string, etcdIPs []string) (*Security, error) {
 			return nil, fmt.Errorf("security: token: %w", err)
 		}
 		*tok = hex.EncodeToString(b)
+	}
+	s.AdminTokenFile, s.ReadTokenFile = filepath.Join(dir, "admin.token"), filepath.Join(dir, "read.token")
+	if err := writeFiles(map[string][]byte{s.AdminTokenFile: []byte(s.AdminToken + "\n"), s.ReadTokenFile: []byte(s.ReadToken + "\n")}); err != nil {
+		return nil, err
 	}
 	if len(etcdIPs) > 0 {
 		cert, key, err := s.issue("etcd", pki.CertRequest{Kind: pki.Peer, CommonName: "etcd", Hosts: etcdIPs})
