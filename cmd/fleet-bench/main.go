@@ -43,7 +43,7 @@ func main() {
 func run() error {
 	mode := flag.String("mode", "quick", "quick (under 2 minutes, prints only unless -out) or full (every workload and the real-systemd figures)")
 	out := flag.String("out", "", "markdown file whose sections to rewrite (BENCHMARKS.md)")
-	only := flag.String("only", "", "run only 'scale' or 'real'")
+	only := flag.String("only", "", "run only 'scale', 'real' or 'tls' (the cost of TLS and authentication, plain against secured)")
 	dir := flag.String("dir", "", "work directory for etcd's data and the processes' logs (default: a new temporary directory, removed afterwards)")
 	noFsync := flag.Bool("no-fsync", false, "run etcd without fsync (not representative; for comparing)")
 	sizes := flag.String("scale", "", "run these cluster-scale workloads instead of the mode's, as MACHINESxUNITS[,...] (1000x10000)")
@@ -170,6 +170,23 @@ func run() error {
 		fmt.Println(md)
 		if *out != "" {
 			if err := bench.WriteSection(*out, bench.RealSection, md); err != nil {
+				return err
+			}
+		}
+	}
+	if (*only == "" && *mode == "full") || *only == "tls" {
+		tc := bench.TLSCostConfig{LatencyRuns: 30, Units: 1000, ListRuns: 20}
+		if tc.ModuleRoot, err = bench.FindModuleRoot(cwd); err != nil {
+			return err
+		}
+		fs, err := bench.RunTLSCost(ctx, tc, log)
+		if err != nil {
+			return fmt.Errorf("TLS cost: %w", err)
+		}
+		md := bench.TLSMarkdown(env, fs)
+		fmt.Println(md)
+		if *out != "" {
+			if err := bench.WriteSection(*out, bench.TLSSection, md); err != nil {
 				return err
 			}
 		}
