@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -289,6 +290,27 @@ func TestAuthClientCertificateRequired(t *testing.T) {
 	require.NoError(t, r.err)
 }
 
+func TestAuthServerCertificateForOtherHosts(t *testing.T) {
+	p := newTestPKI(t)
+	h := newHarness(t, "api")
+	// The whole of 127.0.0.0/8 is this machine's on Linux, but the server
+	// certificate names only 127.0.0.1.
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	cfg, err := pki.ServerConfig(p.serverCert, p.serverKey, "", false)
+	require.NoError(t, err)
+	srv := &httptest.Server{Listener: l, TLS: cfg, Config: &http.Server{
+		Handler:  authHandler(api.NewServer(api.NewRegistryClient(h.reg))),
+		ErrorLog: log.New(io.Discard, "", 0),
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	r := runFleetctl(h.ctx, nil, "--endpoint", srv.URL, "--ca-file", p.caFile, "--token", adminToken, "list-units")
+	require.EqualError(t, r.err, "fleetd at "+srv.URL+" presents a certificate for other hosts (certificate is valid for 127.0.0.1, ::1, not 127.0.0.2): use one of its names in --endpoint, or give it a certificate made with --hosts naming this one")
+	require.Equal(t, fleetctl.ExitAuth, r.code)
+}
+
 func TestAuthLocalCertificateChecks(t *testing.T) {
 	p := newTestPKI(t)
 	// An expired client certificate, made by hand: pki only issues valid ones.
@@ -299,7 +321,7 @@ func TestAuthLocalCertificateChecks(t *testing.T) {
 		NotAfter:     time.Now().Add(-time.Hour),
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	adminLeaf, err := tls509KeyPair(p.adminCert, p.adminKey)
+	adminLeaf, err := leafOf(p.adminCert, p.adminKey)
 	require.NoError(t, err)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca.Cert, adminLeaf.PublicKey, p.ca.Key)
 	require.NoError(t, err)
@@ -328,8 +350,8 @@ func TestAuthLocalCertificateChecks(t *testing.T) {
 	}
 }
 
-// tls509KeyPair returns the parsed certificate of a key pair.
-func tls509KeyPair(certFile, keyFile string) (*x509.Certificate, error) {
+// leafOf returns the certificate of a key pair, parsed.
+func leafOf(certFile, keyFile string) (*x509.Certificate, error) {
 	pair, err := pki.LoadKeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, err
