@@ -124,7 +124,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	case o.EtcdDir != "":
 		gw := hc.GatewayIP()
 		c.etcd, err = etcdserver.Start(ctx, etcdserver.Config{DataDir: o.EtcdDir,
-			ClientURLs: []string{"http://" + gw + ":2379"}, PeerURL: "http://" + gw + ":2380", Fast: true})
+			ClientURLs: []string{"http://" + gw + ":2379"}, PeerURL: "http://" + gw + ":2380", Fast: true,
+			// The gateway address is on the test hosts' private bridge.
+			InsecureNonLoopback: true})
 		if err != nil {
 			return c, err
 		}
