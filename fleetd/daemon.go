@@ -52,9 +52,10 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 		if err := os.MkdirAll(cfg.EmbeddedEtcdDir, 0o700); err != nil {
 			return fmt.Errorf("embedded etcd: %w", err)
 		}
-		srv, err := etcdserver.Start(ctx, etcdserver.Config{
-			DataDir: cfg.EmbeddedEtcdDir, ClientURLs: cfg.EmbeddedEtcdClientURLs, PeerURL: cfg.EmbeddedEtcdPeerURL,
-		})
+		srv, err := etcdserver.Start(ctx, cfg.embeddedEtcdConfig())
+		if errors.Is(err, etcdserver.ErrInsecure) {
+			return fmt.Errorf("%w: %w", ErrUsage, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -62,8 +63,15 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 		endpoints = srv.Endpoints()
 		log.Info("embedded etcd started", "dir", cfg.EmbeddedEtcdDir, "endpoints", strings.Join(endpoints, ","))
 	}
+	etcdTLS, etcdPassword, err := cfg.etcdCredentials(endpoints)
+	if err != nil {
+		return err
+	}
+	log.Info("etcd client", "endpoints", strings.Join(endpoints, ","), "tls", etcdTLS != nil,
+		"client_cert", cfg.EtcdCertFile != "", "user", cfg.EtcdUsername)
 	m := newMetrics()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
+		TLS: etcdTLS, Username: cfg.EtcdUsername, Password: etcdPassword,
 		DialOptions: []grpc.DialOption{
 			grpc.WithChainUnaryInterceptor(m.etcdInterceptor()),
 			// gRPC's default reconnect backoff grows to two minutes: after
