@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -261,10 +262,19 @@ func splitList(v string) []string {
 	return out
 }
 
-// parseDuration accepts fleet's plain seconds ("5", "0.5") and Go durations.
+// parseDuration accepts fleet's plain seconds ("5", "0.5") and Go durations,
+// neither negative nor beyond time.Duration's range.
 func parseDuration(v string) (time.Duration, error) {
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		return time.Duration(f * float64(time.Second)), nil
+	d, err := time.ParseDuration(v)
+	if f, ferr := strconv.ParseFloat(v, 64); ferr == nil {
+		// NaN and out-of-range floats convert to arbitrary durations.
+		if math.IsNaN(f) || math.Abs(f) > math.MaxInt64/float64(time.Second) {
+			return 0, fmt.Errorf("%q seconds is out of range", v)
+		}
+		d, err = time.Duration(f*float64(time.Second)), nil
 	}
-	return time.ParseDuration(v)
+	if err == nil && d < 0 {
+		return 0, fmt.Errorf("%q is negative", v)
+	}
+	return d, err
 }
