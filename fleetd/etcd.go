@@ -1,6 +1,7 @@
 package fleetd
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -8,6 +9,11 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
 	"github.com/seed-a1ce88ea/fleet/internal/pki"
@@ -152,4 +158,62 @@ func (c Config) etcdCredentials(endpoints []string) (*tls.Config, string, error)
 		}
 	}
 	return tlsCfg, password, nil
+}
+
+// openEtcd starts the embedded etcd when no etcd_servers are configured and
+// returns fleetd's client, with every TLS and password key applied, and a
+// function that closes both.
+func openEtcd(ctx context.Context, cfg Config, interceptor grpc.UnaryClientInterceptor, log *slog.Logger) (*clientv3.Client, func(), error) {
+	var srv *etcdserver.Server
+	closeAll := func(cli *clientv3.Client) {
+		if cli != nil {
+			_ = cli.Close()
+		}
+		if srv != nil {
+			srv.Close()
+		}
+	}
+	endpoints := cfg.EtcdServers
+	if len(endpoints) == 0 {
+		if err := os.MkdirAll(cfg.EmbeddedEtcdDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("embedded etcd: %w", err)
+		}
+		var err error
+		srv, err = etcdserver.Start(ctx, cfg.embeddedEtcdConfig())
+		if errors.Is(err, etcdserver.ErrInsecure) {
+			return nil, nil, fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		// fleetd dials its own member on loopback, over TLS with its
+		// client certificate when the member requires one.
+		endpoints = srv.Endpoints()
+		log.Info("embedded etcd started", "dir", cfg.EmbeddedEtcdDir, "endpoints", strings.Join(endpoints, ","),
+			"tls", cfg.EmbeddedEtcdCertFile != "", "client_cert_auth", cfg.EmbeddedEtcdClientCA != "")
+	}
+	etcdTLS, etcdPassword, err := cfg.etcdCredentials(endpoints)
+	if err != nil {
+		closeAll(nil)
+		return nil, nil, err
+	}
+	log.Info("etcd client", "endpoints", strings.Join(endpoints, ","), "tls", etcdTLS != nil,
+		"client_cert", cfg.EtcdCertFile != "", "user", cfg.EtcdUsername)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
+		TLS: etcdTLS, Username: cfg.EtcdUsername, Password: etcdPassword,
+		DialOptions: []grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(interceptor),
+			// gRPC's default reconnect backoff grows to two minutes: after
+			// a long etcd outage this machine would come back long after
+			// its lease (TTL seconds) ran out, and its units would move.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: cfg.EtcdRequestTimeout,
+			}),
+		}})
+	if err != nil {
+		closeAll(nil)
+		return nil, nil, fmt.Errorf("etcd client for %s: %w", strings.Join(endpoints, ","), err)
+	}
+	return cli, func() { closeAll(cli) }, nil
 }
