@@ -71,10 +71,18 @@ func (c Config) checkEndpoints(endpoints []string) error {
 	tlsFiles := c.EtcdCAFile != "" || c.EtcdCertFile != ""
 	schemes := map[string]string{}
 	for _, e := range endpoints {
+		if !strings.Contains(e, "://") {
+			// clientv3 also takes host:port, with TLS exactly when TLS
+			// keys are set.
+			scheme := "http://"
+			if tlsFiles {
+				scheme = "https://"
+			}
+			e = scheme + e
+		}
 		u, err := url.Parse(e)
-		if err != nil || !strings.Contains(e, "://") {
-			// clientv3 also takes host:port; its scheme follows the TLS keys.
-			continue
+		if err != nil {
+			return fmt.Errorf("etcd endpoint %q: %w", e, err)
 		}
 		switch u.Scheme {
 		case "http", "unix":

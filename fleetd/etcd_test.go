@@ -60,6 +60,8 @@ func TestEtcdKeysValidate(t *testing.T) {
 		{"password without user", "etcd_servers=https://10.0.0.1:2379\netcd_password_file=/pw\n", "etcd_username and etcd_password"},
 		{"password and file", "etcd_servers=https://10.0.0.1:2379\netcd_username=u\netcd_password=pw-value-1\netcd_password_file=/pw\n", "not both"},
 		{"password over plain network", "etcd_servers=http://10.0.0.1:2379\netcd_username=u\netcd_password=pw-value-2\n", "clear text"},
+		{"password over plain host:port", "etcd_servers=10.0.0.1:2379\netcd_username=u\netcd_password=pw-value-4\n", "clear text"},
+		{"host:port with TLS keys", "etcd_servers=10.0.0.1:2379\netcd_cafile=/ca.pem\n", ""},
 		{"password over plain loopback", "etcd_servers=http://127.0.0.1:2379\netcd_username=u\netcd_password=pw-value-3\n", ""},
 		{"embedded default", "", ""},
 		{"embedded beyond loopback without certs", "embedded_etcd_client_urls=http://0.0.0.0:2379\n",
