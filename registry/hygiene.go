@@ -205,7 +205,7 @@ func (r *Registry) DropSchedule(ctx context.Context, lead *Leadership, id string
 // Compact discards etcd's history before revision rev: watches and reads at
 // older revisions then fail with a compacted error (their callers read
 // again and watch from a new revision). A revision compacted already is not
-// an error. It waits until etcd has applied the compaction.
+// an error. etcd frees the space in the background after it returns.
 func (r *Registry) Compact(ctx context.Context, rev int64) error {
 	ctx, cancel := r.reqCtx(ctx)
 	defer cancel()
