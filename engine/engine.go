@@ -24,8 +24,10 @@ type Config struct {
 	ID string
 	// Version is this engine's version (fleetd's). The highest version that
 	// led the cluster is kept in etcd; an engine older than it never leads.
-	// A version that does not parse ("dev", a commit hash) is compared with
-	// nothing: such an engine may lead and is never recorded.
+	// A version that is not a semantic version ("dev", a commit hash, even
+	// one of digits only) is compared with nothing: such an engine may lead
+	// and is never recorded. A recorded version that does not parse counts
+	// as none. registry.ClearEngineVersion clears a wrong record.
 	Version string
 	// LeaderTTL bounds how long a dead leader keeps the lead; default 2s:
 	// etcd expires a lease up to a TTL after its last keepalive, checking
