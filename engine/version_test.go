@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -79,4 +81,16 @@ func TestCompareVersions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVersionFile: the repository's VERSION file, which make builds carry,
+// is a release version.
+func TestVersionFile(t *testing.T) {
+	b, err := os.ReadFile("../VERSION")
+	require.NoError(t, err)
+	v, ok := parseVersion(string(b))
+	require.True(t, ok, "VERSION %q must be a semantic version", b)
+	require.Empty(t, v.pre, "VERSION holds the next release, without a pre-release")
+	_, ok = parseVersion(strings.TrimSpace(string(b)) + "-dev+v0.1.0-5-g3146401-dirty")
+	require.True(t, ok, "make's development version parses")
 }

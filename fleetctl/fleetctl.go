@@ -230,6 +230,7 @@ Version:
 		a.fdForwardCommand(),
 		a.completionCommand(),
 		a.versionCommand(),
+		a.resetEngineVersionCommand(),
 	)
 	addPrefixAliases(root)
 	return root
