@@ -19,7 +19,7 @@ func TestLoadConfigHygieneKeys(t *testing.T) {
 	require.Equal(t, 72*time.Hour, c.MachineGCAfter)
 	require.Equal(t, time.Minute, c.EngineGCInterval)
 
-	for _, args := range [][]string{{"-engine_gc_interval", "0"}, {"-machine_gc_after", "-1h"}} {
+	for _, args := range [][]string{{"-engine_gc_interval", "0"}, {"-machine_gc_after", "0s"}} {
 		_, err = LoadConfig(args, none)
 		require.ErrorIs(t, err, ErrUsage, "%v", args)
 		require.ErrorContains(t, err, "must be positive")
