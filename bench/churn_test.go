@@ -2,17 +2,25 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
+	"github.com/seed-a1ce88ea/fleet/agent"
+	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
 	"github.com/seed-a1ce88ea/fleet/internal/etcdtest"
+	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
 // TestChurnSmoke runs a short churn with the engine's hygiene on fast
@@ -71,4 +79,107 @@ func BenchmarkEtcdSizeUnderChurn(b *testing.B) {
 		env := DescribeEnv("FLEET_BENCH_OUT=$PWD/BENCHMARKS.md go test ./bench -run '^$' -bench EtcdSizeUnderChurn -benchtime " + strconv.Itoa(b.N) + "x -timeout 3h")
 		require.NoError(b, WriteSection(out, ChurnSection, ChurnMarkdown(env, on, off)))
 	}
+}
+
+// TestAgentResumesAfterCompaction: the real agent (on MemorySystemd)
+// watches a schedule that stays quiet while etcd's history is compacted
+// past its last event; etcd then restarts, so the watch resumes from that
+// compacted revision. The agent reads its schedule again and goes on: a
+// unit placed afterwards runs.
+func TestAgentResumesAfterCompaction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and restarts etcd")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	cport, err := freePort()
+	require.NoError(t, err)
+	pport, err := freePort()
+	require.NoError(t, err)
+	ecfg := etcdserver.Config{DataDir: dir, ClientURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", cport)},
+		PeerURL: fmt.Sprintf("http://127.0.0.1:%d", pport), Fast: true}
+	srv, err := etcdserver.Start(ctx, ecfg)
+	require.NoError(t, err)
+	defer func() { srv.Close() }()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer cli.Close()
+	reg := registry.New(cli)
+
+	p, err := reg.Register(ctx, benchMachine(0), 10*time.Second)
+	require.NoError(t, err)
+	defer p.Close()
+	var logs syncLog
+	sd := NewMemorySystemd()
+	a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: sd, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	actx, stopAgent := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(actx) }()
+	defer func() { stopAgent(); <-done }()
+
+	lead, err := reg.Campaign(ctx, "test", 5*time.Second)
+	require.NoError(t, err)
+	place := func(name string) {
+		t.Helper()
+		body := "[Service]\nExecStart=/usr/bin/" + name + "\n"
+		hash := fmt.Sprintf("%040x", len(name)*7919)
+		require.NoError(t, reg.CreateUnit(ctx, registry.Unit{Name: name, Hash: hash, DesiredState: registry.StateLaunched}, body, true))
+		_, err := reg.ApplyPlan(ctx, lead, []registry.PlanOp{{Put: true, Placement: registry.Placement{
+			Machine: p.Machine().ID, Name: name, Hash: hash, DesiredState: registry.StateLaunched}}})
+		require.NoError(t, err)
+	}
+	active := func(name string) func() bool {
+		return func() bool { return slices.Contains(sd.Active(), name) }
+	}
+	place("first.service")
+	require.Eventually(t, active("first.service"), 10*time.Second, 10*time.Millisecond)
+
+	// History moves on elsewhere and is compacted past the agent's last
+	// schedule event.
+	for i := range 50 {
+		_, err := cli.Put(ctx, "/elsewhere", fmt.Sprint(i))
+		require.NoError(t, err)
+	}
+	rev, err := reg.Revision(ctx)
+	require.NoError(t, err)
+	require.NoError(t, reg.Compact(ctx, rev))
+	require.NoError(t, lead.Resign(ctx))
+	srv.Close()
+	srv, err = etcdserver.Start(ctx, ecfg)
+	require.NoError(t, err)
+
+	resumed := func() bool {
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, "schedule watch ended") && strings.Contains(l, "required revision has been compacted") {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, resumed, 30*time.Second, 20*time.Millisecond, "the agent's watch resumed at a compacted revision")
+	lead, err = reg.Campaign(ctx, "test", 5*time.Second)
+	require.NoError(t, err)
+	place("second.service")
+	require.Eventually(t, active("second.service"), 20*time.Second, 10*time.Millisecond, "the agent follows its schedule again")
+	require.True(t, active("first.service")(), "and left the first unit running")
+	require.NoError(t, lead.Resign(ctx))
+}
+
+// syncLog collects log text from several goroutines.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
