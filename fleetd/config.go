@@ -45,6 +45,8 @@ type Config struct {
 	AgentAtMostOnceDefault  bool          // agent_at_most_once_default: units without AtMostOnce= are at-most-once
 	EngineReconcileInterval time.Duration // engine_reconcile_interval
 	EngineLeaderTTL         time.Duration // engine_leader_ttl
+	MachineGCAfter          time.Duration // machine_gc_after: placements kept for an absent machine are dropped after this
+	EngineGCInterval        time.Duration // engine_gc_interval: period of the engine leader's etcd hygiene
 	DisableEngine           bool          // disable_engine
 	UnitsDirectory          string        // units_directory
 	APISocket               string        // api_socket: unix socket path ("" = none unless socket-activated)
@@ -66,6 +68,8 @@ func DefaultConfig() Config {
 		AgentTTL:                5 * time.Second,
 		EngineReconcileInterval: 10 * time.Second,
 		EngineLeaderTTL:         2 * time.Second,
+		MachineGCAfter:          24 * time.Hour,
+		EngineGCInterval:        5 * time.Minute,
 		UnitsDirectory:          "/run/fleet/units",
 		APISocket:               "/var/run/fleet.sock",
 	}
@@ -131,6 +135,8 @@ func fields() []field {
 		}},
 		{"engine_reconcile_interval", "period of the engine's full reconcile (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineReconcileInterval })},
 		{"engine_leader_ttl", "engine leadership TTL (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineLeaderTTL })},
+		{"machine_gc_after", "drop the placements kept for a machine absent this long (global and MachineID-pinned units; seconds or duration)", dur(func(c *Config) *time.Duration { return &c.MachineGCAfter })},
+		{"engine_gc_interval", "period of the engine leader's etcd hygiene: unused unit bodies, long-absent machines, compaction (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineGCInterval })},
 		{"disable_engine", "never run the engine on this machine", func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			c.DisableEngine = b
@@ -203,6 +209,9 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 func (c Config) validate() error {
 	if c.AgentTTL < 2*time.Second {
 		return fmt.Errorf("%w: agent_ttl %s is below etcd's minimum lease of 2s", ErrUsage, c.AgentTTL)
+	}
+	if c.MachineGCAfter <= 0 || c.EngineGCInterval <= 0 {
+		return fmt.Errorf("%w: machine_gc_after and engine_gc_interval must be positive", ErrUsage)
 	}
 	if c.EtcdRequestTimeout <= 0 {
 		return fmt.Errorf("%w: etcd_request_timeout must be positive", ErrUsage)

@@ -78,7 +78,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	var e *engine.Engine
 	if !cfg.DisableEngine {
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
-			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan})
+			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
+			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter})
 		m.watchCluster(reg, e)
 	} else {
 		m.watchCluster(reg, nil)

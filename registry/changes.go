@@ -69,7 +69,7 @@ func (r *Registry) WatchChanges(ctx context.Context, rev int64) <-chan ChangeBat
 			}
 		}
 		wc := r.cli.Watch(clientv3.WithRequireLeader(ctx), r.keys.prefix, clientv3.WithPrefix(),
-			clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+			clientv3.WithRev(rev+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
 		for resp := range wc {
 			if err := resp.Err(); err != nil {
 				sendBatch(ChangeBatch{Err: fmt.Errorf("watch %s: %w", r.keys.prefix, err)})

@@ -20,8 +20,10 @@ import (
 	"github.com/seed-a1ce88ea/fleet/fleetd"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
+// version is set at build time with -ldflags "-X main.version=..." (make
+// sets it from the VERSION file). A plain go build is "dev": not a semantic
+// version, so its engine never records itself as the cluster's.
+var version = "dev"
 
 func main() {
 	// fleetd tls makes certificates and needs no configuration, so it
