@@ -98,32 +98,17 @@ func NewServer(c Client, opts ...ServerOption) http.Handler {
 		o(s)
 	}
 	mux := http.NewServeMux()
-	route := func(path string, handlers map[string]http.HandlerFunc) {
+	for _, rt := range s.routes() {
 		var allowed []string
-		for method, h := range handlers {
-			mux.HandleFunc(method+" "+path, h)
+		for method, h := range rt.handlers {
+			mux.HandleFunc(method+" "+rt.path, h)
 			allowed = append(allowed, method)
 		}
 		slices.Sort(allowed)
 		// Requests with other methods fall through to this less specific
 		// pattern, so a 405 carries a JSON body like every other error.
-		mux.HandleFunc(path, s.methodNotAllowed(allowed))
+		mux.HandleFunc(rt.path, s.methodNotAllowed(allowed))
 	}
-	route("/fleet/v1/units", map[string]http.HandlerFunc{http.MethodGet: s.listUnits})
-	route("/fleet/v1/units/{name}", map[string]http.HandlerFunc{
-		http.MethodGet:    s.getUnit,
-		http.MethodPut:    s.putUnit,
-		http.MethodDelete: s.deleteUnit,
-	})
-	route("/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus})
-	route("/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal})
-	route("/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates})
-	route("/fleet/v1/machines", map[string]http.HandlerFunc{
-		http.MethodGet:   s.listMachines,
-		http.MethodPatch: s.patchMachines,
-	})
-	route("/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery})
-	route("/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, errorf(ErrNotFound, "no such API resource: %s", r.URL.Path))
 	})
@@ -131,6 +116,33 @@ func NewServer(c Client, opts ...ServerOption) http.Handler {
 		w.Header().Set("Server", "fleetd/"+s.version)
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// route is one path of the API and its handler per method.
+type route struct {
+	path     string
+	handlers map[string]http.HandlerFunc
+}
+
+// routes is the API's route table; RequiredRole decides who may use each.
+func (s *server) routes() []route {
+	return []route{
+		{"/fleet/v1/units", map[string]http.HandlerFunc{http.MethodGet: s.listUnits}},
+		{"/fleet/v1/units/{name}", map[string]http.HandlerFunc{
+			http.MethodGet:    s.getUnit,
+			http.MethodPut:    s.putUnit,
+			http.MethodDelete: s.deleteUnit,
+		}},
+		{"/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus}},
+		{"/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal}},
+		{"/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates}},
+		{"/fleet/v1/machines", map[string]http.HandlerFunc{
+			http.MethodGet:   s.listMachines,
+			http.MethodPatch: s.patchMachines,
+		}},
+		{"/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery}},
+		{"/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events}},
+	}
 }
 
 func (s *server) methodNotAllowed(allowed []string) http.HandlerFunc {
@@ -553,5 +565,15 @@ func (s *server) sendError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *server) sendCode(w http.ResponseWriter, code int, msg string) {
-	s.sendJSON(w, code, errorBody{Error: errorEntity{Code: code, Message: msg}})
+	writeError(w, code, msg)
+}
+
+// writeError answers with fleet's error shape,
+// {"error":{"code":N,"message":"..."}}.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	// Marshalling a struct of an int and a string cannot fail.
+	b, _ := json.Marshal(errorBody{Error: errorEntity{Code: code, Message: msg}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n')) // the client went away; nothing to do
 }
