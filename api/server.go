@@ -63,6 +63,8 @@ type server struct {
 	local   string
 	insp    Inspector
 	log     *slog.Logger
+	// auditor stores audit records in etcd; nil when the Client cannot.
+	auditor auditRecorder
 }
 
 // NewServer returns the handler of fleet's v1 API on top of c:
@@ -97,10 +99,14 @@ func NewServer(c Client, opts ...ServerOption) http.Handler {
 	for _, o := range opts {
 		o(s)
 	}
+	s.auditor, _ = c.(auditRecorder)
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		var allowed []string
 		for method, h := range rt.handlers {
+			if method != http.MethodGet && method != http.MethodHead {
+				h = s.audited(method, rt.path, h)
+			}
 			mux.HandleFunc(method+" "+rt.path, h)
 			allowed = append(allowed, method)
 		}
@@ -208,6 +214,16 @@ func (s *server) putUnit(w http.ResponseWriter, r *http.Request) {
 		p.replace = b
 	}
 	created, warnings, err := s.put(r.Context(), p)
+	action := "unit.set-state"
+	switch {
+	case err != nil:
+		action = "unit.put"
+	case created:
+		action = "unit.create"
+	case p.replace && len(u.Options) > 0:
+		action = "unit.replace"
+	}
+	noteAudit(r.Context(), action, name, u.DesiredState)
 	if err != nil {
 		if p.createOnly && errors.Is(err, ErrExists) {
 			s.sendCode(w, http.StatusPreconditionFailed, err.Error())
@@ -283,6 +299,7 @@ func checkJSON(r *http.Request) error {
 }
 
 func (s *server) deleteUnit(w http.ResponseWriter, r *http.Request) {
+	noteAudit(r.Context(), "unit.destroy", r.PathValue("name"), "")
 	if err := s.c.DestroyUnit(r.Context(), r.PathValue("name")); err != nil {
 		s.sendError(w, r, err)
 		return
@@ -329,6 +346,7 @@ func (s *server) patchMachines(w http.ResponseWriter, r *http.Request) {
 	if !s.decodeBody(w, r, &ops) {
 		return
 	}
+	noteAudit(r.Context(), "machines.set-metadata", "", describeOps(ops))
 	if err := s.c.SetMachineMetadata(r.Context(), ops); err != nil {
 		s.sendError(w, r, err)
 		return
@@ -336,6 +354,19 @@ func (s *server) patchMachines(w http.ResponseWriter, r *http.Request) {
 	// fleet answered this 204 as JSON.
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// describeOps lists metadata operations for the audit: "add /m1/metadata/k".
+// Values are left out; the list is clipped, as a body may hold many.
+func describeOps(ops []MachineMetadataOp) string {
+	var b strings.Builder
+	for i, op := range ops {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(op.Op + " " + op.Path)
+	}
+	return clipText(b.String(), 200)
 }
 
 // decodeBody decodes a bounded JSON body into v; on failure it answers and
