@@ -12,12 +12,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/seed-a1ce88ea/fleet/api/auth"
 )
 
 const (
 	// maxRequestBody bounds a PUT or PATCH body; unit files are small.
 	maxRequestBody = 1 << 20
+	// defaultMaxEventStreams bounds the event streams one identity may
+	// hold open at once: each holds an etcd watch.
+	defaultMaxEventStreams = 16
 	// maxJournalLines bounds ?lines= of the journal endpoint.
 	maxJournalLines = 100000
 	// defaultJournalLines is fleetctl journal's default.
@@ -57,6 +63,17 @@ func WithLogger(l *slog.Logger) ServerOption {
 	}
 }
 
+// WithMaxEventStreams sets how many event streams one caller (one
+// identity) may hold open at once (default 16); beyond it a request gets
+// 429 Too Many Requests.
+func WithMaxEventStreams(n int) ServerOption {
+	return func(s *server) {
+		if n > 0 {
+			s.maxStreams = n
+		}
+	}
+}
+
 type server struct {
 	c       Client
 	version string
@@ -65,6 +82,10 @@ type server struct {
 	log     *slog.Logger
 	// auditor stores audit records in etcd; nil when the Client cannot.
 	auditor auditRecorder
+
+	maxStreams int
+	streamsMu  sync.Mutex
+	streams    map[string]int // open event streams by caller
 }
 
 // NewServer returns the handler of fleet's v1 API on top of c:
@@ -95,7 +116,7 @@ type server struct {
 //
 // Errors are {"error":{"code":N,"message":"..."}}.
 func NewServer(c Client, opts ...ServerOption) http.Handler {
-	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler)}
+	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler), maxStreams: defaultMaxEventStreams, streams: map[string]int{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -190,7 +211,7 @@ func (s *server) putUnit(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	var u Unit
-	if !s.decodeBody(w, r, &u) {
+	if !s.decodeBody(w, r, &u, "unit file") {
 		return
 	}
 	if u.Name == "" {
@@ -343,7 +364,7 @@ func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
 // a form type): the body must be the JSON list either way.
 func (s *server) patchMachines(w http.ResponseWriter, r *http.Request) {
 	var ops []MachineMetadataOp
-	if !s.decodeBody(w, r, &ops) {
+	if !s.decodeBody(w, r, &ops, "machine metadata patch") {
 		return
 	}
 	noteAudit(r.Context(), "machines.set-metadata", "", describeOps(ops))
@@ -369,15 +390,21 @@ func describeOps(ops []MachineMetadataOp) string {
 	return clipText(b.String(), 200)
 }
 
-// decodeBody decodes a bounded JSON body into v; on failure it answers and
-// returns false.
-func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+// decodeBody decodes a bounded JSON body, a what, into v; on failure it
+// answers and returns false.
+func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any, what string) bool {
+	tooLarge := func() bool {
+		s.sendCode(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s larger than 1 MiB: the request body may be at most %d bytes", what, maxRequestBody))
+		return false
+	}
+	if r.ContentLength > maxRequestBody {
+		return tooLarge()
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	if err := dec.Decode(v); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			s.sendCode(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxRequestBody))
-			return false
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge()
 		}
 		s.sendError(w, r, errorf(ErrInvalid, "decode request body: %v", err))
 		return false
@@ -439,6 +466,7 @@ func (s *server) unitJournal(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.unbounded(w, r)
 	var rc io.ReadCloser
 	var err error
 	if local {
@@ -548,9 +576,52 @@ func (s *server) sendStream(w http.ResponseWriter, r *http.Request, rc io.ReadCl
 	}
 }
 
+// openStream counts an event stream of caller, unless it has the most it
+// may have open.
+func (s *server) openStream(caller string) bool {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.streams[caller] >= s.maxStreams {
+		return false
+	}
+	s.streams[caller]++
+	return true
+}
+
+func (s *server) closeStream(caller string) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.streams[caller]--; s.streams[caller] <= 0 {
+		delete(s.streams, caller)
+	}
+}
+
+// unbounded lifts the http.Server's read and write timeouts off a streamed
+// answer, which lasts as long as the client wants: they are meant for
+// slow or stuck clients of ordinary requests. (A read deadline that passed
+// would also cancel the request's context.)
+func (s *server) unbounded(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	for _, err := range []error{rc.SetWriteDeadline(time.Time{}), rc.SetReadDeadline(time.Time{})} {
+		if err != nil && !errors.Is(err, http.ErrNotSupported) {
+			s.log.Debug("stream deadline not lifted", "path", r.URL.Path, "err", err)
+		}
+	}
+}
+
 // events streams cluster events as newline-delimited JSON until the client
 // goes away.
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	caller := "unknown"
+	if id, ok := auth.FromContext(r.Context()); ok {
+		caller = id.Name
+	}
+	if !s.openStream(caller) {
+		s.sendCode(w, http.StatusTooManyRequests, fmt.Sprintf("%s has %d event streams open, the most one caller may; close one before opening another", caller, s.maxStreams))
+		return
+	}
+	defer s.closeStream(caller)
+	s.unbounded(w, r)
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
