@@ -92,6 +92,15 @@ func loadAPISecurity(cfg Config) (apiSecurity, error) {
 	return sec, nil
 }
 
+// CheckAPIFiles reads the certificates and tokens the API's configuration
+// names, as Run does at its start. A reload checks them first, so that a
+// broken tokens file keeps the running configuration instead of stopping
+// fleetd.
+func CheckAPIFiles(cfg Config) error {
+	_, err := loadAPISecurity(cfg)
+	return err
+}
+
 // clientUsable reports whether a certificate may authenticate a TLS client.
 func clientUsable(c *x509.Certificate) bool {
 	return c != nil && (len(c.ExtKeyUsage) == 0 ||
