@@ -129,7 +129,7 @@ func (sec apiSecurity) checkListeners(cfg Config, ls []net.Listener, log *slog.L
 			missing = "no authentication: set api_tokens_file or api_client_ca_file"
 		}
 		if cfg.APIInsecure {
-			log.Warn("API listener reachable from other machines without TLS and authentication (api_insecure=true): anyone who reaches it controls every machine of the cluster", "addr", addr.String())
+			log.Warn("API listener reachable from other machines without TLS and authentication (api_insecure=true): anyone who reaches it may control every machine of the cluster", "addr", addr.String(), "lacks", missing)
 			continue
 		}
 		return fmt.Errorf("%w: API listener %s is reachable from other machines but has %s (or set api_insecure=true to run it open: anyone who reaches it then controls every machine)", ErrUsage, addr, missing)

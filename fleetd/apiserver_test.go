@@ -168,6 +168,7 @@ func TestLoadAPISecurityErrors(t *testing.T) {
 			tt.set(&cfg)
 			_, err := loadAPISecurity(cfg)
 			require.ErrorIs(t, err, ErrUsage)
+			require.Equal(t, err, CheckAPIFiles(cfg), "what a reload checks")
 			want := tt.err
 			if strings.Contains(want, "%s") {
 				want = strings.ReplaceAll(want, "%s", cfg.APITokensFile)
