@@ -27,9 +27,6 @@ func RequiredRole(method, path string) auth.Role {
 	return auth.RoleAdmin
 }
 
-// anonymous is the caller of a listener without authentication.
-var anonymous = auth.Identity{Name: "anonymous", Role: auth.RoleAdmin, Via: auth.ViaInsecure}
-
 // Authorize lets a request through to next only if its caller's role
 // allows it (RequiredRole). The caller is the Identity already in the
 // request's context (fleetd puts one there for its unix socket), else who
@@ -45,7 +42,8 @@ func Authorize(a *auth.Authenticator, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := auth.FromContext(r.Context())
 		if !ok {
-			id = anonymous
+			// The caller of a listener without authentication.
+			id = auth.Identity{Name: "anonymous", Role: auth.RoleAdmin, Via: auth.ViaInsecure}
 			if a != nil {
 				var err error
 				if id, err = a.Authenticate(r); err != nil {

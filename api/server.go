@@ -612,12 +612,15 @@ func (s *server) unbounded(w http.ResponseWriter, r *http.Request) {
 // events streams cluster events as newline-delimited JSON until the client
 // goes away.
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
-	caller := "unknown"
-	if id, ok := auth.FromContext(r.Context()); ok {
-		caller = id.Name
+	id, ok := auth.FromContext(r.Context())
+	if !ok {
+		id = auth.Identity{Name: "unknown"}
 	}
+	// A token and a certificate may carry the same name: they are
+	// different callers.
+	caller := id.Via + ":" + id.Name
 	if !s.openStream(caller) {
-		s.sendCode(w, http.StatusTooManyRequests, fmt.Sprintf("%s has %d event streams open, the most one caller may; close one before opening another", caller, s.maxStreams))
+		s.sendCode(w, http.StatusTooManyRequests, fmt.Sprintf("%s has %d event streams open, the most one caller may; close one before opening another", id.Name, s.maxStreams))
 		return
 	}
 	defer s.closeStream(caller)

@@ -27,10 +27,6 @@ const (
 	apiIdleTimeout  = 2 * time.Minute
 )
 
-// unixIdentity is the caller on fleetd's unix socket: only root and the
-// fleet group can connect to it.
-var unixIdentity = auth.Identity{Name: "root", Role: auth.RoleAdmin, Via: auth.ViaUnix}
-
 // apiSecurity is how the API's TCP listeners are secured, as the
 // configuration says: read anew by every Run, so a SIGHUP picks up a
 // changed tokens file or a renewed certificate.
@@ -116,7 +112,13 @@ func (sec apiSecurity) checkListeners(cfg Config, ls []net.Listener, log *slog.L
 	}
 	for _, l := range ls {
 		addr, ok := l.Addr().(*net.TCPAddr)
-		if !ok || addr.IP.IsLoopback() {
+		if !ok {
+			continue
+		}
+		if addr.IP.IsLoopback() {
+			if sec.authn == nil {
+				log.Warn("API listener on loopback without authentication: every user of this machine may act as a fleet admin; set api_tokens_file to require a token", "addr", addr.String())
+			}
 			continue
 		}
 		var missing string
@@ -165,7 +167,9 @@ func newAPIServer(h http.Handler, sec apiSecurity, log *slog.Logger) *http.Serve
 		Handler: api.Authorize(sec.authn, h),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if _, ok := c.(*net.UnixConn); ok {
-				return auth.NewContext(ctx, unixIdentity)
+				// Only root and the fleet group can connect to the socket
+				// (restrictSocket, fleet.socket's SocketMode).
+				return auth.NewContext(ctx, auth.Identity{Name: "root", Role: auth.RoleAdmin, Via: auth.ViaUnix})
 			}
 			return ctx
 		},
@@ -173,6 +177,7 @@ func newAPIServer(h http.Handler, sec apiSecurity, log *slog.Logger) *http.Serve
 		ReadTimeout:       apiReadTimeout,
 		WriteTimeout:      apiWriteTimeout,
 		IdleTimeout:       apiIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// Failed TLS handshakes, and panics, are worth an operator's eye.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelInfo),
 	}
 }

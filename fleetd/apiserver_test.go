@@ -185,23 +185,29 @@ func TestCheckListeners(t *testing.T) {
 	loopback := listen(t, "tcp", "127.0.0.1:0")
 	any4 := listen(t, "tcp", "0.0.0.0:0")
 	unix := listen(t, "unix", filepath.Join(t.TempDir(), "fleet.sock"))
+	const (
+		loopbackWarning = `level=WARN msg="API listener on loopback without authentication: every user of this machine may act as a fleet admin; set api_tokens_file to require a token"`
+		insecureWarning = `level=WARN msg="API listener reachable from other machines without TLS and authentication (api_insecure=true): anyone who reaches it may control every machine of the cluster"`
+	)
 	tests := []struct {
 		name      string
 		set       func(*Config)
 		listeners []net.Listener
 		err       string // %s: the address of the second listener
-		warns     bool
+		warning   string // "": nothing logged
 	}{
-		{"loopback and unix need nothing", func(*Config) {}, []net.Listener{unix, loopback}, "", false},
+		{"unix needs nothing", func(*Config) {}, []net.Listener{unix}, "", ""},
+		{"loopback with tokens", func(c *Config) { c.APITokensFile = tokens }, []net.Listener{unix, loopback}, "", ""},
+		{"loopback without authentication", func(*Config) {}, []net.Listener{unix, loopback}, "", loopbackWarning},
 		{"open listener", func(*Config) {}, []net.Listener{unix, any4},
-			"bad configuration: API listener %s is reachable from other machines but has neither TLS nor authentication: set api_cert_file and api_key_file, and api_tokens_file or api_client_ca_file (or set api_insecure=true to run it open: anyone who reaches it then controls every machine)", false},
+			"bad configuration: API listener %s is reachable from other machines but has neither TLS nor authentication: set api_cert_file and api_key_file, and api_tokens_file or api_client_ca_file (or set api_insecure=true to run it open: anyone who reaches it then controls every machine)", ""},
 		{"tokens without TLS", func(c *Config) { c.APITokensFile = tokens }, []net.Listener{loopback, any4},
-			"bad configuration: API listener %s is reachable from other machines but has no TLS, so its tokens would cross the network in clear text: set api_cert_file and api_key_file (or set api_insecure=true to run it open: anyone who reaches it then controls every machine)", false},
-		{"TLS without authentication", func(c *Config) { c.APICertFile, c.APIKeyFile = cert, key }, []net.Listener{loopback, any4},
-			"bad configuration: API listener %s is reachable from other machines but has no authentication: set api_tokens_file or api_client_ca_file (or set api_insecure=true to run it open: anyone who reaches it then controls every machine)", false},
-		{"TLS and tokens", func(c *Config) { c.APICertFile, c.APIKeyFile, c.APITokensFile = cert, key, tokens }, []net.Listener{loopback, any4}, "", false},
-		{"TLS and client certificates", func(c *Config) { c.APICertFile, c.APIKeyFile, c.APIClientCAFile = cert, key, p.CAFile }, []net.Listener{loopback, any4}, "", false},
-		{"insecure on purpose", func(c *Config) { c.APIInsecure = true }, []net.Listener{loopback, any4}, "", true},
+			"bad configuration: API listener %s is reachable from other machines but has no TLS, so its tokens would cross the network in clear text: set api_cert_file and api_key_file (or set api_insecure=true to run it open: anyone who reaches it then controls every machine)", ""},
+		{"TLS without authentication", func(c *Config) { c.APICertFile, c.APIKeyFile = cert, key }, []net.Listener{unix, any4},
+			"bad configuration: API listener %s is reachable from other machines but has no authentication: set api_tokens_file or api_client_ca_file (or set api_insecure=true to run it open: anyone who reaches it then controls every machine)", ""},
+		{"TLS and tokens", func(c *Config) { c.APICertFile, c.APIKeyFile, c.APITokensFile = cert, key, tokens }, []net.Listener{loopback, any4}, "", ""},
+		{"TLS and client certificates", func(c *Config) { c.APICertFile, c.APIKeyFile, c.APIClientCAFile = cert, key, p.CAFile }, []net.Listener{loopback, any4}, "", ""},
+		{"insecure on purpose", func(c *Config) { c.APIInsecure = true }, []net.Listener{unix, any4}, "", insecureWarning},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,12 +223,12 @@ func TestCheckListeners(t *testing.T) {
 			} else {
 				require.NoError(t, err)
 			}
-			if tt.warns {
-				require.Contains(t, logs.String(), "level=WARN msg=\"API listener reachable from other machines without TLS and authentication (api_insecure=true)")
-				require.Contains(t, logs.String(), "addr="+any4.Addr().String())
-			} else {
+			if tt.warning == "" {
 				require.Empty(t, logs.String())
+				return
 			}
+			require.Contains(t, logs.String(), tt.warning)
+			require.Contains(t, logs.String(), "addr="+tt.listeners[1].Addr().String())
 		})
 	}
 	if l, err := net.Listen("tcp", "[::]:0"); err == nil {
