@@ -55,7 +55,7 @@ func TestAudit(t *testing.T) {
 	toks, err := auth.ParseTokens(strings.NewReader("ci admin admin-token\nviewer read read-token\n"))
 	require.NoError(t, err)
 	srv := serveTCP(t, api.Authorize(auth.NewAuthenticator(toks, false),
-		api.NewServer(c.rc, api.WithLogger(slog.New(logs)), api.WithLocalMachine("m1", nil))))
+		api.NewServer(c.rc, api.WithLogger(slog.New(logs)), api.WithLocalMachine("m1", nil)), api.WithRefusalLog(slog.New(logs))))
 
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
@@ -80,12 +80,16 @@ func TestAudit(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, a.code, a.body)
 	a = call(t, srv.URL, "PATCH", "/fleet/v1/machines", `[{"op":"add","path":"/m1/metadata/k","value":"v"}]`, bearer("admin-token")...)
 	require.Equal(t, http.StatusNoContent, a.code, a.body)
-	// Refused before the server: not an audited call of the cluster.
+	// Refused before the server: logged, but not stored in etcd.
 	a = call(t, srv.URL, "DELETE", "/fleet/v1/units/hello.service", "", bearer("read-token")...)
 	require.Equal(t, http.StatusForbidden, a.code, a.body)
+	a = call(t, srv.URL, "PUT", "/fleet/v1/units/evil.service", helloJSON, bearer("guess")...)
+	require.Equal(t, http.StatusUnauthorized, a.code, a.body)
 	// Reads are not audited.
 	a = call(t, srv.URL, "GET", "/fleet/v1/units/hello.service", "", bearer("read-token")...)
 	require.Equal(t, http.StatusOK, a.code, a.body)
+	a = call(t, srv.URL, "DELETE", "/fleet/v1/units/hello.service", "", bearer("admin-token")...)
+	require.Equal(t, http.StatusNoContent, a.code, a.body)
 
 	want := []map[string]string{
 		{"msg": "audit", "identity": "ci", "via": "token", "method": "PUT", "path": "/fleet/v1/units/hello.service",
@@ -96,13 +100,19 @@ func TestAudit(t *testing.T) {
 			"action": "unit.destroy", "unit": "nope.service", "detail": "", "status": "404"},
 		{"msg": "audit", "identity": "ci", "via": "token", "method": "PATCH", "path": "/fleet/v1/machines",
 			"action": "machines.set-metadata", "unit": "", "detail": "add /m1/metadata/k", "status": "204"},
+		{"msg": "audit", "identity": "viewer", "via": "token", "method": "DELETE", "path": "/fleet/v1/units/hello.service",
+			"action": "refused", "status": "403", "reason": "DELETE /fleet/v1/units/hello.service needs role admin; viewer has role read (authenticated by token)"},
+		{"msg": "audit", "identity": "unauthenticated", "via": "", "method": "PUT", "path": "/fleet/v1/units/evil.service",
+			"action": "refused", "status": "401", "reason": "token not recognised"},
+		{"msg": "audit", "identity": "ci", "via": "token", "method": "DELETE", "path": "/fleet/v1/units/hello.service",
+			"action": "unit.destroy", "unit": "hello.service", "detail": "", "status": "204"},
 	}
 	require.Equal(t, want, logs.withMsg("audit"))
 
 	type seen struct{ identity, action, unit, to, result, machine string }
 	var got []seen
 	timeout := time.After(10 * time.Second)
-	for len(got) < len(want) {
+	for len(got) < 5 {
 		select {
 		case e := <-events:
 			require.Equal(t, api.EventAPICall, e.Type)
@@ -116,6 +126,8 @@ func TestAudit(t *testing.T) {
 		{"ci", "unit.set-state", "hello.service", "inactive", "204 No Content", "m1"},
 		{"ci", "unit.destroy", "nope.service", "", "404 Not Found", "m1"},
 		{"ci", "machines.set-metadata", "", "add /m1/metadata/k", "204 No Content", "m1"},
+		// The refusals in between are not in etcd.
+		{"ci", "unit.destroy", "hello.service", "", "204 No Content", "m1"},
 	}, got)
 	require.Empty(t, logs.withMsg("audit record not stored in etcd; it is in this log only"))
 	cancel()

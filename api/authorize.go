@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -27,6 +28,22 @@ func RequiredRole(method, path string) auth.Role {
 	return auth.RoleAdmin
 }
 
+// AuthorizeOption configures Authorize.
+type AuthorizeOption func(*authorizeOptions)
+
+type authorizeOptions struct {
+	log *slog.Logger
+}
+
+// WithRefusalLog makes Authorize log every refused request that could have
+// changed the cluster (any method but GET and HEAD), as the audit does the
+// ones let through: msg "audit", the caller if known, the status and why.
+// They are not stored in etcd: whoever is refused must not be able to fill
+// it.
+func WithRefusalLog(l *slog.Logger) AuthorizeOption {
+	return func(o *authorizeOptions) { o.log = l }
+}
+
 // Authorize lets a request through to next only if its caller's role
 // allows it (RequiredRole). The caller is the Identity already in the
 // request's context (fleetd puts one there for its unix socket), else who
@@ -38,7 +55,18 @@ func RequiredRole(method, path string) auth.Role {
 // when the request has no or unknown credentials (the message says what to
 // send); 403 when the caller's role does not allow the request (the
 // message names the caller, its role and the role needed).
-func Authorize(a *auth.Authenticator, next http.Handler) http.Handler {
+func Authorize(a *auth.Authenticator, next http.Handler, opts ...AuthorizeOption) http.Handler {
+	var o authorizeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	refuse := func(w http.ResponseWriter, r *http.Request, id auth.Identity, code int, msg string) {
+		if o.log != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			o.log.Info("audit", "identity", id.Name, "via", id.Via, "method", r.Method, "path", r.URL.Path,
+				"action", "refused", "status", code, "reason", msg)
+		}
+		writeError(w, code, msg)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := auth.FromContext(r.Context())
 		if !ok {
@@ -52,14 +80,14 @@ func Authorize(a *auth.Authenticator, next http.Handler) http.Handler {
 						challenge += `, error="invalid_token"`
 					}
 					w.Header().Set("WWW-Authenticate", challenge)
-					writeError(w, http.StatusUnauthorized, err.Error())
+					refuse(w, r, auth.Identity{Name: "unauthenticated"}, http.StatusUnauthorized, err.Error())
 					return
 				}
 			}
 			r = r.WithContext(auth.NewContext(r.Context(), id))
 		}
 		if need := RequiredRole(r.Method, r.URL.Path); !id.Role.Allows(need) {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("%s %s needs role %s; %s has role %s (authenticated by %s)",
+			refuse(w, r, id, http.StatusForbidden, fmt.Sprintf("%s %s needs role %s; %s has role %s (authenticated by %s)",
 				r.Method, r.URL.Path, need, id.Name, id.Role, id.Via))
 			return
 		}

@@ -164,7 +164,7 @@ func (sec apiSecurity) registryOptions() []api.RegistryOption {
 // callers on unix sockets known as root, and timeouts for slow clients.
 func newAPIServer(h http.Handler, sec apiSecurity, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler: api.Authorize(sec.authn, h),
+		Handler: api.Authorize(sec.authn, h, api.WithRefusalLog(log)),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if _, ok := c.(*net.UnixConn); ok {
 				// Only root and the fleet group can connect to the socket
