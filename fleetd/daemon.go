@@ -12,20 +12,15 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
 	"github.com/seed-a1ce88ea/fleet/agent"
 	"github.com/seed-a1ce88ea/fleet/agent/systemd"
 	"github.com/seed-a1ce88ea/fleet/api"
 	"github.com/seed-a1ce88ea/fleet/engine"
-	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
 	"github.com/seed-a1ce88ea/fleet/machine"
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
@@ -76,37 +71,12 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 		log.Warn("api_cert_file is a server-only certificate: this fleetd forwards status and journal requests to other machines without a certificate of its own, which they refuse unless open; issue it with fleetd tls cert create --peer", "file", cfg.APICertFile)
 	}
 
-	endpoints := cfg.EtcdServers
-	if len(endpoints) == 0 {
-		if err := os.MkdirAll(cfg.EmbeddedEtcdDir, 0o700); err != nil {
-			return fmt.Errorf("embedded etcd: %w", err)
-		}
-		srv, err := etcdserver.Start(ctx, etcdserver.Config{
-			DataDir: cfg.EmbeddedEtcdDir, ClientURLs: cfg.EmbeddedEtcdClientURLs, PeerURL: cfg.EmbeddedEtcdPeerURL,
-		})
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		endpoints = srv.Endpoints()
-		log.Info("embedded etcd started", "dir", cfg.EmbeddedEtcdDir, "endpoints", strings.Join(endpoints, ","))
-	}
 	m := newMetrics()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
-		DialOptions: []grpc.DialOption{
-			grpc.WithChainUnaryInterceptor(m.etcdInterceptor()),
-			// gRPC's default reconnect backoff grows to two minutes: after
-			// a long etcd outage this machine would come back long after
-			// its lease (TTL seconds) ran out, and its units would move.
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: cfg.EtcdRequestTimeout,
-			}),
-		}})
+	cli, closeEtcd, err := openEtcd(ctx, cfg, m.etcdInterceptor(), log)
 	if err != nil {
-		return fmt.Errorf("etcd client for %s: %w", strings.Join(endpoints, ","), err)
+		return err
 	}
-	defer cli.Close()
+	defer closeEtcd()
 	reg := registry.New(cli, registry.WithPrefix(cfg.EtcdKeyPrefix), registry.WithRequestTimeout(cfg.EtcdRequestTimeout))
 
 	me, err := describeMachine(cfg, version)

@@ -25,6 +25,18 @@ import (
 var version = "0.1.0-dev"
 
 func main() {
+	// fleetd tls makes certificates and needs no configuration, so it
+	// runs before any is loaded.
+	if len(os.Args) > 1 && os.Args[1] == "tls" {
+		if err := fleetd.TLSCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "fleetd:", err)
+			if errors.Is(err, fleetd.ErrUsage) {
+				os.Exit(2)
+			}
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := fleetd.LoadConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, fleetd.ErrVersion) {
 		fmt.Println("fleetd version", version)

@@ -124,7 +124,9 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	case o.EtcdDir != "":
 		gw := hc.GatewayIP()
 		c.etcd, err = etcdserver.Start(ctx, etcdserver.Config{DataDir: o.EtcdDir,
-			ClientURLs: []string{"http://" + gw + ":2379"}, PeerURL: "http://" + gw + ":2380", Fast: true})
+			ClientURLs: []string{"http://" + gw + ":2379"}, PeerURL: "http://" + gw + ":2380", Fast: true,
+			// The gateway address is on the test hosts' private bridge.
+			InsecureNonLoopback: true})
 		if err != nil {
 			return c, err
 		}
@@ -150,7 +152,9 @@ func (c *Cluster) startFleet(ctx context.Context, o Options) error {
 		if i == 0 && embedded {
 			delete(conf, "etcd_servers")
 			conf["embedded_etcd_client_urls"] = "http://127.0.0.1:2379,http://" + h.IP + ":2379"
-			conf["embedded_etcd_peer_url"] = "http://" + h.IP + ":2380"
+			// A single member has no peers to reach it; fleetd refuses a
+			// plain peer URL beyond loopback.
+			conf["embedded_etcd_peer_url"] = "http://127.0.0.1:2380"
 		}
 		for k, v := range o.Conf {
 			conf[k] = v
