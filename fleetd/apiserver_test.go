@@ -413,3 +413,23 @@ func TestAPIURLScheme(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "https://10.0.0.1:49153", m.APIURL)
 }
+
+// TestStreamsReachTheConnection checks that a handler behind fleetd's
+// metrics and Authorize can still lift the server's deadlines, as streamed
+// answers do: every wrapper of the ResponseWriter unwraps.
+func TestStreamsReachTheConnection(t *testing.T) {
+	m := newMetrics()
+	h := m.instrument(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		rc := http.NewResponseController(w)
+		if err := errors.Join(rc.SetWriteDeadline(time.Time{}), rc.SetReadDeadline(time.Time{})); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "deadlines lifted")
+	}))
+	l := listen(t, "tcp", "127.0.0.1:0")
+	serveAPI(t, apiSecurity{}, h, l)
+	a, err := get(t, &http.Client{Timeout: 10 * time.Second}, "GET", "http://"+l.Addr().String()+"/fleet/v1/events", "")
+	require.NoError(t, err)
+	require.Equal(t, answer{200, "deadlines lifted"}, a)
+}
