@@ -51,6 +51,11 @@ type Config struct {
 	UnitsDirectory          string        // units_directory
 	APISocket               string        // api_socket: unix socket path ("" = none unless socket-activated)
 	APIListen               string        // api_listen: optional TCP address host:port
+	APICertFile             string        // api_cert_file: TLS certificate of every TCP API listener, and this fleetd's towards others
+	APIKeyFile              string        // api_key_file: key of api_cert_file
+	APIClientCAFile         string        // api_client_ca_file: CA whose client (and peer) certificates the API accepts
+	APITokensFile           string        // api_tokens_file: bearer tokens, "NAME ROLE SECRET" per line; re-read on SIGHUP
+	APIInsecure             bool          // api_insecure: allow a TCP listener reachable from other machines without TLS and authentication
 	Verbosity               int           // verbosity: 0 info, 1+ debug
 }
 
@@ -145,6 +150,15 @@ func fields() []field {
 		{"units_directory", "where unit files are written for systemd", str(func(c *Config) *string { return &c.UnitsDirectory })},
 		{"api_socket", "unix socket of the HTTP API", str(func(c *Config) *string { return &c.APISocket })},
 		{"api_listen", "optional TCP address of the HTTP API (host:port)", str(func(c *Config) *string { return &c.APIListen })},
+		{"api_cert_file", "TLS certificate of the API's TCP listeners (a peer certificate also identifies this fleetd to others)", str(func(c *Config) *string { return &c.APICertFile })},
+		{"api_key_file", "key of api_cert_file", str(func(c *Config) *string { return &c.APIKeyFile })},
+		{"api_client_ca_file", "CA certificate that signs the client and peer certificates the API accepts", str(func(c *Config) *string { return &c.APIClientCAFile })},
+		{"api_tokens_file", "file of API bearer tokens, one NAME ROLE SECRET per line (re-read on SIGHUP)", str(func(c *Config) *string { return &c.APITokensFile })},
+		{"api_insecure", "allow a TCP API listener reachable from other machines without TLS and authentication: anyone who reaches it controls every machine", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.APIInsecure = b
+			return err
+		}},
 		{"verbosity", "log verbosity (0 info, 1 debug)", func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			c.Verbosity = n
