@@ -1,14 +1,23 @@
 # fleet: build, test, demo. Run as root on Debian 12 for test/demo (they boot
 # systemd-nspawn hosts and install the packages they need).
 GO        ?= go
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Semantic versions: the VERSION file's on its release tag (v$(RELEASE)),
+# else a pre-release of it with git describe as build metadata
+# (0.2.0-dev+v0.1.0-5-g3146401-dirty), which still parses as semver: an
+# engine never records a version that does not (a bare commit hash).
+RELEASE   := $(shell cat VERSION)
+DESCRIBE  := $(shell git describe --tags --always --dirty 2>/dev/null | tr -c '0-9A-Za-z.\n-' '-')
+VERSION   ?= $(if $(filter v$(RELEASE),$(shell git describe --tags --exact-match --dirty 2>/dev/null)),$(RELEASE),$(RELEASE)-dev$(if $(DESCRIBE),+$(DESCRIBE)))
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin
 export CGO_ENABLED := 0
 
-.PHONY: all build test functional lint demo demo-down deps clean bench bench-quick
+.PHONY: all build version test functional lint demo demo-down deps clean bench bench-quick
 
 all: build
+
+version:
+	@echo $(VERSION)
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/fleetd ./cmd/fleetd

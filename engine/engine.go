@@ -24,8 +24,10 @@ type Config struct {
 	ID string
 	// Version is this engine's version (fleetd's). The highest version that
 	// led the cluster is kept in etcd; an engine older than it never leads.
-	// A version that does not parse ("dev", a commit hash) is compared with
-	// nothing: such an engine may lead and is never recorded.
+	// A version that is not a semantic version ("dev", a commit hash, even
+	// one of digits only) is compared with nothing: such an engine may lead
+	// and is never recorded. A recorded version that does not parse counts
+	// as none. registry.ClearEngineVersion clears a wrong record.
 	Version string
 	// LeaderTTL bounds how long a dead leader keeps the lead; default 2s:
 	// etcd expires a lease up to a TTL after its last keepalive, checking
@@ -40,6 +42,22 @@ type Config struct {
 	// deciding and writing it took and how many placements it wrote or
 	// deleted (fleetd's metrics). It runs on the leader loop: keep it cheap.
 	OnPlan func(took time.Duration, placementOps int)
+	// GCInterval is the period of the leader's etcd hygiene: collect unit
+	// bodies nothing refers to, drop the schedules of machines absent for
+	// MachineGCAfter, compact etcd's history (see keepClean); default 5m,
+	// negative to turn it off.
+	GCInterval time.Duration
+	// MachineGCAfter bounds how long the schedule keeps placements for an
+	// absent machine (global and MachineID-pinned units keep theirs on
+	// purpose); default 24h.
+	MachineGCAfter time.Duration
+	// BodyGrace is how long a body must stay unreferenced, seen by two
+	// passes this far apart, before it is collected; default 1m.
+	BodyGrace time.Duration
+	// CompactRetention is how much of etcd's history the leader keeps when
+	// it compacts; default 15m, above etcd's 10-minute watch progress
+	// notifications so that a quiet watch resumes after a reconnect.
+	CompactRetention time.Duration
 }
 
 // Engine campaigns for leadership and, while leading, schedules units.
@@ -69,6 +87,7 @@ func New(cfg Config) *Engine {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	cfg.setHygieneDefaults()
 	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine"), unplaced: map[string]string{}}
 }
 
@@ -216,7 +235,8 @@ func sleep(ctx context.Context, d time.Duration) {
 // differs) or after a failed watch or write.
 func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	go func() {
 		select {
 		case <-lead.Done():
@@ -224,6 +244,9 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 		case <-ctx.Done():
 		}
 	}()
+	if e.cfg.GCInterval > 0 {
+		wg.Go(func() { e.keepClean(ctx, lead) })
+	}
 	reg := e.cfg.Registry
 	ticker := time.NewTicker(e.cfg.ReconcileInterval)
 	defer ticker.Stop()

@@ -459,3 +459,38 @@ func TestEngineReportsEachPlanWritten(t *testing.T) {
 		return plans >= 1 && ops == 2
 	}, 5*time.Second, 10*time.Millisecond, "OnPlan sees every placement written")
 }
+
+// TestEngineVersionDigitsOnly: a build whose version is a commit hash made
+// only of digits (git describe without tags) is no version: it never
+// claims the cluster, and when an older build recorded it, the record is
+// treated as absent, so a real engine leads and replaces it.
+func TestEngineVersionDigitsOnly(t *testing.T) {
+	reg := registry.New(etcdtest.Start(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	register(t, ctx, reg, "m1", nil, 5*time.Second)
+	start := func(version string) (*engine.Engine, context.CancelFunc) {
+		return startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e-" + version, Version: version,
+			LeaderTTL: time.Second, ReconcileInterval: 200 * time.Millisecond, GCInterval: -1})
+	}
+	stored := func() string {
+		v, _, err := reg.EngineVersion(ctx)
+		require.NoError(t, err)
+		return v
+	}
+
+	hash, stop := start("3146401")
+	require.Eventually(t, hash.Leading, 5*time.Second, 10*time.Millisecond)
+	require.Empty(t, stored(), "a commit hash is not recorded as a version")
+	stop()
+
+	// What an older fleetd with the digits-only version wrote.
+	lead, err := reg.Campaign(ctx, "old-build", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, reg.SetEngineVersion(ctx, lead, "3146401", 0))
+	require.NoError(t, lead.Resign(ctx))
+
+	rel, _ := start("0.2.0")
+	require.Eventually(t, rel.Leading, 5*time.Second, 10*time.Millisecond, "a stored version that does not parse locks nobody out")
+	require.Eventually(t, func() bool { return stored() == "0.2.0" }, 5*time.Second, 10*time.Millisecond)
+}

@@ -236,6 +236,7 @@ Version:
 		a.fdForwardCommand(),
 		a.completionCommand(),
 		a.versionCommand(),
+		a.resetEngineVersionCommand(),
 	)
 	addPrefixAliases(root)
 	return root

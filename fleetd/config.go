@@ -45,10 +45,17 @@ type Config struct {
 	AgentAtMostOnceDefault  bool          // agent_at_most_once_default: units without AtMostOnce= are at-most-once
 	EngineReconcileInterval time.Duration // engine_reconcile_interval
 	EngineLeaderTTL         time.Duration // engine_leader_ttl
+	MachineGCAfter          time.Duration // machine_gc_after: placements kept for an absent machine are dropped after this
+	EngineGCInterval        time.Duration // engine_gc_interval: period of the engine leader's etcd hygiene
 	DisableEngine           bool          // disable_engine
 	UnitsDirectory          string        // units_directory
 	APISocket               string        // api_socket: unix socket path ("" = none unless socket-activated)
 	APIListen               string        // api_listen: optional TCP address host:port
+	APICertFile             string        // api_cert_file: TLS certificate of every TCP API listener, and this fleetd's towards others
+	APIKeyFile              string        // api_key_file: key of api_cert_file
+	APIClientCAFile         string        // api_client_ca_file: CA whose client (and peer) certificates the API accepts
+	APITokensFile           string        // api_tokens_file: bearer tokens, "NAME ROLE SECRET" per line; re-read on SIGHUP
+	APIInsecure             bool          // api_insecure: allow a TCP listener reachable from other machines without TLS and authentication
 	Verbosity               int           // verbosity: 0 info, 1+ debug
 }
 
@@ -66,6 +73,8 @@ func DefaultConfig() Config {
 		AgentTTL:                5 * time.Second,
 		EngineReconcileInterval: 10 * time.Second,
 		EngineLeaderTTL:         2 * time.Second,
+		MachineGCAfter:          24 * time.Hour,
+		EngineGCInterval:        5 * time.Minute,
 		UnitsDirectory:          "/run/fleet/units",
 		APISocket:               "/var/run/fleet.sock",
 	}
@@ -131,6 +140,8 @@ func fields() []field {
 		}},
 		{"engine_reconcile_interval", "period of the engine's full reconcile (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineReconcileInterval })},
 		{"engine_leader_ttl", "engine leadership TTL (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineLeaderTTL })},
+		{"machine_gc_after", "drop the placements kept for a machine absent this long (global and MachineID-pinned units; seconds or duration)", dur(func(c *Config) *time.Duration { return &c.MachineGCAfter })},
+		{"engine_gc_interval", "period of the engine leader's etcd hygiene: unused unit bodies, long-absent machines, compaction (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineGCInterval })},
 		{"disable_engine", "never run the engine on this machine", func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			c.DisableEngine = b
@@ -139,6 +150,15 @@ func fields() []field {
 		{"units_directory", "where unit files are written for systemd", str(func(c *Config) *string { return &c.UnitsDirectory })},
 		{"api_socket", "unix socket of the HTTP API", str(func(c *Config) *string { return &c.APISocket })},
 		{"api_listen", "optional TCP address of the HTTP API (host:port)", str(func(c *Config) *string { return &c.APIListen })},
+		{"api_cert_file", "TLS certificate of the API's TCP listeners (a peer certificate also identifies this fleetd to others)", str(func(c *Config) *string { return &c.APICertFile })},
+		{"api_key_file", "key of api_cert_file", str(func(c *Config) *string { return &c.APIKeyFile })},
+		{"api_client_ca_file", "CA certificate that signs the client and peer certificates the API accepts", str(func(c *Config) *string { return &c.APIClientCAFile })},
+		{"api_tokens_file", "file of API bearer tokens, one NAME ROLE SECRET per line (re-read on SIGHUP)", str(func(c *Config) *string { return &c.APITokensFile })},
+		{"api_insecure", "allow a TCP API listener reachable from other machines without TLS and authentication: anyone who reaches it controls every machine", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.APIInsecure = b
+			return err
+		}},
 		{"verbosity", "log verbosity (0 info, 1 debug)", func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			c.Verbosity = n
@@ -203,6 +223,9 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 func (c Config) validate() error {
 	if c.AgentTTL < 2*time.Second {
 		return fmt.Errorf("%w: agent_ttl %s is below etcd's minimum lease of 2s", ErrUsage, c.AgentTTL)
+	}
+	if c.MachineGCAfter <= 0 || c.EngineGCInterval <= 0 {
+		return fmt.Errorf("%w: machine_gc_after and engine_gc_interval must be positive", ErrUsage)
 	}
 	if c.EtcdRequestTimeout <= 0 {
 		return fmt.Errorf("%w: etcd_request_timeout must be positive", ErrUsage)

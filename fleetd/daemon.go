@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -42,6 +44,33 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// The API's security is read first, and anew by every Run: a SIGHUP
+	// picks up a changed tokens file or renewed certificates, and a
+	// listener open to the network without them stops fleetd before it
+	// does anything.
+	sec, err := loadAPISecurity(cfg)
+	if err != nil {
+		return err
+	}
+	listeners := o.listeners
+	if listeners == nil {
+		if listeners, err = apiListeners(cfg); err != nil {
+			return err
+		}
+		// Shutdown closes them once served; this covers failing before.
+		defer func() {
+			for _, l := range listeners {
+				_ = l.Close()
+			}
+		}()
+	}
+	if err := sec.checkListeners(cfg, listeners, log); err != nil {
+		return err
+	}
+	if sec.peerCertMissing {
+		log.Warn("api_cert_file is a server-only certificate: this fleetd forwards status and journal requests to other machines without a certificate of its own, which they refuse unless open; issue it with fleetd tls cert create --peer", "file", cfg.APICertFile)
+	}
+
 	m := newMetrics()
 	cli, closeEtcd, err := openEtcd(ctx, cfg, m.etcdInterceptor(), log)
 	if err != nil {
@@ -62,12 +91,6 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	defer sd.Close()
 
-	listeners := o.listeners
-	if listeners == nil {
-		if listeners, err = apiListeners(cfg); err != nil {
-			return err
-		}
-	}
 	for _, l := range listeners {
 		if k, ok := l.(keptListener); ok {
 			if err := k.serve(); err != nil {
@@ -78,23 +101,21 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	var e *engine.Engine
 	if !cfg.DisableEngine {
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
-			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan})
+			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
+			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter})
 		m.watchCluster(reg, e)
 	} else {
 		m.watchCluster(reg, nil)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
-	mux.Handle("/", m.instrument(api.NewServer(api.NewRegistryClient(reg),
+	mux.Handle("/", m.instrument(api.NewServer(api.NewRegistryClient(reg, sec.registryOptions()...),
 		api.WithVersion(version), api.WithLocalMachine(me.ID, api.SystemdInspector{}), api.WithLogger(log))))
-	server := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	server := newAPIServer(mux, sec, log)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
-	for _, l := range listeners {
+	for _, l := range sec.wrap(listeners) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -234,10 +255,37 @@ func describeMachine(cfg Config, version string) (machine.Machine, error) {
 			h = ip
 		}
 		if h != "" {
-			m.APIURL = "http://" + net.JoinHostPort(h, port)
+			scheme := "http://"
+			if cfg.APICertFile != "" {
+				scheme = "https://"
+			}
+			m.APIURL = scheme + net.JoinHostPort(h, port)
 		}
 	}
 	return m, nil
+}
+
+// socketGroup may use fleetd's unix socket besides root, where it exists.
+const socketGroup = "fleet"
+
+// restrictSocket lets only root and the fleet group (if there is one)
+// connect to the API socket: whoever can is an admin of the cluster.
+func restrictSocket(path string) error {
+	if err := os.Chmod(path, 0o660); err != nil {
+		return fmt.Errorf("API socket %s: %w", path, err)
+	}
+	g, err := user.LookupGroup(socketGroup)
+	if err != nil {
+		return nil // no fleet group: root only
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("group %s has a non-numeric ID %q", socketGroup, g.Gid)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("API socket %s: give it to group %s: %w", path, socketGroup, err)
+	}
+	return nil
 }
 
 // apiListeners returns the socket-activated listeners (fleet.socket) if any,
@@ -266,6 +314,10 @@ func apiListeners(cfg Config) ([]net.Listener, error) {
 		l, err := net.Listen("unix", cfg.APISocket)
 		if err != nil {
 			return nil, fmt.Errorf("listen on API socket: %w", err)
+		}
+		if err := restrictSocket(cfg.APISocket); err != nil {
+			l.Close()
+			return nil, err
 		}
 		out = append(out, l)
 	}

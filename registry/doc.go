@@ -14,6 +14,7 @@
 //	P/metadata/<machine>           dynamic metadata JSON         no lease: kept across rejoin
 //	P/engine/leader/<lease>        concurrency.Election keys
 //	P/engine/version               highest engine version that led
+//	P/absent/<machine>             {"since"}                     machine with placements seen absent (leader)
 //
 // Why this shape: an agent watches only P/schedule/<its id>/, so a change for
 // one machine wakes one agent; a desired-state change rewrites a few bytes,

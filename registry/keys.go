@@ -38,6 +38,15 @@ func (k keys) state(machine, name string) string {
 func (k keys) unplaced() string                { return k.prefix + "unplaced/" }
 func (k keys) unplacedUnit(name string) string { return k.unplaced() + name }
 
+// Machines the engine leader saw absent while the schedule still held
+// placements for them (see Registry.AbsentMachines).
+func (k keys) absent() string                 { return k.prefix + "absent/" }
+func (k keys) absentMachine(id string) string { return k.absent() + id }
+
+// Audit records live under a lease (AuditTTL); their IDs sort by time.
+func (k keys) audit() string                { return k.prefix + "audit/" }
+func (k keys) auditRecord(id string) string { return k.audit() + id }
+
 func (k keys) election() string      { return k.prefix + "engine/leader" }
 func (k keys) engineVersion() string { return k.prefix + "engine/version" }
 

@@ -74,7 +74,9 @@ func (r *Registry) Register(ctx context.Context, m machine.Machine, ttl time.Dur
 			return nil, fmt.Errorf("register machine %s: grant lease: %w", m.ID, err)
 		}
 		tr, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
-			[]clientv3.Op{clientv3.OpPut(key, mustJSON(m), clientv3.WithLease(g.ID))})
+			// A machine back forgets its absence: if it leaves again, its
+			// schedule is kept for machine_gc_after from then.
+			[]clientv3.Op{clientv3.OpPut(key, mustJSON(m), clientv3.WithLease(g.ID)), clientv3.OpDelete(r.keys.absentMachine(m.ID))})
 		if err != nil {
 			return nil, fmt.Errorf("register machine %s: %w", m.ID, err)
 		}
