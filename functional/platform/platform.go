@@ -221,16 +221,13 @@ func (c *Cluster) startFleet(ctx context.Context, o Options) error {
 }
 
 // FleetConf returns the fleet.conf keys of host h: etcd_servers, public_ip,
-// api_listen (h's IP, APIPort), metadata=hostname=<h's name> and
-// api_insecure=true: the API is plain and open on the test network, which
-// fleetd refuses without it (a secured cluster overrides it with the TLS
-// and token keys).
+// api_listen (h's IP, APIPort) and metadata=hostname=<h's name>.
+// InstallFleet adds the security keys.
 func (c *Cluster) FleetConf(h *hosts.Host) map[string]string {
 	return map[string]string{
 		"etcd_servers": c.EtcdServers,
 		"public_ip":    h.IP,
 		"api_listen":   h.IP + ":" + APIPort,
-		"api_insecure": "true",
 		"metadata":     "hostname=" + h.Name,
 	}
 }
