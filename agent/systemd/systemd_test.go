@@ -369,7 +369,7 @@ func TestCoalesce(t *testing.T) {
 	defer cancel()
 	go func() {
 		defer close(done)
-		coalesce(ctx, sigs, out)
+		coalesce(ctx, nil, sigs, out)
 	}()
 	// Nobody reads until every signal is in: a waits once, in first place.
 	require.Eventually(t, func() bool { return len(sigs) == 0 }, time.Second, time.Millisecond)
