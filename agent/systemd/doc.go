@@ -16,7 +16,8 @@
 //     ListUnitsByNames call.
 //   - Subscribe turns systemd's PropertiesChanged signals into unit names: "re-read
 //     this unit". It never carries a state and never polls.
-//
+//   - HostUnit tells whether a name is already a unit of the host's own (a
+//     file outside UnitsDir, a masked unit): fleet must not shadow those.
 //   - A Manager survives systemd restarting itself (daemon-reexec, which a
 //     systemd package upgrade runs, and daemon-reload storms): it notices a
 //     lost connection (closed, or on a bus systemd's name losing its owner),

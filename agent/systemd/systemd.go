@@ -63,6 +63,7 @@ type Manager struct {
 	direct   bool // private socket: systemd sends every signal, there is no bus to add matches to
 	unitsDir string
 	fsDir    string          // unitsDir as this process sees it
+	fsRoot   string          // Config.FSRoot
 	life     context.Context // ends with Close; bounds every connection
 	cancel   context.CancelFunc
 	log      *slog.Logger
@@ -87,6 +88,7 @@ func Connect(ctx context.Context, cfg Config) (*Manager, error) {
 	m := &Manager{
 		unitsDir: path.Clean(cfg.UnitsDir),
 		fsDir:    filepath.Join(cfg.FSRoot, filepath.FromSlash(cfg.UnitsDir)),
+		fsRoot:   cfg.FSRoot,
 		direct:   cfg.BusAddress == "",
 		log:      newLogger(cfg.Log).With("component", "systemd"),
 		ready:    make(chan struct{}),
