@@ -401,20 +401,25 @@ func TestPrivateSocket(t *testing.T) {
 		inHost(t)
 		return
 	}
+	runInHost(t)
+}
+
+// runInHost runs t's test in a copy of this test binary inside the host.
+func runInHost(t *testing.T) {
 	h := hosttest.Host(t)
 	self, err := os.Executable()
 	require.NoError(t, err)
 	b, err := os.ReadFile(self)
 	require.NoError(t, err)
-	const bin = "/tmp/agent-systemd.test"
+	bin := "/tmp/agent-systemd-" + strings.ToLower(t.Name()) + ".test"
 	require.NoError(t, os.WriteFile(h.Path(bin), b, 0o755))
 	defer os.Remove(h.Path(bin))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := h.Exec(ctx, "env", inHostEnv+"=1", bin, "-test.run=^TestPrivateSocket$", "-test.v")
+	out, err := h.Exec(ctx, "env", inHostEnv+"=1", bin, "-test.run=^"+t.Name()+"$", "-test.v")
 	t.Logf("inside %s:\n%s", h.Name, out)
 	require.NoError(t, err)
-	require.Contains(t, string(out), "--- PASS: TestPrivateSocket")
+	require.Contains(t, string(out), "--- PASS: "+t.Name())
 }
 
 func inHost(t *testing.T) {
