@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	log = log.With("machine", me.ID)
 
-	sd, err := systemd.Connect(ctx, systemd.Config{UnitsDir: cfg.UnitsDirectory})
+	sd, err := systemd.Connect(ctx, systemd.Config{UnitsDir: cfg.UnitsDirectory, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect to systemd (is systemd PID 1 here, and fleetd root?): %w", err)
 	}

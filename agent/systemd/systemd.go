@@ -38,7 +38,10 @@ type Config struct {
 	// agent running on the host it manages.
 	BusAddress string
 	// UnitsDir is the directory of unit files as systemd sees it, so the
-	// paths given to LinkUnitFiles. Default DefaultUnitsDir. Must be absolute.
+	// paths given to LinkUnitFiles. Default DefaultUnitsDir. Must be
+	// absolute, and a directory of fleet's own: not one of systemd's unit
+	// directories nor above one (Connect refuses /etc/systemd/system, /run,
+	// /...).
 	UnitsDir string
 	// FSRoot prefixes every file operation: "" normally, "/proc/<pid>/root"
 	// to put files inside a container whose systemd is driven from outside.
@@ -82,8 +85,8 @@ func Connect(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.UnitsDir == "" {
 		cfg.UnitsDir = DefaultUnitsDir
 	}
-	if !path.IsAbs(cfg.UnitsDir) {
-		return nil, fmt.Errorf("connect to systemd: UnitsDir %q is not an absolute path", cfg.UnitsDir)
+	if err := checkUnitsDir(cfg.UnitsDir); err != nil {
+		return nil, fmt.Errorf("connect to systemd: %w", err)
 	}
 	m := &Manager{
 		unitsDir: path.Clean(cfg.UnitsDir),
