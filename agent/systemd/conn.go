@@ -34,9 +34,9 @@ var ErrClosed = errors.New("systemd manager closed")
 // session is one connection to one run of systemd: go-systemd's Conn (a
 // connection for calls and one for job signals) and what tells that they
 // are lost. A daemon-reexec closes every connection to the private socket;
-// on a bus the connections stay, but systemd leaves the bus and its job
-// signals of the old run are not ours to rely on: either way the session
-// is lost and a new one is dialed.
+// on a bus the connections stay, but systemd's name passes to the new run's
+// connection: the new run takes over the old one's jobs and subscribers,
+// but fleet does not rely on that, and treats it as a loss like the other.
 type session struct {
 	conn *sddbus.Conn
 	sys  *dbus.Conn // conn's call connection, for calls go-systemd lacks
@@ -144,10 +144,9 @@ func (m *Manager) dialSession(ctx, connCtx context.Context) (*session, error) {
 		// systemd answers: a bus does not hold its name while it
 		// re-executes, and on the private socket the new run accepts
 		// only once it is up.
-		_, err = c.GetManagerProperty("Version")
-		if ctx.Err() != nil {
-			err = errors.Join(err, ctx.Err())
-		}
+		var v dbus.Variant
+		err = s.sys.Object(systemdName, "/org/freedesktop/systemd1").CallWithContext(ctx,
+			"org.freedesktop.DBus.Properties.Get", 0, "org.freedesktop.systemd1.Manager", "Version").Store(&v)
 	}
 	if err != nil {
 		c.Close()
@@ -158,7 +157,7 @@ func (m *Manager) dialSession(ctx, connCtx context.Context) (*session, error) {
 }
 
 // watch marks s lost when one of its connections closes or, on a bus
-// (nameSigs not nil), when systemd's name loses its owner.
+// (nameSigs not nil), when systemd's name changes owner.
 func watch(s *session, sig *dbus.Conn, nameSigs <-chan *dbus.Signal) {
 	defer s.markLost()
 	for {
@@ -174,7 +173,10 @@ func watch(s *session, sig *dbus.Conn, nameSigs <-chan *dbus.Signal) {
 				return
 			}
 			var name, prev, next string
-			if dbus.Store(sg.Body, &name, &prev, &next) == nil && name == systemdName && next == "" {
+			// A re-executed systemd connects to the bus before it closes
+			// the old run's connection, so its name changes owner without
+			// ever being free: a new owner is a new run too.
+			if dbus.Store(sg.Body, &name, &prev, &next) == nil && name == systemdName && next != prev {
 				return
 			}
 		}

@@ -20,7 +20,7 @@
 //     file outside UnitsDir, a masked unit): fleet must not shadow those.
 //   - A Manager survives systemd restarting itself (daemon-reexec, which a
 //     systemd package upgrade runs, and daemon-reload storms): it notices a
-//     lost connection (closed, or on a bus systemd's name losing its owner),
+//     lost connection (closed, or on a bus systemd's name changing owner),
 //     dials systemd again with backoff (20 ms doubling to 1 s), and calls
 //     made meanwhile wait for it. A job queued before the loss is found
 //     again by its ID and waited for on the new connection. Subscriptions
