@@ -54,11 +54,14 @@ type item struct {
 	scheduled bool
 	log       *slog.Logger
 
-	enable  bool          // its file is being linked and has an [Install] section to enable
-	refused string        // why the unit is left alone: a unit of the host's has its name (hostunit.go)
-	busy    *job          // a job of the unit is running
-	err     error         // first failed step; the unit is retried
-	slow    time.Duration // with err: retry after this instead of backing off
+	enable bool          // its file is being linked and has an [Install] section to enable
+	busy   *job          // a job of the unit is running
+	err    error         // first failed step; the unit is retried
+	slow   time.Duration // with err: retry after this instead of backing off
+
+	// refused says why the unit is left alone: a unit of the host's own
+	// has its name (see hostunit.go).
+	refused string
 }
 
 func (it *item) fail(err error) {
