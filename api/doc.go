@@ -14,7 +14,9 @@
 //     tokens; plus extensions: a unit's `systemctl status` text, its journal
 //     (streamed with ?follow=true) and a stream of cluster events;
 //   - Inspector, the machine-local source of status and journal, and
-//     SystemdInspector, which runs systemctl and journalctl.
+//     SystemdInspector, which runs systemctl and journalctl;
+//     RefusingInspector answers instead for units the machine's agent
+//     refuses (a unit of the host's own has the name).
 //
 // Validation of names, options and target states lives in the Client
 // implementations, not in HTTP handlers: the registry client refuses what

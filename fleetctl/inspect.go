@@ -92,25 +92,9 @@ Patterns select submitted units: fleetctl status 'web@*'`,
 			if output.value == outputJSON {
 				return a.statusJSON(ctx, c, names)
 			}
-			states, err := c.UnitStates(ctx, api.StateFilter{UnitNames: names})
-			if err != nil {
-				return err
-			}
 			var errs []error
 			printed := false
 			for _, name := range names {
-				// A refused unit's machine would show the host's unit of
-				// that name: say why instead.
-				if why, all := refusals(states, name); len(why) > 0 {
-					if printed {
-						fmt.Fprintln(a.stdout)
-					}
-					fmt.Fprintln(a.stdout, strings.Join(why, "\n"))
-					printed = true
-					if all {
-						continue
-					}
-				}
 				text, err := c.UnitStatus(ctx, name)
 				if err != nil {
 					errs = append(errs, err)
@@ -163,11 +147,8 @@ func (a *app) statusJSON(ctx context.Context, c api.Client, names []string) erro
 			}
 		}
 		// A unit that is not scheduled, or whose machine does not answer, is
-		// still reported: the error says why there is no status text. A
-		// refused unit's machine would show the host's unit of that name.
-		if why, all := refusals(states, name); all {
-			st.Error = strings.Join(why, "; ")
-		} else if st.Status, err = c.UnitStatus(ctx, name); err != nil {
+		// still reported: the error says why there is no status text.
+		if st.Status, err = c.UnitStatus(ctx, name); err != nil {
 			st.Error = err.Error()
 		}
 		out = append(out, st)
@@ -278,21 +259,4 @@ func (a *app) versionCommand() *cobra.Command {
 			return err
 		},
 	}
-}
-
-// refusals returns a line for every machine whose agent refuses to run
-// unit name (a unit of the host's own has its name), and whether every
-// machine with a state of it does.
-func refusals(states []*api.UnitState, name string) (lines []string, all bool) {
-	n := 0
-	for _, s := range states {
-		if s.Name != name {
-			continue
-		}
-		n++
-		if s.Reason != "" {
-			lines = append(lines, fmt.Sprintf("%s on machine %s: %s", name, s.MachineID, s.Reason))
-		}
-	}
-	return lines, n > 0 && len(lines) == n
 }

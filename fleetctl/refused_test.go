@@ -11,10 +11,13 @@ import (
 )
 
 // TestRefusedUnit: a unit the machine's agent refuses (the host has a unit
-// of that name) shows why in list-units and status, and status does not
-// print the host's unit of that name.
+// of that name) shows why in list-units, status and journal, which do not
+// show the host's unit of that name (the machine's fleetd answers with
+// api.RefusingInspector).
 func TestRefusedUnit(t *testing.T) {
-	h := newHarness(t, "api", api.WithLocalMachine(m1, fakeInspector{}))
+	h := newHarness(t, "api")
+	h.socket = serveUnix(t, api.NewServer(api.NewRegistryClient(h.reg),
+		api.WithLocalMachine(m1, api.RefusingInspector(fakeInspector{}, api.NewRegistryClient(h.reg), m1))))
 	h.addMachine(m1, "10.0.0.3", nil)
 	dir := t.TempDir()
 	require.NoError(t, h.run("submit", writeUnit(t, dir, "ssh.service", helloUnit)).err)
@@ -34,17 +37,19 @@ func TestRefusedUnit(t *testing.T) {
 	require.NoError(t, r.err)
 	require.Equal(t, "ssh.service on machine "+m1+": "+reason+"\n", r.stdout, "the host's ssh.service is not shown")
 
+	r = h.run("journal", "ssh")
+	require.Error(t, r.err)
+	require.ErrorContains(t, r.err, reason)
+
 	r = h.run("status", "-o", "json", "ssh")
 	require.NoError(t, r.err)
 	var out []struct {
 		Status string
-		Error  string
 		States []api.UnitState
 	}
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
 	require.Len(t, out, 1)
-	require.Empty(t, out[0].Status)
-	require.Contains(t, out[0].Error, reason)
+	require.Contains(t, out[0].Status, reason)
 	require.Len(t, out[0].States, 1)
 	require.Equal(t, reason, out[0].States[0].Reason)
 }

@@ -116,7 +116,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
 	mux.Handle("/", m.instrument(api.NewServer(api.NewRegistryClient(reg),
-		api.WithVersion(version), api.WithLocalMachine(me.ID, api.SystemdInspector{}), api.WithLogger(log))))
+		api.WithVersion(version), api.WithLocalMachine(me.ID, api.RefusingInspector(api.SystemdInspector{}, api.NewRegistryClient(reg), me.ID)), api.WithLogger(log))))
 	server := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
