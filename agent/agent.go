@@ -52,6 +52,7 @@ type UnitManager interface {
 	RestartUnit(ctx context.Context, name string) (string, error)
 	ResetFailedUnit(ctx context.Context, name string) error
 	UnitStates(ctx context.Context, names ...string) (map[string]systemd.UnitState, error)
+	HostUnit(ctx context.Context, name string) (string, error)
 }
 
 var _ UnitManager = (*systemd.Manager)(nil)

@@ -58,6 +58,10 @@ type item struct {
 	busy   *job          // a job of the unit is running
 	err    error         // first failed step; the unit is retried
 	slow   time.Duration // with err: retry after this instead of backing off
+
+	// refused says why the unit is left alone: a unit of the host's own
+	// has its name (see hostunit.go).
+	refused string
 }
 
 func (it *item) fail(err error) {
@@ -98,7 +102,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 	// that changed.
 	var link []*item
 	for _, it := range items {
-		if !it.scheduled || it.busy != nil || it.err != nil {
+		if !it.scheduled || it.busy != nil || it.err != nil || a.refuseHostUnit(ctx, it) {
 			continue
 		}
 		body, err := a.body(ctx, it.want.Hash)
@@ -128,7 +132,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 	// batches (systemd's signals) need none.
 	var pending []*item
 	for _, it := range items {
-		if it.scheduled && it.busy == nil && it.err == nil &&
+		if it.scheduled && it.busy == nil && it.err == nil && it.refused == "" &&
 			(a.applied[it.name] != it.want || a.restart[it.name]) {
 			pending = append(pending, it)
 		}
@@ -149,6 +153,8 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			if it.busy.act != actUnload {
 				publish = append(publish, it)
 			}
+		case it.refused != "":
+			publish = append(publish, it)
 		case !it.scheduled:
 			a.startJob(ctx, it, &job{act: actUnload, known: a.known(it.name)})
 		default:
@@ -426,6 +432,11 @@ func (a *Agent) known(name string) bool {
 // failure, remove its file and its published state. Each step is a no-op
 // when already done, so a unit that was never here is fine.
 func (a *Agent) unload(ctx context.Context, name string) error {
+	if where, err := a.sd.HostUnit(ctx, name); err != nil {
+		return err
+	} else if where != "" {
+		return a.forgetHostUnit(ctx, name)
+	}
 	jctx, cancel := context.WithTimeout(ctx, jobTimeout)
 	res, err := a.sd.StopUnit(jctx, name)
 	cancel()
@@ -472,6 +483,9 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 		s := registry.UnitState{
 			Name: it.name, Machine: a.machine, Hash: hash,
 			LoadState: st.LoadState, ActiveState: st.ActiveState, SubState: st.SubState,
+		}
+		if it.refused != "" {
+			s = refusedState(s, it.refused)
 		}
 		if a.published[it.name] == s {
 			continue

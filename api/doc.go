@@ -15,6 +15,8 @@
 //     (streamed with ?follow=true) and a stream of cluster events;
 //   - Inspector, the machine-local source of status and journal, and
 //     SystemdInspector, which runs systemctl and journalctl;
+//     RefusingInspector answers instead for units the machine's agent
+//     refuses (a unit of the host's own has the name);
 //   - Authorize, the middleware that lets a request through only if its
 //     caller's role (package api/auth) allows it (RequiredRole: reads need
 //     read, everything else admin), answering 401 or 403 otherwise.

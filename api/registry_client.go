@@ -255,6 +255,7 @@ func (c *registryClient) UnitStates(ctx context.Context, f StateFilter) ([]*Unit
 			SystemdLoadState:   s.LoadState,
 			SystemdActiveState: s.ActiveState,
 			SystemdSubState:    s.SubState,
+			Reason:             s.Reason,
 		}
 	}
 	sortStates(out)

@@ -37,6 +37,11 @@ type UnitState struct {
 	SystemdLoadState   string `json:"systemdLoadState"`
 	SystemdActiveState string `json:"systemdActiveState"`
 	SystemdSubState    string `json:"systemdSubState"`
+	// Reason is fleet's extension of the v1 schema: why the machine's
+	// agent does not run the unit although it is scheduled there (a unit
+	// of the host's own has its name; the states then read
+	// error/failed/refused). Omitted when empty.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Machine is a present member of the cluster.

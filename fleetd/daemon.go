@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	log = log.With("machine", me.ID)
 
-	sd, err := systemd.Connect(ctx, systemd.Config{UnitsDir: cfg.UnitsDirectory})
+	sd, err := systemd.Connect(ctx, systemd.Config{UnitsDir: cfg.UnitsDirectory, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect to systemd (is systemd PID 1 here, and fleetd root?): %w", err)
 	}
@@ -109,8 +109,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
-	mux.Handle("/", m.instrument(api.NewServer(api.NewRegistryClient(reg, sec.registryOptions()...),
-		api.WithVersion(version), api.WithLocalMachine(me.ID, api.SystemdInspector{}), api.WithLogger(log))))
+	client := api.NewRegistryClient(reg, sec.registryOptions()...)
+	mux.Handle("/", m.instrument(api.NewServer(client,
+		api.WithVersion(version), api.WithLocalMachine(me.ID, api.RefusingInspector(api.SystemdInspector{}, client, me.ID)), api.WithLogger(log))))
 	server := newAPIServer(mux, sec, log)
 
 	var wg sync.WaitGroup
