@@ -54,7 +54,7 @@ func NewSecurity(dir string, etcdIPs []string) (*Security, error) {
 		return nil, fmt.Errorf("security: %w", err)
 	}
 	s := &Security{Dir: dir, CAFile: filepath.Join(dir, "ca.pem")}
-	certPEM, keyPEM, err := pki.CreateCA("fleet test CA", certValidity)
+	certPEM, keyPEM, err := pki.CreateCA("fleet test CA", 2*certValidity) // outlives what it signs
 	if err != nil {
 		return nil, fmt.Errorf("security: %w", err)
 	}
