@@ -146,7 +146,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			return nil, fmt.Errorf("cluster credentials: %w", err)
 		}
 		var err error
-		if sec, err = NewSecurity(dir, o.Hosts.EtcdIPs()); err != nil {
+		if sec, err = NewSecurity(dir, o.Hosts.EtcdCertHosts()); err != nil {
 			return nil, err
 		}
 		o.Hosts.EtcdTLS = sec.EtcdTLS

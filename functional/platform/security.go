@@ -48,8 +48,9 @@ type Security struct {
 }
 
 // NewSecurity makes the CA, the admin client certificate, the tokens and,
-// for etcd members at etcdIPs, their certificate, in dir.
-func NewSecurity(dir string, etcdIPs []string) (*Security, error) {
+// for etcd members, their certificate for etcdHosts
+// (hosts.Config.EtcdCertHosts), in dir.
+func NewSecurity(dir string, etcdHosts []string) (*Security, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("security: %w", err)
 	}
@@ -79,8 +80,8 @@ func NewSecurity(dir string, etcdIPs []string) (*Security, error) {
 	if err := writeFiles(map[string][]byte{s.AdminTokenFile: []byte(s.AdminToken + "\n"), s.ReadTokenFile: []byte(s.ReadToken + "\n")}); err != nil {
 		return nil, err
 	}
-	if len(etcdIPs) > 0 {
-		cert, key, err := s.issue("etcd", pki.CertRequest{Kind: pki.Peer, CommonName: "etcd", Hosts: etcdIPs})
+	if len(etcdHosts) > 1 {
+		cert, key, err := s.issue("etcd", pki.CertRequest{Kind: pki.Peer, CommonName: "etcd", Hosts: etcdHosts})
 		if err != nil {
 			return nil, err
 		}

@@ -163,15 +163,17 @@ func machineID(name string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// EtcdIPs returns the addresses the members of c's etcd cluster will have, e1 first: what their
-// certificates must name (Config.EtcdTLS).
-func (c Config) EtcdIPs() []string {
+// EtcdCertHosts returns the addresses a certificate of c's etcd members (Config.EtcdTLS) must
+// name: every member's, and the bridge's, because the members run on the machine, not in hosts, so
+// their connections to each other leave from the bridge's address, and etcd checks a peer's
+// certificate against the address it connects from.
+func (c Config) EtcdCertHosts() []string {
 	if c.Subnet == "" {
 		c.Subnet = DefaultSubnet
 	}
-	ips := make([]string, c.Etcd)
-	for i := range ips {
-		ips[i] = c.etcdIP(i + 1)
+	ips := []string{c.gatewayIP()}
+	for i := range c.Etcd {
+		ips = append(ips, c.etcdIP(i+1))
 	}
 	return ips
 }
