@@ -145,8 +145,12 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		} else if err := os.RemoveAll(dir); err != nil {
 			return nil, fmt.Errorf("cluster credentials: %w", err)
 		}
+		var etcdHosts []string
+		if o.Hosts.Etcd > 0 {
+			etcdHosts = o.Hosts.EtcdCertHosts()
+		}
 		var err error
-		if sec, err = NewSecurity(dir, o.Hosts.EtcdCertHosts()); err != nil {
+		if sec, err = NewSecurity(dir, etcdHosts); err != nil {
 			return nil, err
 		}
 		o.Hosts.EtcdTLS = sec.EtcdTLS

@@ -80,7 +80,7 @@ func NewSecurity(dir string, etcdHosts []string) (*Security, error) {
 	if err := writeFiles(map[string][]byte{s.AdminTokenFile: []byte(s.AdminToken + "\n"), s.ReadTokenFile: []byte(s.ReadToken + "\n")}); err != nil {
 		return nil, err
 	}
-	if len(etcdHosts) > 1 {
+	if len(etcdHosts) > 0 {
 		cert, key, err := s.issue("etcd", pki.CertRequest{Kind: pki.Peer, CommonName: "etcd", Hosts: etcdHosts})
 		if err != nil {
 			return nil, err
