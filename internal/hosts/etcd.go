@@ -213,7 +213,7 @@ func (m *EtcdMember) Start(ctx context.Context) error {
 func (m *EtcdMember) waitListening(ctx context.Context, done <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, etcdReadyTimeout)
 	defer cancel()
-	addr := strings.TrimPrefix(m.ClientURL, "http://")
+	addr := strings.TrimPrefix(strings.TrimPrefix(m.ClientURL, "http://"), "https://")
 	for {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
