@@ -244,6 +244,9 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 		case <-ctx.Done():
 		}
 	}()
+	if err := e.ensureIndex(ctx, lead); err != nil {
+		return err
+	}
 	if e.cfg.GCInterval > 0 {
 		wg.Go(func() { e.keepClean(ctx, lead) })
 	}
@@ -276,6 +279,27 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// ensureIndex completes the unit->placement index before this term writes
+// the schedule: a cluster last led by an engine without it (or an index left
+// inconsistent) is rebuilt; until then API readers list the schedule. It
+// retries until it succeeds, the lead is lost (ErrNotLeader) or ctx ends.
+func (e *Engine) ensureIndex(ctx context.Context, lead *registry.Leadership) error {
+	for {
+		rebuilt, err := e.cfg.Registry.EnsurePlacementIndex(ctx, lead)
+		if err == nil {
+			if rebuilt {
+				e.log.Info("rebuilt the unit->placement index")
+			}
+			return nil
+		}
+		if errors.Is(err, registry.ErrNotLeader) || ctx.Err() != nil {
+			return err
+		}
+		e.log.Warn("placement index; retrying", "err", err)
+		sleep(ctx, time.Second)
+	}
 }
 
 // leaderState is what one leadership term knows: the scheduler, and what
