@@ -69,6 +69,8 @@ type Engine struct {
 	leading  bool
 	unplaced map[string]string
 
+	countReq chan chan Counts // Counts asks the leader loop, which owns the model
+
 	refusedFor string // cluster version last logged as refusing this engine
 	warnedFor  string // cluster version last logged as not comparable
 }
@@ -88,7 +90,7 @@ func New(cfg Config) *Engine {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	cfg.setHygieneDefaults()
-	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine"), unplaced: map[string]string{}}
+	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine"), unplaced: map[string]string{}, countReq: make(chan chan Counts)}
 }
 
 // Leading reports whether this engine currently leads.
@@ -564,6 +566,9 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 			return ctx.Err()
 		case <-tick:
 			return nil
+		case reply := <-e.countReq:
+			reply <- st.counts()
+			continue
 		case ev, ok := <-unitEvents:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
