@@ -69,6 +69,8 @@ type Engine struct {
 	leading  bool
 	unplaced map[string]string
 
+	countReq chan chan Counts // Counts asks the leader loop, which owns the model
+
 	refusedFor string // cluster version last logged as refusing this engine
 	warnedFor  string // cluster version last logged as not comparable
 }
@@ -88,7 +90,7 @@ func New(cfg Config) *Engine {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	cfg.setHygieneDefaults()
-	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine"), unplaced: map[string]string{}}
+	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine"), unplaced: map[string]string{}, countReq: make(chan chan Counts)}
 }
 
 // Leading reports whether this engine currently leads.
@@ -244,6 +246,9 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 		case <-ctx.Done():
 		}
 	}()
+	if err := e.ensureIndex(ctx, lead); err != nil {
+		return err
+	}
 	if e.cfg.GCInterval > 0 {
 		wg.Go(func() { e.keepClean(ctx, lead) })
 	}
@@ -276,6 +281,27 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// ensureIndex completes the unit->placement index before this term writes
+// the schedule: a cluster last led by an engine without it (or an index left
+// inconsistent) is rebuilt; until then API readers list the schedule. It
+// retries until it succeeds, the lead is lost (ErrNotLeader) or ctx ends.
+func (e *Engine) ensureIndex(ctx context.Context, lead *registry.Leadership) error {
+	for {
+		rebuilt, err := e.cfg.Registry.EnsurePlacementIndex(ctx, lead)
+		if err == nil {
+			if rebuilt {
+				e.log.Info("rebuilt the unit->placement index")
+			}
+			return nil
+		}
+		if errors.Is(err, registry.ErrNotLeader) || ctx.Err() != nil {
+			return err
+		}
+		e.log.Warn("placement index; retrying", "err", err)
+		sleep(ctx, time.Second)
+	}
 }
 
 // leaderState is what one leadership term knows: the scheduler, and what
@@ -540,6 +566,9 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 			return ctx.Err()
 		case <-tick:
 			return nil
+		case reply := <-e.countReq:
+			reply <- st.counts()
+			continue
 		case ev, ok := <-unitEvents:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)

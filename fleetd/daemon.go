@@ -103,9 +103,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
 			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
 			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter})
-		m.watchCluster(reg, e)
+		m.watchCluster(reg, e, me.ID)
 	} else {
-		m.watchCluster(reg, nil)
+		m.watchCluster(reg, nil, me.ID)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
