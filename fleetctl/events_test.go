@@ -52,7 +52,8 @@ func TestEventsCommand(t *testing.T) {
 			h.publish(m1, "hello.service", "loaded", "active", "running")
 			h.setUnplaced("ssd.service", "no machine has metadata disk=ssd")
 
-			want := []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted, api.EventUnitTarget,
+			// start submits a new unit in state launched: one event.
+			want := []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted,
 				api.EventLeaderChanged, api.EventUnitPlaced, api.EventUnitState, api.EventUnitUnplaceable}
 			var events []api.Event
 			require.Eventually(t, func() bool {
@@ -69,8 +70,10 @@ func TestEventsCommand(t *testing.T) {
 				types = append(types, e.Type)
 			}
 			require.Equal(t, want, types)
-			require.Equal(t, api.Event{Type: api.EventUnitState, Time: events[6].Time, Revision: events[6].Revision,
-				Unit: "hello.service", MachineID: m1, To: "active/running"}, events[6])
+			require.Equal(t, api.Event{Type: api.EventUnitSubmitted, Time: events[2].Time, Revision: events[2].Revision,
+				Unit: "hello.service", To: "launched"}, events[2])
+			require.Equal(t, api.Event{Type: api.EventUnitState, Time: events[5].Time, Revision: events[5].Revision,
+				Unit: "hello.service", MachineID: m1, To: "active/running"}, events[5])
 			require.NoError(t, stop(), "interrupting the stream is how it ends")
 		})
 	}
