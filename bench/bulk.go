@@ -69,6 +69,9 @@ type BulkFigures struct {
 	// as fleet placed them, one daemon-reload and one `systemctl start
 	// --no-block` per host, all hosts at once, until every unit is active.
 	Baseline time.Duration
+	// BaselineReload and BaselineStart: the last host's daemon-reload, and
+	// its systemctl start --no-block, returned.
+	BaselineReload, BaselineStart time.Duration
 	// Split is how many units each host ran.
 	Split []int
 	// Exec is what running one command in a host costs (nsenter); Submit
@@ -234,18 +237,24 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, fleetV1 string, r *BulkRe
 	t = time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(hs))
+	reloaded := make([]time.Time, len(hs))
+	started := make([]time.Time, len(hs))
 	for i, h := range hs {
-		wg.Go(func() { errs[i] = systemdStart(ctx, h, base[h.Name], baseBodies) })
+		wg.Go(func() { reloaded[i], started[i], errs[i] = systemdStart(ctx, h, base[h.Name], baseBodies) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	for i := range hs {
+		f.BaselineReload = max(f.BaselineReload, reloaded[i].Sub(t))
+		f.BaselineStart = max(f.BaselineStart, started[i].Sub(t))
+	}
 	if _, at, err = w.wait(5 * time.Minute); err != nil {
 		return nil, fmt.Errorf("systemd alone: %w", err)
 	}
 	f.Baseline = at.Sub(t)
-	log.Info("systemd alone: all active", "took", f.Baseline)
+	log.Info("systemd alone: all active", "took", f.Baseline, "reloaded", f.BaselineReload, "started", f.BaselineStart)
 	for _, h := range hs {
 		wg.Go(func() { _ = systemdRemove(ctx, h, base[h.Name]) })
 	}
@@ -334,20 +343,22 @@ func writeHostFile(h *hosts.Host, path, body string) error {
 
 // systemdStart does in h what fleet's work amounts to, with systemd alone:
 // unit files into /run/systemd/system, one daemon-reload, one start of all.
-func systemdStart(ctx context.Context, h *hosts.Host, names []string, bodies map[string]string) error {
+// It returns when the reload and the start command returned.
+func systemdStart(ctx context.Context, h *hosts.Host, names []string, bodies map[string]string) (reloaded, started time.Time, err error) {
 	if len(names) == 0 {
-		return nil
+		return time.Now(), time.Now(), nil
 	}
 	for _, n := range names {
 		if err := writeHostFile(h, "/run/systemd/system/"+n, bodies[n]); err != nil {
-			return err
+			return reloaded, started, err
 		}
 	}
 	if _, err := h.Exec(ctx, "systemctl", "daemon-reload"); err != nil {
-		return err
+		return reloaded, started, err
 	}
-	_, err := h.Exec(ctx, append([]string{"systemctl", "start", "--no-block"}, names...)...)
-	return err
+	reloaded = time.Now()
+	_, err = h.Exec(ctx, append([]string{"systemctl", "start", "--no-block"}, names...)...)
+	return reloaded, time.Now(), err
 }
 
 func systemdRemove(ctx context.Context, h *hosts.Host, names []string) error {
@@ -467,7 +478,7 @@ func BulkMarkdown(env Env, r *BulkResult) string {
 		"`systemctl start --no-block` of all per host, all hosts at once, until all are active. CoreOS fleet\n" +
 		"v1.0's figures are the reference measured on this machine for issue 11 (same hosts and units, another\n" +
 		"day: this machine's speed varies by 2-4x between days).\n\n")
-	b.WriteString("| hosts x units | start --no-block returns | last placement | all active | systemd alone | ours / systemd | destroy returns | none active | units per host | exec in a host |\n")
+	b.WriteString("| hosts x units | start --no-block returns | last placement | all active | systemd alone (reload / start returned) | ours / systemd | destroy returns | none active | units per host | exec in a host |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range r.Runs {
 		ratio := "-"
@@ -478,8 +489,8 @@ func BulkMarkdown(env Env, r *BulkResult) string {
 		for i, n := range f.Split {
 			split[i] = fmt.Sprint(n)
 		}
-		fmt.Fprintf(&b, "| %d x %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f.Hosts, f.Units, ms(f.Submit), ms(f.Placed),
-			ms(f.Active), ms(f.Baseline), ratio, ms(f.Destroy), ms(f.Gone), strings.Join(split, "/"), ms(f.Exec))
+		fmt.Fprintf(&b, "| %d x %d | %s | %s | %s | %s (%s / %s) | %s | %s | %s | %s | %s |\n", f.Hosts, f.Units, ms(f.Submit), ms(f.Placed),
+			ms(f.Active), ms(f.Baseline), ms(f.BaselineReload), ms(f.BaselineStart), ratio, ms(f.Destroy), ms(f.Gone), strings.Join(split, "/"), ms(f.Exec))
 	}
 	b.WriteString("\nCoreOS fleet v1.0 (reference, issue 11): 500 units on 3 hosts: start --no-block returns in " + ms(FleetV1Submit500) +
 		", all active after " + ms(FleetV1Active500) + "; 300 units on 10 hosts: " + ms(FleetV1Submit300) + " and " + ms(FleetV1Active300) + ".\n")
