@@ -46,25 +46,22 @@ type BulkConfig struct {
 	// ModuleRoot is the fleet module's root, where fleetd and fleetctl are
 	// built from.
 	ModuleRoot string
+	// Before, when set, is a fleetctl binary of an earlier commit, timed
+	// first on the same hosts (against this commit's fleetd).
+	Before string
 	// FleetV1, when set, is CoreOS fleet v1.0's fleetctl binary: on the
 	// first run's hosts it then also runs fleet v1.0's fleetctl against our
 	// API and records what each command did.
 	FleetV1 string
 }
 
-// BulkFigures are one run's figures. Times count from the command's start.
+// BulkFigures are one run's figures.
 type BulkFigures struct {
 	Hosts, Units int
-	// Submit: `fleetctl start --no-block` of every unit file returned.
-	Submit time.Duration
-	// Placed: the engine's last placement was written (seen in etcd).
-	Placed time.Duration
-	// Active: every unit active in its host's systemd (read from the
-	// hosts with systemctl).
-	Active time.Duration
-	// Destroy: `fleetctl destroy` of every unit returned; Gone: none is
-	// active in any host any more.
-	Destroy, Gone time.Duration
+	// Our fleetctl's.
+	StartFigures
+	// Before: the same with the fleetctl of an earlier commit, if given.
+	Before *StartFigures `json:",omitempty"`
 	// Baseline: systemd alone: the same unit files written into the hosts
 	// as fleet placed them, one daemon-reload and one `systemctl start
 	// --no-block` per host, all hosts at once, until every unit is active.
@@ -77,6 +74,21 @@ type BulkFigures struct {
 	// Exec is what running one command in a host costs (nsenter); Submit
 	// and Destroy include it once.
 	Exec time.Duration
+}
+
+// StartFigures time one fleetctl's bulk start and destroy, from the
+// command's start.
+type StartFigures struct {
+	// Submit: `fleetctl start --no-block` of every unit file returned.
+	Submit time.Duration
+	// Placed: the engine's last placement was written (seen in etcd).
+	Placed time.Duration
+	// Active: every unit active in its host's systemd (read from the
+	// hosts with systemctl).
+	Active time.Duration
+	// Destroy: `fleetctl destroy` of every unit returned; Gone: none is
+	// active in any host any more.
+	Destroy, Gone time.Duration
 }
 
 // BulkResult is what RunBulk measured.
@@ -123,7 +135,7 @@ func RunBulk(ctx context.Context, cfg BulkConfig, log *slog.Logger) (*BulkResult
 		if i == 0 {
 			fleetV1 = cfg.FleetV1
 		}
-		f, err := bulkRun(ctx, run, binDir, fleetV1, r, log)
+		f, err := bulkRun(ctx, run, binDir, cfg.Before, fleetV1, r, log)
 		if err != nil {
 			return r, fmt.Errorf("%d units on %d hosts: %w", run.Units, run.Hosts, err)
 		}
@@ -132,7 +144,7 @@ func RunBulk(ctx context.Context, cfg BulkConfig, log *slog.Logger) (*BulkResult
 	return r, nil
 }
 
-func bulkRun(ctx context.Context, run BulkRun, binDir, fleetV1 string, r *BulkResult, log *slog.Logger) (*BulkFigures, error) {
+func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1 string, r *BulkResult, log *slog.Logger) (*BulkFigures, error) {
 	ctx, cancel := context.WithCancel(ctx) // ends the observer's watches
 	defer cancel()
 	etcdDir, err := os.MkdirTemp("", "fleet-bench-etcd")
@@ -183,43 +195,30 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, fleetV1 string, r *BulkRe
 	f.Exec = time.Since(t)
 	sleepCtx(ctx, 2*time.Second) // the cluster settles after boot
 
-	// Ours: fleetctl start --no-block of every file, as a user would type it.
-	log.Info("fleetctl start --no-block", "units", run.Units, "hosts", run.Hosts)
-	w := watchActive(ctx, hs, "bulk-", run.Units)
-	t = time.Now()
-	out, err := c.Fleetctl(ctx, h1, "start", "--no-block", unitsDir+"/*.service")
+	if before != "" {
+		// The fleetctl of an earlier commit first, on the same hosts.
+		b, err := os.ReadFile(before)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(h1.Path("/root/fleetctl-before"), b, 0o755); err != nil {
+			return nil, err
+		}
+		sf, _, err := startAndDestroy(ctx, hs, obs, []string{"/root/fleetctl-before"}, run.Units, log)
+		if err != nil {
+			return nil, fmt.Errorf("the earlier fleetctl: %w", err)
+		}
+		f.Before = &sf
+		sleepCtx(ctx, 3*time.Second)
+	}
+	sf, split, err := startAndDestroy(ctx, hs, obs, []string{hosts.BinMount + "/fleetctl"}, run.Units, log)
 	if err != nil {
 		return nil, err
 	}
-	f.Submit = time.Since(t)
-	if n := strings.Count(out, "Triggered unit"); n != run.Units {
-		return nil, fmt.Errorf("fleetctl start triggered %d units, not %d: %s", n, run.Units, clip(out))
-	}
-	split, at, err := w.wait(5 * time.Minute)
-	if err != nil {
-		return nil, fmt.Errorf("our start: %w", err)
-	}
-	f.Active = at.Sub(t)
-	obs.mu.Lock()
-	f.Placed = obs.lastPut.Sub(t)
-	obs.mu.Unlock()
+	f.StartFigures = sf
 	for _, h := range hs {
 		f.Split = append(f.Split, len(split[h.Name]))
 	}
-	log.Info("all active", "submit", f.Submit, "placed", f.Placed, "active", f.Active, "split", f.Split)
-
-	sleepCtx(ctx, 2*time.Second)
-	w = watchActive(ctx, hs, "bulk-", 0)
-	t = time.Now()
-	if _, err := c.Fleetctl(ctx, h1, "destroy", "bulk-*"); err != nil {
-		return nil, err
-	}
-	f.Destroy = time.Since(t)
-	if _, at, err = w.wait(5 * time.Minute); err != nil {
-		return nil, fmt.Errorf("our destroy: %w", err)
-	}
-	f.Gone = at.Sub(t)
-	log.Info("all gone", "destroy", f.Destroy, "gone", f.Gone)
 
 	// systemd alone, the same units where fleet placed them. Under other
 	// names: fleet's agents stop units of the names they ran.
@@ -233,7 +232,7 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, fleetV1 string, r *BulkRe
 		}
 	}
 	sleepCtx(ctx, 3*time.Second) // the agents finish unlinking
-	w = watchActive(ctx, hs, "base-", run.Units)
+	w := watchActive(ctx, hs, "base-", run.Units)
 	t = time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(hs))
@@ -250,7 +249,8 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, fleetV1 string, r *BulkRe
 		f.BaselineReload = max(f.BaselineReload, reloaded[i].Sub(t))
 		f.BaselineStart = max(f.BaselineStart, started[i].Sub(t))
 	}
-	if _, at, err = w.wait(5 * time.Minute); err != nil {
+	_, at, err := w.wait(5 * time.Minute)
+	if err != nil {
 		return nil, fmt.Errorf("systemd alone: %w", err)
 	}
 	f.Baseline = at.Sub(t)
@@ -331,6 +331,49 @@ func firstLines(s string, n int) string {
 		ls = append(ls[:n], "...")
 	}
 	return clip(strings.Join(ls, " / "))
+}
+
+// startAndDestroy runs fleetctl (the command, in the first host) as a user
+// would: start --no-block of every unit file, then destroy of them all, and
+// times both until the hosts' systemd shows the result. It returns which
+// units ran where.
+func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleetctl []string, units int, log *slog.Logger) (StartFigures, map[string][]string, error) {
+	var f StartFigures
+	h1 := hs[0]
+	log.Info("fleetctl start --no-block", "fleetctl", fleetctl[0], "units", units, "hosts", len(hs))
+	w := watchActive(ctx, hs, "bulk-", units)
+	t := time.Now()
+	out, err := h1.Exec(ctx, append(fleetctl, "start", "--no-block", unitsDir+"/*.service")...)
+	if err != nil {
+		return f, nil, err
+	}
+	f.Submit = time.Since(t)
+	if n := strings.Count(string(out), "Triggered unit"); n != units {
+		return f, nil, fmt.Errorf("fleetctl start triggered %d units, not %d: %s", n, units, clip(string(out)))
+	}
+	split, at, err := w.wait(5 * time.Minute)
+	if err != nil {
+		return f, nil, fmt.Errorf("start: %w", err)
+	}
+	f.Active = at.Sub(t)
+	obs.mu.Lock()
+	f.Placed = obs.lastPut.Sub(t)
+	obs.mu.Unlock()
+	log.Info("all active", "submit", f.Submit, "placed", f.Placed, "active", f.Active)
+
+	sleepCtx(ctx, 2*time.Second)
+	w = watchActive(ctx, hs, "bulk-", 0)
+	t = time.Now()
+	if _, err := h1.Exec(ctx, append(fleetctl, "destroy", "bulk-*")...); err != nil {
+		return f, nil, err
+	}
+	f.Destroy = time.Since(t)
+	if _, at, err = w.wait(5 * time.Minute); err != nil {
+		return f, nil, fmt.Errorf("destroy: %w", err)
+	}
+	f.Gone = at.Sub(t)
+	log.Info("all gone", "destroy", f.Destroy, "gone", f.Gone)
+	return f, split, nil
 }
 
 func writeHostFile(h *hosts.Host, path, body string) error {
@@ -478,19 +521,25 @@ func BulkMarkdown(env Env, r *BulkResult) string {
 		"`systemctl start --no-block` of all per host, all hosts at once, until all are active. CoreOS fleet\n" +
 		"v1.0's figures are the reference measured on this machine for issue 11 (same hosts and units, another\n" +
 		"day: this machine's speed varies by 2-4x between days).\n\n")
-	b.WriteString("| hosts x units | start --no-block returns | last placement | all active | systemd alone (reload / start returned) | ours / systemd | destroy returns | none active | units per host | exec in a host |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| hosts x units | fleetctl | start --no-block returns | last placement | all active | systemd alone (reload / start returned) | ours / systemd | destroy returns | none active | units per host | exec in a host |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range r.Runs {
-		ratio := "-"
-		if f.Baseline > 0 {
-			ratio = fmt.Sprintf("%.2fx", f.Active.Seconds()/f.Baseline.Seconds())
-		}
 		split := make([]string, len(f.Split))
 		for i, n := range f.Split {
 			split[i] = fmt.Sprint(n)
 		}
-		fmt.Fprintf(&b, "| %d x %d | %s | %s | %s | %s (%s / %s) | %s | %s | %s | %s | %s |\n", f.Hosts, f.Units, ms(f.Submit), ms(f.Placed),
-			ms(f.Active), ms(f.Baseline), ms(f.BaselineReload), ms(f.BaselineStart), ratio, ms(f.Destroy), ms(f.Gone), strings.Join(split, "/"), ms(f.Exec))
+		row := func(which string, sf StartFigures) {
+			ratio := "-"
+			if f.Baseline > 0 {
+				ratio = fmt.Sprintf("%.2fx", sf.Active.Seconds()/f.Baseline.Seconds())
+			}
+			fmt.Fprintf(&b, "| %d x %d | %s | %s | %s | %s | %s (%s / %s) | %s | %s | %s | %s | %s |\n", f.Hosts, f.Units, which, ms(sf.Submit), ms(sf.Placed),
+				ms(sf.Active), ms(f.Baseline), ms(f.BaselineReload), ms(f.BaselineStart), ratio, ms(sf.Destroy), ms(sf.Gone), strings.Join(split, "/"), ms(f.Exec))
+		}
+		if f.Before != nil {
+			row("before (one unit at a time)", *f.Before)
+		}
+		row("this commit", f.StartFigures)
 	}
 	b.WriteString("\nCoreOS fleet v1.0 (reference, issue 11): 500 units on 3 hosts: start --no-block returns in " + ms(FleetV1Submit500) +
 		", all active after " + ms(FleetV1Active500) + "; 300 units on 10 hosts: " + ms(FleetV1Submit300) + " and " + ms(FleetV1Active300) + ".\n")
