@@ -46,6 +46,11 @@ type BulkConfig struct {
 	// ModuleRoot is the fleet module's root, where fleetd and fleetctl are
 	// built from.
 	ModuleRoot string
+	// PerfDir, when set, is where `perf record -a -g` writes a profile of
+	// the whole machine (fleetd, fleetctl, systemd, etcd) during our bulk
+	// start of each run, until every unit is active: read it with
+	// `perf report -i FILE --sort comm,dso`.
+	PerfDir string
 	// Before, when set, is a fleetctl binary of an earlier commit, timed
 	// first on the same hosts (against this commit's fleetd).
 	Before string
@@ -135,7 +140,7 @@ func RunBulk(ctx context.Context, cfg BulkConfig, log *slog.Logger) (*BulkResult
 		if i == 0 {
 			fleetV1 = cfg.FleetV1
 		}
-		f, err := bulkRun(ctx, run, binDir, cfg.Before, fleetV1, r, log)
+		f, err := bulkRun(ctx, run, binDir, cfg.Before, fleetV1, cfg.PerfDir, r, log)
 		if err != nil {
 			return r, fmt.Errorf("%d units on %d hosts: %w", run.Units, run.Hosts, err)
 		}
@@ -144,7 +149,7 @@ func RunBulk(ctx context.Context, cfg BulkConfig, log *slog.Logger) (*BulkResult
 	return r, nil
 }
 
-func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1 string, r *BulkResult, log *slog.Logger) (*BulkFigures, error) {
+func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1, perfDir string, r *BulkResult, log *slog.Logger) (*BulkFigures, error) {
 	ctx, cancel := context.WithCancel(ctx) // ends the observer's watches
 	defer cancel()
 	etcdDir, err := os.MkdirTemp("", "fleet-bench-etcd")
@@ -204,14 +209,18 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1 string, r
 		if err := os.WriteFile(h1.Path("/root/fleetctl-before"), b, 0o755); err != nil {
 			return nil, err
 		}
-		sf, _, err := startAndDestroy(ctx, hs, obs, []string{"/root/fleetctl-before"}, run.Units, log)
+		sf, _, err := startAndDestroy(ctx, hs, obs, []string{"/root/fleetctl-before"}, run.Units, "", log)
 		if err != nil {
 			return nil, fmt.Errorf("the earlier fleetctl: %w", err)
 		}
 		f.Before = &sf
 		sleepCtx(ctx, 3*time.Second)
 	}
-	sf, split, err := startAndDestroy(ctx, hs, obs, []string{hosts.BinMount + "/fleetctl"}, run.Units, log)
+	perfFile := ""
+	if perfDir != "" {
+		perfFile = filepath.Join(perfDir, fmt.Sprintf("bulk-%dx%d.perf.data", run.Hosts, run.Units))
+	}
+	sf, split, err := startAndDestroy(ctx, hs, obs, []string{hosts.BinMount + "/fleetctl"}, run.Units, perfFile, log)
 	if err != nil {
 		return nil, err
 	}
@@ -337,10 +346,38 @@ func firstLines(s string, n int) string {
 // would: start --no-block of every unit file, then destroy of them all, and
 // times both until the hosts' systemd shows the result. It returns which
 // units ran where.
-func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleetctl []string, units int, log *slog.Logger) (StartFigures, map[string][]string, error) {
+func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleetctl []string, units int, perfFile string, log *slog.Logger) (StartFigures, map[string][]string, error) {
 	var f StartFigures
 	h1 := hs[0]
 	log.Info("fleetctl start --no-block", "fleetctl", fleetctl[0], "units", units, "hosts", len(hs))
+	stopPerf := func() {}
+	if perfFile != "" {
+		perf := exec.CommandContext(ctx, "perf", "record", "-a", "-g", "-F", "499", "-o", perfFile)
+		if err := perf.Start(); err != nil {
+			return f, nil, fmt.Errorf("perf record: %w", err)
+		}
+		var once sync.Once
+		stopPerf = func() {
+			once.Do(func() {
+				_ = perf.Process.Signal(os.Interrupt)
+				_ = perf.Wait()
+				// Reported now: the hosts' binaries go with their
+				// temporary directory.
+				for name, args := range map[string][]string{
+					".by-process.txt": {"--sort", "comm,dso"},
+					".symbols.txt":    {"--no-children", "--sort", "comm,symbol", "-g", "none"},
+				} {
+					out, err := exec.CommandContext(ctx, "perf", append([]string{"report", "--stdio", "-i", perfFile}, args...)...).Output()
+					if err != nil {
+						log.Warn("perf report", "err", err)
+					}
+					_ = os.WriteFile(perfFile+name, out, 0o644)
+				}
+			})
+		}
+		defer stopPerf()
+		sleepCtx(ctx, 500*time.Millisecond) // perf is recording
+	}
 	w := watchActive(ctx, hs, "bulk-", units)
 	t := time.Now()
 	out, err := h1.Exec(ctx, append(fleetctl, "start", "--no-block", unitsDir+"/*.service")...)
@@ -360,6 +397,7 @@ func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleet
 	f.Placed = obs.lastPut.Sub(t)
 	obs.mu.Unlock()
 	log.Info("all active", "submit", f.Submit, "placed", f.Placed, "active", f.Active)
+	stopPerf()
 
 	sleepCtx(ctx, 2*time.Second)
 	w = watchActive(ctx, hs, "bulk-", 0)

@@ -46,6 +46,7 @@ func run() error {
 	out := flag.String("out", "", "markdown file whose sections to rewrite (BENCHMARKS.md)")
 	only := flag.String("only", "", "run only 'scale', 'real' or 'bulk'")
 	bulkRuns := flag.String("bulk", "", "with -only bulk: the runs, as HOSTSxUNITS[,...] (3x500,10x300)")
+	perfDir := flag.String("bulk-perf", "", "a directory: the bulk benchmark records `perf record -a -g` of the machine there during each of our bulk starts")
 	before := flag.String("before-fleetctl", "", "a fleetctl binary of an earlier commit: the bulk benchmark times it first, on the same hosts")
 	fleetV1 := flag.String("fleetv1-fleetctl", "", "CoreOS fleet v1.0's fleetctl binary: the bulk benchmark also runs it against our API on its first hosts")
 	dir := flag.String("dir", "", "work directory for etcd's data and the processes' logs (default: a new temporary directory, removed afterwards)")
@@ -180,7 +181,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		r, err := bench.RunBulk(ctx, bench.BulkConfig{Runs: bulk, ModuleRoot: root, FleetV1: *fleetV1, Before: *before}, log)
+		r, err := bench.RunBulk(ctx, bench.BulkConfig{Runs: bulk, ModuleRoot: root, FleetV1: *fleetV1, Before: *before, PerfDir: *perfDir}, log)
 		if err != nil {
 			return fmt.Errorf("bulk on real hosts: %w", err)
 		}
