@@ -592,8 +592,12 @@ func BulkMarkdown(env Env, r *BulkResult) string {
 		}
 	}
 	if len(r.FleetV1) > 0 {
-		b.WriteString("\nCoreOS fleet v1.0's own fleetctl (v1.0.0, unchanged) against our fleetd, run inside the first host over its\n" +
-			"default endpoint (our unix socket):\n\n| command | exit code | took | output |\n|---|---|---|---|\n")
+		b.WriteString("\nCoreOS fleet v1.0's own fleetctl against our fleetd (`-fleetv1-fleetctl`), run inside the first host\n" +
+			"over its default endpoint (our unix socket), after the figures above. It is built from fleet's tag v1.0.0\n" +
+			"(GOPATH build, `CGO_ENABLED=0`) with one change that lets today's Go run it at all: the duplicate `_` in\n" +
+			"`genBase64enc` of `vendor/github.com/ugorji/go/codec/gen.go` (Go panics at init on an alphabet with a\n" +
+			"duplicate symbol). `status` needs SSH to the unit's machine, as in fleet, and there is no SSH agent.\n\n" +
+			"| command | exit code | took | output |\n|---|---|---|---|\n")
 		for _, c := range r.FleetV1 {
 			fmt.Fprintf(&b, "| `%s` | %d | %s | %s |\n", c.Command, c.Exit, ms(c.Took), strings.ReplaceAll(c.Output, "|", "\\|"))
 		}
