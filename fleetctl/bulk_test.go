@@ -1,13 +1,18 @@
 package fleetctl_test
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed-a1ce88ea/fleet/api"
 	"github.com/seed-a1ce88ea/fleet/fleetctl"
 )
 
@@ -83,4 +88,39 @@ func TestBulkBadFileChangesNothing(t *testing.T) {
 	r = h.run("list-unit-files", "--no-legend")
 	require.NoError(t, r.err)
 	require.Empty(t, r.stdout)
+}
+
+// TestWaitWithoutEvents: a blocking start completes against a fleetd whose
+// event stream is refused (an older fleetd), or cut in the middle of the
+// wait: the wait then reads the units every interval.
+func TestWaitWithoutEvents(t *testing.T) {
+	for _, mode := range []string{"refused", "cut"} {
+		t.Run(mode, func(t *testing.T) {
+			h := newHarness(t, "api")
+			h.addMachine(m1, "10.0.0.3", nil)
+			srv := api.NewServer(api.NewRegistryClient(h.reg))
+			var streams atomic.Int32
+			h.socket = serveUnix(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/fleet/v1/events" {
+					srv.ServeHTTP(w, r)
+					return
+				}
+				streams.Add(1)
+				if mode == "refused" {
+					http.Error(w, `{"error":{"code":404,"message":"no such API resource"}}`, http.StatusNotFound)
+					return
+				}
+				// Cut: the stream starts, then breaks at once.
+				ctx, cancel := context.WithTimeout(r.Context(), 50*time.Millisecond)
+				defer cancel()
+				srv.ServeHTTP(w, r.WithContext(ctx))
+			}))
+			files := writeUnits(t, 20)
+			h.fakeFleet()
+			r := h.run(append([]string{"start"}, files...)...)
+			require.NoError(t, r.err, r.stderr)
+			require.Len(t, strings.Split(strings.TrimSpace(r.stdout), "\n"), 20)
+			require.Positive(t, streams.Load(), "fleetctl asked for the event stream")
+		})
+	}
 }
