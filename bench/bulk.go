@@ -318,7 +318,7 @@ func runFleetV1(ctx context.Context, h *hosts.Host, bin string, units int, log *
 		cancel()
 		c := FleetV1Command{Command: "fleetctl " + strings.Join(args, " "), Took: took, Output: firstLines(string(o), 3)}
 		if len(args) > 20 {
-			c.Command = fmt.Sprintf("fleetctl %s %s (%d files)", args[0], strings.Join(args[1:len(args)-units], " "), units)
+			c.Command = strings.Join(append(append([]string{"fleetctl"}, args[:len(args)-units]...), fmt.Sprintf("(%d files)", units)), " ")
 		}
 		var ee *exec.ExitError
 		switch {
@@ -339,7 +339,7 @@ func firstLines(s string, n int) string {
 	if len(ls) > n {
 		ls = append(ls[:n], "...")
 	}
-	return clip(strings.Join(ls, " / "))
+	return clip(strings.Join(strings.Fields(strings.Join(ls, " / ")), " "))
 }
 
 // startAndDestroy runs fleetctl (the command, in the first host) as a user
