@@ -12,9 +12,8 @@ import (
 // command can flood it. The HTTP client keeps this many connections alive.
 const bulkWorkers = 32
 
-// errSkipped marks the items a bulk run never started because an earlier one
-// failed.
-var errSkipped = errors.New("not attempted: an earlier unit failed")
+// errSkipped marks the items a bulk run never started.
+var errSkipped = errors.New("not attempted")
 
 // inOrder runs work(ctx, i) for i in [0, n), up to bulkWorkers at a time,
 // and calls emit(i) for every item that succeeded, in index order, as soon as
@@ -22,18 +21,18 @@ var errSkipped = errors.New("not attempted: an earlier unit failed")
 // units were handled one after another, whatever order they finish in. emit
 // is never called concurrently.
 //
-// Unless keepGoing, the first failure stops items not yet started, and the
-// failure first in index order is returned (those of items it cut short are
-// not). With keepGoing every item is worked on and every failure is
-// returned, joined in index order. It returns once no work runs.
+// Unless keepGoing, the first failure stops items from starting (those
+// under way finish), and the failure first in index order is returned. With
+// keepGoing every item is worked on and every failure is returned, joined
+// in index order. When ctx ends, no item starts any more. It returns once no
+// work runs.
 func inOrder(ctx context.Context, n int, keepGoing bool, work func(ctx context.Context, i int) error, emit func(i int)) error {
-	wctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	errs := make([]error, n)
 	finished := make([]bool, n)
 	var (
-		mu   sync.Mutex
-		next int // the first item not emitted yet
+		mu     sync.Mutex
+		next   int  // the first item not emitted yet
+		failed bool // an item failed: start no more (unless keepGoing)
 	)
 	flush := func() {
 		for next < n && finished[next] {
@@ -49,21 +48,22 @@ func inOrder(ctx context.Context, n int, keepGoing bool, work func(ctx context.C
 	for i := range n {
 		select {
 		case sem <- struct{}{}:
-		case <-wctx.Done():
+		case <-ctx.Done():
 		}
-		if wctx.Err() != nil {
+		mu.Lock()
+		stop := failed && !keepGoing
+		mu.Unlock()
+		if ctx.Err() != nil || stop {
 			break
 		}
 		started++
 		wg.Go(func() {
 			defer func() { <-sem }()
-			err := work(wctx, i)
+			err := work(ctx, i)
 			mu.Lock()
 			defer mu.Unlock()
 			errs[i], finished[i] = err, true
-			if err != nil && !keepGoing {
-				cancel(errSkipped)
-			}
+			failed = failed || err != nil
 			flush()
 		})
 	}
@@ -75,7 +75,6 @@ func inOrder(ctx context.Context, n int, keepGoing bool, work func(ctx context.C
 	}
 	flush()
 
-	cutShort := ctx.Err() == nil && errors.Is(context.Cause(wctx), errSkipped)
 	var (
 		out         []error
 		interrupted bool
@@ -84,11 +83,8 @@ func inOrder(ctx context.Context, n int, keepGoing bool, work func(ctx context.C
 		switch {
 		case err == nil:
 			continue
-		case cutShort && (errors.Is(err, errSkipped) || errors.Is(err, context.Canceled)):
-			// Cancelled because another item failed: that failure tells.
-			continue
 		case errors.Is(err, errSkipped):
-			// The caller's ctx ended: its error tells, once.
+			// Not started: an earlier failure or the end of ctx tells.
 			interrupted = true
 			continue
 		}
@@ -97,7 +93,7 @@ func inOrder(ctx context.Context, n int, keepGoing bool, work func(ctx context.C
 		}
 		out = append(out, err)
 	}
-	if len(out) == 0 && interrupted {
+	if len(out) == 0 && interrupted && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return errors.Join(out...)
