@@ -109,7 +109,7 @@ type blockFlags struct {
 
 func (b *blockFlags) register(cmd *cobra.Command, what string) {
 	cmd.Flags().BoolVar(&b.noBlock, "no-block", false, fmt.Sprintf("Do not wait until the units are %s before exiting", what))
-	cmd.Flags().IntVar(&b.attempts, "block-attempts", 0, fmt.Sprintf("Wait until the units are %s, giving up after N checks 100ms apart; 0 waits forever", what))
+	cmd.Flags().IntVar(&b.attempts, "block-attempts", 0, fmt.Sprintf("Wait until the units are %s, giving up after N attempts of 100ms; 0 waits forever", what))
 }
 
 // transition sets the desired state of the named units for g and, unless
@@ -166,19 +166,20 @@ func (a *app) transition(ctx context.Context, c api.Client, names []string, know
 // the whole collections.
 const fewUnits = 10
 
-// resyncTicks is how many poll intervals a wait goes without an event
-// before it reads its units anyway: a placement changing state on the same
+// resyncTicks is how many poll intervals a wait goes without reading all
+// its units before it reads them anyway: a placement changing state on the same
 // machine has no event of its own.
 const resyncTicks = 20
 
 // waitFor waits until every named unit reaches g (or fails to), printing a
 // line for each as it does, in fleet's words, and on a terminal a live
-// count. It follows fleet's event stream and reads, at most once per
-// pollInterval, only the units events were about; without the stream (an
-// older fleetd, or while it reconnects) it reads them all every interval.
-// A unit the engine keeps reporting unplaceable for unplacedGrace is given
-// up on, with the engine's reason. It gives up after attempts intervals (0:
-// never) and when ctx ends.
+// count. It follows fleet's event stream and reads only the units events
+// were about: a few as soon as an event names them, many at most once per
+// pollInterval; without the stream (an older fleetd, or while it
+// reconnects) it reads them all every interval. A unit the engine keeps
+// reporting unplaceable for unplacedGrace is given up on, with the engine's
+// reason. It gives up after attempts intervals (0: never) and when ctx
+// ends.
 //
 // Lines go through prog; a unit reaching g gets one, and the live count is
 // kept, only if showReached (otherwise the caller keeps the count).
@@ -196,11 +197,14 @@ func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal,
 	unplacedSince := map[string]time.Time{}
 	units := map[string]*api.Unit{}
 	states := map[string][]*api.UnitState{} // by unit name
-	tick := time.NewTicker(a.pollInterval)
-	defer tick.Stop()
-	read, sinceRead := w.take(pendingNames, true), 0
-	for attempt := 1; ; attempt++ {
+	var deadline time.Time
+	if attempts > 0 {
+		deadline = time.Now().Add(time.Duration(attempts) * a.pollInterval)
+	}
+	read, lastFull, lastRead := w.take(pendingNames, true), time.Now(), time.Time{}
+	for {
 		if len(read) > 0 {
+			lastRead = time.Now()
 			us, ss, err := a.poll(ctx, c, read, g)
 			if err != nil {
 				return err
@@ -215,7 +219,6 @@ func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal,
 			for _, s := range ss {
 				states[s.Name] = append(states[s.Name], s)
 			}
-			sinceRead = 0
 		}
 		var still []string
 		for _, name := range pendingNames {
@@ -256,23 +259,57 @@ func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal,
 		if len(pendingNames) == 0 {
 			break
 		}
-		if attempts > 0 && attempt >= attempts {
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			return errors.Join(a.waitErrors(failedNames, unplaceable, reasons),
 				codeErrorf(ExitTimeout, "timed out after %d attempts waiting for %s to be %s; check 'fleetctl list-unit-files' and 'fleetctl list-units'",
 					attempts, listNames(pendingNames), g.describe()))
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped waiting for %s to be %s: %w", listNames(pendingNames), g.describe(), ctx.Err())
-		case <-tick.C:
+		if err := a.nextCheck(ctx, w, len(pendingNames), lastRead, deadline); err != nil {
+			return fmt.Errorf("stopped waiting for %s to be %s: %w", listNames(pendingNames), g.describe(), err)
 		}
-		sinceRead++
 		// Units still waiting on the grace of the unplaced are re-read
 		// each interval: their reason may come with no event.
-		all := sinceRead >= resyncTicks || len(unplacedSince) > 0
+		all := time.Since(lastFull) >= resyncTicks*a.pollInterval || len(unplacedSince) > 0
+		if all {
+			lastFull = time.Now()
+		}
 		read = w.take(pendingNames, all)
 	}
 	return a.waitErrors(failedNames, unplaceable, reasons)
+}
+
+// nextCheck blocks until a wait for pending units checks again: after
+// pollInterval, or sooner when an event names one of them. Reads of many
+// units (whole collections) stay at most one per pollInterval since
+// lastRead; a few are read at once. It returns early at the deadline (if
+// not zero), and with ctx's error when ctx ends.
+func (a *app) nextCheck(ctx context.Context, w *unitWatch, pending int, lastRead, deadline time.Time) error {
+	wait := func(d time.Duration) error {
+		if !deadline.IsZero() {
+			d = min(d, time.Until(deadline))
+		}
+		t := time.NewTimer(max(d, 0))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+	t := time.NewTimer(a.pollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	case <-w.wake:
+		if pending > fewUnits {
+			return wait(a.pollInterval - time.Since(lastRead))
+		}
+		return nil
+	}
 }
 
 // stateOn returns the state of ss published by machine id (nil if none).

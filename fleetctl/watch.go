@@ -20,6 +20,7 @@ const reconnectDelay = time.Second
 type unitWatch struct {
 	watched map[string]bool
 	started chan struct{} // closed on the first stream.started or on giving up on events
+	wake    chan struct{} // a token when an event names a watched unit
 	once    sync.Once
 	done    chan struct{} // closed when the goroutine returns
 
@@ -33,7 +34,8 @@ type unitWatch struct {
 // then waits for its goroutine. A fleetd without events (or refusing the
 // stream) leaves the watch polling.
 func watchUnits(ctx context.Context, c api.Client, names []string) *unitWatch {
-	w := &unitWatch{watched: make(map[string]bool, len(names)), started: make(chan struct{}), done: make(chan struct{}), dirty: map[string]bool{}}
+	w := &unitWatch{watched: make(map[string]bool, len(names)), started: make(chan struct{}), wake: make(chan struct{}, 1),
+		done: make(chan struct{}), dirty: map[string]bool{}}
 	for _, n := range names {
 		w.watched[n] = true
 	}
@@ -76,6 +78,10 @@ func (w *unitWatch) handle(e api.Event) error {
 	}
 	if w.watched[e.Unit] {
 		w.dirty[e.Unit] = true
+		select {
+		case w.wake <- struct{}{}:
+		default: // a token is there already
+		}
 	}
 	return nil
 }
