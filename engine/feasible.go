@@ -160,6 +160,11 @@ func (s *Scheduler) machineOfCycle(u *ustate) []string {
 // fit nowhere, and says which rule stopped them and where.
 func (s *Scheduler) whyNowhere(u *ustate) string {
 	if !u.Fleet.Global && s.parked[u.Name] != nil {
+		for _, id := range sortedKeys(s.parked[u.Name]) {
+			if held(u, id) {
+				return fmt.Sprintf("AtMostOnce: its machine %s left; placed elsewhere once its copy there has surely stopped", id)
+			}
+		}
 		return fmt.Sprintf("MachineID=%s is not present; keeping its placement until it returns", u.Fleet.MachineID)
 	}
 	if len(s.machines) == 0 {
