@@ -29,6 +29,7 @@ type Config struct {
 	Metadata                string        // metadata: k=v,k=v
 	AgentTTL                time.Duration // agent_ttl
 	AgentAtMostOnceDefault  bool          // agent_at_most_once_default: units without AtMostOnce= are at-most-once
+	EngineAtMostOnceMargin  time.Duration // engine_at_most_once_margin: wait after a machine left before moving its at-most-once units
 	EngineReconcileInterval time.Duration // engine_reconcile_interval
 	EngineLeaderTTL         time.Duration // engine_leader_ttl
 	DisableEngine           bool          // disable_engine
@@ -48,6 +49,7 @@ func DefaultConfig() Config {
 		EmbeddedEtcdPeerURL:     "http://127.0.0.1:2380",
 		MachineIDFile:           "/etc/machine-id",
 		AgentTTL:                5 * time.Second,
+		EngineAtMostOnceMargin:  2 * time.Second,
 		EngineReconcileInterval: 10 * time.Second,
 		EngineLeaderTTL:         2 * time.Second,
 		UnitsDirectory:          "/run/fleet/units",
@@ -92,6 +94,7 @@ func fields() []field {
 			c.AgentAtMostOnceDefault = b
 			return err
 		}},
+		{"engine_at_most_once_margin", "how long after a machine left its at-most-once units are placed elsewhere; its agent began stopping them agent_ttl/2 before, so their stop must end within agent_ttl/2 plus this (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineAtMostOnceMargin })},
 		{"engine_reconcile_interval", "period of the engine's full reconcile (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineReconcileInterval })},
 		{"engine_leader_ttl", "engine leadership TTL (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineLeaderTTL })},
 		{"disable_engine", "never run the engine on this machine", func(c *Config, v string) error {
@@ -163,6 +166,9 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 func (c Config) validate() error {
 	if c.AgentTTL < 2*time.Second {
 		return fmt.Errorf("%w: agent_ttl %s is below etcd's minimum lease of 2s", ErrUsage, c.AgentTTL)
+	}
+	if c.EngineAtMostOnceMargin <= 0 {
+		return fmt.Errorf("%w: engine_at_most_once_margin must be positive", ErrUsage)
 	}
 	if c.EtcdRequestTimeout <= 0 {
 		return fmt.Errorf("%w: etcd_request_timeout must be positive", ErrUsage)
