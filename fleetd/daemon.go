@@ -64,6 +64,16 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	m := newMetrics()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
+		// With keepalive on, gRPC also sets TCP_USER_TIMEOUT to its
+		// timeout: a connection whose packets go unacknowledged that long
+		// (a cut cable, a partition) is dropped and dialled again. Without
+		// it, requests keep going to the dead connection, and once the
+		// link is back the kernel's retransmission backoff (seconds, then
+		// tens of seconds) holds this machine off etcd long after. 10s is
+		// gRPC's smallest ping interval, and above etcd's default
+		// --grpc-keepalive-min-time.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
 		DialOptions: []grpc.DialOption{
 			grpc.WithChainUnaryInterceptor(m.etcdInterceptor()),
 			// gRPC's default reconnect backoff grows to two minutes: after
