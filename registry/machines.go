@@ -71,7 +71,11 @@ func (r *Registry) Register(ctx context.Context, m machine.Machine, ttl time.Dur
 			if !tr.Succeeded {
 				continue // expired or rewritten meanwhile: look again
 			}
-			return r.keepAlive(ctx, m, lease, ttl, true)
+			p, err := r.keepAlive(ctx, m, lease, ttl, true)
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				continue // expired since: look again
+			}
+			return p, err
 		}
 		lctx, cancel := r.reqCtx(ctx)
 		g, err := r.cli.Grant(lctx, int64((ttl+time.Second-1)/time.Second))
