@@ -43,11 +43,12 @@ type job struct {
 	act   string
 	want  registry.Placement // the schedule entry it was started for
 	known bool               // unload: the agent had dealt with the unit
+	res   string             // systemd's job result
+	err   error
+
 	// hold: a stop because the lease is in doubt; the entry is not applied,
 	// so the unit is started again once the lease is renewed.
 	hold bool
-	res  string // systemd's job result
-	err  error
 }
 
 // item is one unit of a batch being reconciled.
