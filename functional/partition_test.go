@@ -30,7 +30,9 @@ const samplePeriod = 100 * time.Millisecond
 // host's own systemd throughout: the AtMostOnce unit never runs on two hosts
 // at once, the plain unit runs elsewhere during the cut, after the heal
 // every unit runs exactly once, and the pinned and global units on the cut
-// host are never restarted.
+// host are never restarted. A cut shorter than the TTL but longer than half
+// of it stops the AtMostOnce unit, which starts again on the same host once
+// the lease is renewed.
 func TestPartition(t *testing.T) {
 	e := boot(t, spec{hosts: 3, etcd: etcdCluster, docker: dockerShared,
 		conf: map[string]string{"agent_ttl": fmt.Sprint(partitionTTL.Seconds())}})
@@ -38,87 +40,140 @@ func TestPartition(t *testing.T) {
 
 	t.Run("a cut host: at-most-once never twice, plain units run elsewhere, one copy each after the heal", func(t *testing.T) {
 		e.scenario(t)
-		// The victim is not the engine leader, so the figures are those of
-		// a steady engine.
-		leader := e.engineLeader(t)
-		var victim *hosts.Host
-		var others []*hosts.Host
-		for _, h := range e.running() {
-			if victim == nil && h.MachineID != leader {
-				victim = h
-			} else {
-				others = append(others, h)
-			}
+		c := e.partitionSetup(t)
+		r := c.cut(t, e, partitionCut)
+
+		note := fmt.Sprintf("agent_ttl %s, cut %s, %d samples", partitionTTL, partitionCut, len(r.tl))
+		figure(t, "plain: time with two copies", r.plain.twice, fmt.Sprintf("most copies at once: %d; %s", r.plain.most, note))
+		figure(t, "plain: heal -> one copy", r.plain.toOne, note)
+		figure(t, "AtMostOnce: cut -> stopped on the cut host", r.amo.stoppedOnVictim, note)
+		figure(t, "AtMostOnce: longest gap without any copy", r.amo.gap, fmt.Sprintf("most copies at once: %d; %s", r.amo.most, note))
+		figure(t, "AtMostOnce: heal -> one copy", r.amo.toOne, note)
+		if registered := registeredAfter(t, ctx, c.victim, r.healed); !registered.IsZero() {
+			figure(t, "heal -> cut host's agent registered", registered.Sub(r.healed), "from the host's journal; "+note)
 		}
-		require.NotNil(t, victim)
-		obs := others[0]
-		api := e.API(obs)
-
-		// Two pinned units on each other host make the victim the least
-		// loaded machine for both units that can move.
-		const plain, amo = "part-plain.service", "part-amo.service"
-		var ballast []string
-		for _, h := range others {
-			ballast = append(ballast, unit("pinned@"+h.MachineID+".service"), unit("pinned@"+h.MachineID[:8]+".service"))
-		}
-		e.fleetctl(t, obs, append([]string{"start"}, ballast...)...)
-		_, err := api.WaitCount(ctx, 20*time.Second, 4)
-		require.NoError(t, err)
-		writeUnit(t, obs, plain, sleeperUnit)
-		writeUnit(t, obs, amo, sleeperUnit+"[X-Fleet]\nAtMostOnce=true\n")
-		e.fleetctl(t, obs, "start", unit(plain))
-		e.fleetctl(t, obs, "start", unit(amo))
-		pinned := "pinned@" + victim.MachineID + ".service"
-		e.fleetctl(t, obs, "start", unit(pinned), unit("global.service"))
-		p, err := api.WaitCount(ctx, 20*time.Second, 4+2+1+3)
-		require.NoError(t, err)
-		require.Equal(t, victim.MachineID, p.On(plain), "the plain unit runs on the victim")
-		require.Equal(t, victim.MachineID, p.On(amo), "the AtMostOnce unit runs on the victim")
-		pid := mainPID(t, ctx, victim, pinned)
-		gpid := mainPID(t, ctx, victim, "global.service")
-
-		all := append([]*hosts.Host{victim}, others...)
-		s := startSampler(ctx, all, plain, amo)
-		defer s.stop()
-		time.Sleep(time.Second)
-
-		since := time.Now()
-		e.quiet[victim] = true
-		require.NoError(t, victim.Disconnect(ctx))
-		cut := time.Now()
-		time.Sleep(partitionCut)
-		require.NoError(t, victim.Reconnect(ctx))
-		healed := time.Now()
-		delete(e.quiet, victim)
-
-		// Generous: every unit on exactly one host, and staying so.
-		require.NoError(t, platform.Wait(ctx, 30*time.Second, func() bool {
-			return s.last(plain) == 1 && s.last(amo) == 1
-		}), "after the heal every unit runs on exactly one host; last sample: plain %d, amo %d", s.last(plain), s.last(amo))
-		time.Sleep(settle)
-		s.stop()
-
-		tl := s.timeline()
-		plainFig, amoFig := tl.figures(plain, victim.Name, cut, healed), tl.figures(amo, victim.Name, cut, healed)
-		registered := registeredAfter(t, ctx, victim, healed)
-		note := fmt.Sprintf("agent_ttl %s, cut %s, %d samples", partitionTTL, partitionCut, len(tl))
-		figure(t, "plain: time with two copies", plainFig.twice, fmt.Sprintf("most copies at once: %d; %s", plainFig.most, note))
-		figure(t, "plain: heal -> one copy", plainFig.toOne, note)
-		figure(t, "AtMostOnce: cut -> stopped on the cut host", amoFig.stoppedOnVictim, note)
-		figure(t, "AtMostOnce: longest gap without any copy", amoFig.gap, fmt.Sprintf("most copies at once: %d; %s", amoFig.most, note))
-		figure(t, "AtMostOnce: heal -> one copy", amoFig.toOne, note)
-		if !registered.IsZero() {
-			figure(t, "heal -> cut host's agent registered", registered.Sub(healed), "from the host's journal; "+note)
-		}
-
-		require.LessOrEqual(t, amoFig.most, 1, "the AtMostOnce unit ran on two hosts at once: %s", tl.where(amo, 2))
-		require.True(t, plainFig.elsewhereDuringCut, "the plain unit runs on another host during the cut")
-		require.Equal(t, 1, s.last(plain))
-		require.Equal(t, 1, s.last(amo))
-		require.Equal(t, pid, mainPID(t, ctx, victim, pinned), "the pinned unit is not restarted")
-		require.Equal(t, gpid, mainPID(t, ctx, victim, "global.service"), "the global unit is not restarted")
-		e.requireNoStops(t, since, []*hosts.Host{victim}, pinned, "global.service")
+		require.True(t, r.plain.elsewhereDuringCut, "the plain unit runs on another host during the cut")
 	})
+
+	t.Run("a cut shorter than the TTL: at-most-once units stop while the lease is in doubt and start again once it is renewed", func(t *testing.T) {
+		e.scenario(t)
+		c := e.partitionSetup(t)
+		const short = 3 * time.Second // past TTL/2, well within the TTL
+		r := c.cut(t, e, short)
+		note := fmt.Sprintf("agent_ttl %s, cut %s", partitionTTL, short)
+		figure(t, "short cut: AtMostOnce stopped on the cut host", r.amo.stoppedOnVictim, note)
+		figure(t, "short cut: AtMostOnce longest gap", r.amo.gap, note)
+		require.NotZero(t, r.amo.stoppedOnVictim, "the AtMostOnce unit stops while the lease is in doubt")
+		p, err := e.API(c.obs).WaitCount(ctx, 10*time.Second, c.placedBefore)
+		require.NoError(t, err)
+		if p.On(c.plain) == c.victim.MachineID {
+			// The lease was renewed before it expired (the machine never
+			// left): nothing moved, so the unit runs where it ran.
+			require.Equal(t, c.victim.MachineID, p.On(c.amo), "the AtMostOnce unit starts again on its machine")
+		} else {
+			t.Logf("the cut host's lease expired anyway (reconnecting took long): units moved as after a long cut")
+		}
+	})
+}
+
+// partition is a cluster set up for a cut: the victim runs a plain unit,
+// an AtMostOnce unit, a unit pinned to it and a global unit; the other
+// hosts run ballast.
+type partition struct {
+	victim, obs  *hosts.Host
+	all          []*hosts.Host
+	plain, amo   string
+	pinned       string
+	pid, gpid    string // main PIDs of the pinned and global units on the victim
+	placedBefore int
+}
+
+// partitionSetup starts the units. The victim is not the engine leader, so
+// the figures are those of a steady engine.
+func (e *env) partitionSetup(t *testing.T) *partition {
+	t.Helper()
+	ctx := e.ctx
+	leader := e.engineLeader(t)
+	var victim *hosts.Host
+	var others []*hosts.Host
+	for _, h := range e.running() {
+		if victim == nil && h.MachineID != leader {
+			victim = h
+		} else {
+			others = append(others, h)
+		}
+	}
+	require.NotNil(t, victim)
+	c := &partition{victim: victim, obs: others[0], all: append([]*hosts.Host{victim}, others...),
+		plain: "part-plain.service", amo: "part-amo.service", pinned: "pinned@" + victim.MachineID + ".service"}
+	api := e.API(c.obs)
+
+	// Two pinned units on each other host make the victim the least
+	// loaded machine for both units that can move.
+	var ballast []string
+	for _, h := range others {
+		ballast = append(ballast, unit("pinned@"+h.MachineID+".service"), unit("pinned@"+h.MachineID[:8]+".service"))
+	}
+	e.fleetctl(t, c.obs, append([]string{"start"}, ballast...)...)
+	_, err := api.WaitCount(ctx, 20*time.Second, len(ballast))
+	require.NoError(t, err)
+	writeUnit(t, c.obs, c.plain, sleeperUnit)
+	writeUnit(t, c.obs, c.amo, sleeperUnit+"[X-Fleet]\nAtMostOnce=true\n")
+	e.fleetctl(t, c.obs, "start", unit(c.plain))
+	e.fleetctl(t, c.obs, "start", unit(c.amo))
+	e.fleetctl(t, c.obs, "start", unit(c.pinned), unit("global.service"))
+	c.placedBefore = len(ballast) + 2 + 1 + len(c.all)
+	p, err := api.WaitCount(ctx, 20*time.Second, c.placedBefore)
+	require.NoError(t, err)
+	require.Equal(t, victim.MachineID, p.On(c.plain), "the plain unit runs on the victim")
+	require.Equal(t, victim.MachineID, p.On(c.amo), "the AtMostOnce unit runs on the victim")
+	c.pid = mainPID(t, ctx, victim, c.pinned)
+	c.gpid = mainPID(t, ctx, victim, "global.service")
+	return c
+}
+
+// cutResult is what the samples of one cut show.
+type cutResult struct {
+	tl         timeline
+	healed     time.Time
+	plain, amo unitFigures
+}
+
+// cut cuts the victim off for d while sampling every host's systemd, heals
+// it, waits (generously) until every unit runs on exactly one host, and
+// checks what must hold whatever the timing: the AtMostOnce unit never ran
+// on two hosts, and the pinned and global units were never restarted.
+func (c *partition) cut(t *testing.T, e *env, d time.Duration) cutResult {
+	t.Helper()
+	ctx := e.ctx
+	s := startSampler(ctx, c.all, c.plain, c.amo)
+	defer s.stop()
+	time.Sleep(time.Second)
+
+	since := time.Now()
+	e.quiet[c.victim] = true
+	require.NoError(t, c.victim.Disconnect(ctx))
+	cut := time.Now()
+	time.Sleep(d)
+	require.NoError(t, c.victim.Reconnect(ctx))
+	healed := time.Now()
+	delete(e.quiet, c.victim)
+
+	require.NoError(t, platform.Wait(ctx, 30*time.Second, func() bool {
+		return s.last(c.plain) == 1 && s.last(c.amo) == 1
+	}), "after the heal every unit runs on exactly one host; last sample: plain %d, amo %d", s.last(c.plain), s.last(c.amo))
+	time.Sleep(settle)
+	s.stop()
+
+	tl := s.timeline()
+	r := cutResult{tl: tl, healed: healed, plain: tl.figures(c.plain, c.victim.Name, cut, healed), amo: tl.figures(c.amo, c.victim.Name, cut, healed)}
+	require.LessOrEqual(t, r.amo.most, 1, "the AtMostOnce unit ran on two hosts at once: %s", tl.where(c.amo, 2))
+	require.Equal(t, 1, s.last(c.plain), "one copy of the plain unit after the heal")
+	require.Equal(t, 1, s.last(c.amo), "one copy of the AtMostOnce unit after the heal")
+	require.Equal(t, c.pid, mainPID(t, ctx, c.victim, c.pinned), "the pinned unit is not restarted")
+	require.Equal(t, c.gpid, mainPID(t, ctx, c.victim, "global.service"), "the global unit is not restarted")
+	e.requireNoStops(t, since, []*hosts.Host{c.victim}, c.pinned, "global.service")
+	return r
 }
 
 // sample is what every host's systemd said about the units at one time:
