@@ -168,9 +168,10 @@ func (p *Presence) renew(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// etcd may grant more than asked (never less): the shorter TTL is the
-	// safe one to reason with. An adopted lease may have been granted by a
-	// fleetd configured with a shorter TTL than this one.
+	// etcd's TTL for the lease may differ from the one asked for: etcd
+	// may grant more, and an adopted lease may have been granted by a
+	// fleetd configured with a shorter agent_ttl. The shorter is the safe
+	// one to reason with.
 	if granted := time.Duration(resp.TTL) * time.Second; granted < p.ttl {
 		p.ttl = granted
 	}
