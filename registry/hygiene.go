@@ -178,28 +178,52 @@ func (r *Registry) ForgetAbsent(ctx context.Context, lead *Leadership, ids ...st
 	return nil
 }
 
-// DropSchedule deletes every placement of machine id and its absence
-// record, fenced by lead, only while the machine is absent: a machine that
-// came back keeps its schedule (ErrConflict). It returns how many
+// DropSchedule deletes every placement of machine id, with its index
+// entries, and then its absence record, fenced by lead, only while the
+// machine is absent: a machine that came back keeps what is left of its
+// schedule (ErrConflict). The index is keyed by unit, so the placements are
+// listed (one machine's keys) and deleted in batches, each placement with its
+// index entry; the absence record goes with the last batch, so an
+// interrupted drop is finished by the next one. It returns how many
 // placements were deleted.
 func (r *Registry) DropSchedule(ctx context.Context, lead *Leadership, id string) (int, error) {
-	tr, err := r.txn(ctx, []clientv3.Cmp{lead.fence()}, []clientv3.Op{clientv3.OpTxn(
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(r.keys.machine(id)), "=", 0)},
-		[]clientv3.Op{
-			clientv3.OpDelete(r.keys.schedule(id), clientv3.WithPrefix()),
-			clientv3.OpDelete(r.keys.absentMachine(id)),
-		}, nil)})
-	if err != nil {
-		return 0, fmt.Errorf("drop schedule of machine %s: %w", id, err)
+	absent := clientv3.Compare(clientv3.CreateRevision(r.keys.machine(id)), "=", 0)
+	deleted := 0
+	for {
+		resp, err := r.get(ctx, r.keys.schedule(id), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(maxTxnOps/2))
+		if err != nil {
+			return deleted, fmt.Errorf("drop schedule of machine %s: %w", id, err)
+		}
+		var ops []clientv3.Op
+		for _, kv := range resp.Kvs {
+			_, name, ok := splitMachineKey(strings.TrimPrefix(string(kv.Key), r.keys.schedules()))
+			if !ok {
+				return deleted, fmt.Errorf("drop schedule of machine %s: malformed key %q", id, kv.Key)
+			}
+			ops = append(ops, r.planOps(PlanOp{Placement: Placement{Machine: id, Name: name}})...)
+		}
+		last := !resp.More
+		if last {
+			ops = append(ops, clientv3.OpDelete(r.keys.absentMachine(id)))
+		}
+		tr, err := r.txn(ctx, []clientv3.Cmp{lead.fence()}, []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{absent}, ops, nil)})
+		if err != nil {
+			return deleted, fmt.Errorf("drop schedule of machine %s: %w", id, err)
+		}
+		if !tr.Succeeded {
+			return deleted, fmt.Errorf("drop schedule of machine %s: %w", id, ErrNotLeader)
+		}
+		inner := tr.Responses[0].GetResponseTxn()
+		if !inner.Succeeded {
+			return deleted, fmt.Errorf("drop schedule of machine %s: it is present again: %w", id, ErrConflict)
+		}
+		for i := 0; i < 2*len(resp.Kvs); i += 2 {
+			deleted += int(inner.Responses[i].GetResponseDeleteRange().Deleted)
+		}
+		if last {
+			return deleted, nil
+		}
 	}
-	if !tr.Succeeded {
-		return 0, fmt.Errorf("drop schedule of machine %s: %w", id, ErrNotLeader)
-	}
-	inner := tr.Responses[0].GetResponseTxn()
-	if !inner.Succeeded {
-		return 0, fmt.Errorf("drop schedule of machine %s: it is present again: %w", id, ErrConflict)
-	}
-	return int(inner.Responses[0].GetResponseDeleteRange().Deleted), nil
 }
 
 // Compact discards etcd's history before revision rev: watches and reads at

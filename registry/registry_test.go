@@ -151,7 +151,7 @@ func TestApplyPlanIsFencedByLeadership(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "engine-a", leader)
 
-	// 300 ops: three transactions.
+	// 300 ops, each with its index entry: several transactions.
 	var ops []registry.PlanOp
 	for i := range 300 {
 		ops = append(ops, registry.PlanOp{Put: true, Placement: registry.Placement{
