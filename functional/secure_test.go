@@ -144,7 +144,7 @@ func TestSecureCluster(t *testing.T) {
 
 	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
 		dir := t.TempDir()
-		caPEM, caKeyPEM, err := pki.CreateCA("rogue CA", time.Hour)
+		caPEM, caKeyPEM, err := pki.CreateCA("rogue CA", 2*time.Hour)
 		require.NoError(t, err)
 		caFile, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
 		require.NoError(t, os.WriteFile(caFile, caPEM, 0o600))
