@@ -225,41 +225,39 @@ func (c *Cluster) startFleet(ctx context.Context, o Options) error {
 }
 
 // FleetConf returns the fleet.conf keys of host h: etcd_servers, public_ip,
-// api_listen (h's IP, APIPort) and metadata=hostname=<h's name>.
-// InstallFleet adds the security keys.
+// api_listen (h's IP, APIPort), metadata=hostname=<h's name>, and on a
+// secured cluster the keys of the credentials InstallFleet installs (else
+// api_insecure=true, which an open listener on the test network needs).
 func (c *Cluster) FleetConf(h *hosts.Host) map[string]string {
-	return map[string]string{
+	conf := map[string]string{
 		"etcd_servers": c.EtcdServers,
 		"public_ip":    h.IP,
 		"api_listen":   h.IP + ":" + APIPort,
 		"metadata":     "hostname=" + h.Name,
 	}
+	if c.Security == nil {
+		conf["api_insecure"] = "true"
+		return conf
+	}
+	maps.Copy(conf, APIConf())
+	if c.etcdTLS {
+		maps.Copy(conf, EtcdClientConf())
+	}
+	return conf
 }
 
 // InstallFleet installs fleet into h as an operator would: fleetd and
 // fleetctl in /usr/bin (links to the bind-mounted binaries),
 // /etc/fleet/fleet.conf from conf, fleet.service and fleet.socket in
 // /etc/systemd/system, enabled and started. On a secured cluster it also
-// installs h's credentials (Security.InstallHost) and adds their keys to
-// conf where conf does not set them. It returns once fleet is started, not
-// once the machine is registered.
+// installs h's credentials (Security.InstallHost), which FleetConf's keys
+// name. It returns once fleet is started, not once the machine is
+// registered.
 func (c *Cluster) InstallFleet(ctx context.Context, h *hosts.Host, conf map[string]string) error {
-	conf = maps.Clone(conf)
 	if c.Security != nil {
-		sec, err := c.Security.InstallHost(h)
-		if err != nil {
+		if err := c.Security.InstallHost(h); err != nil {
 			return err
 		}
-		if c.etcdTLS {
-			maps.Copy(sec, EtcdClientConf())
-		}
-		for k, v := range sec {
-			if _, ok := conf[k]; !ok {
-				conf[k] = v
-			}
-		}
-	} else if _, ok := conf["api_insecure"]; !ok {
-		conf["api_insecure"] = "true"
 	}
 	if err := c.WriteFleetConf(h, conf); err != nil {
 		return err

@@ -108,33 +108,39 @@ func (s *Security) Tokens() string {
 }
 
 // InstallHost writes h's peer certificate (for its name and IP), the CA and
-// the tokens file into h, and returns the fleet.conf keys that use them.
-func (s *Security) InstallHost(h *hosts.Host) (map[string]string, error) {
+// the tokens file into h, where APIConf and EtcdClientConf name them.
+func (s *Security) InstallHost(h *hosts.Host) error {
 	cert, key, err := s.issue("fleetd-"+h.Name, pki.CertRequest{Kind: pki.Peer, CommonName: h.Name, Hosts: []string{h.IP, h.Name}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ca, err := os.ReadFile(s.CAFile)
 	if err != nil {
-		return nil, fmt.Errorf("security: %w", err)
+		return fmt.Errorf("security: %w", err)
 	}
 	files := map[string][]byte{h.Path(HostCAFile): ca, h.Path(HostTokensFile): []byte(s.Tokens())}
 	for src, dst := range map[string]string{cert: HostCertFile, key: HostKeyFile} {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			return nil, fmt.Errorf("security: %w", err)
+			return fmt.Errorf("security: %w", err)
 		}
 		files[h.Path(dst)] = b
 	}
 	if err := writeFiles(files); err != nil {
-		return nil, fmt.Errorf("security: install on %s: %w", h.Name, err)
+		return fmt.Errorf("security: install on %s: %w", h.Name, err)
 	}
+	return nil
+}
+
+// APIConf are the fleet.conf keys of a fleetd serving its API with TLS,
+// tokens and client certificates, from the files InstallHost writes.
+func APIConf() map[string]string {
 	return map[string]string{
 		"api_cert_file":      HostCertFile,
 		"api_key_file":       HostKeyFile,
 		"api_client_ca_file": HostCAFile,
 		"api_tokens_file":    HostTokensFile,
-	}, nil
+	}
 }
 
 // EtcdClientConf are the fleet.conf keys of a fleetd that talks to a TLS etcd
