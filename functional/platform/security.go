@@ -2,6 +2,7 @@ package platform
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -160,4 +161,14 @@ func writeFiles(files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// EtcdTLSConfig is what a client on the machine (a test) reaches the
+// cluster's etcd with: the CA and the admin client certificate; nil when
+// etcd serves plain HTTP.
+func (c *Cluster) EtcdTLSConfig() (*tls.Config, error) {
+	if !c.etcdTLS {
+		return nil, nil
+	}
+	return pki.ClientConfig(c.Security.CAFile, c.Security.AdminCertFile, c.Security.AdminKeyFile)
 }
