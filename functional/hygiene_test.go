@@ -165,6 +165,10 @@ func TestHygiene(t *testing.T) {
 			return string(r.Kvs[0].Value)
 		}
 		require.Equal(t, want, stored(t), "the leader recorded its version as the cluster's")
+		out, err := e.Fleetctl(ctx, obs, append(e.etcdFlags(), "reset-engine-version")...)
+		require.Error(t, err, "reset-engine-version refuses while an engine leads: %s", out)
+		require.Contains(t, out, "--force")
+		require.Equal(t, want, stored(t), "a refused reset leaves the record")
 
 		_, err = cli.Put(ctx, versionKey, "99.0.0")
 		require.NoError(t, err)
@@ -188,7 +192,7 @@ func TestHygiene(t *testing.T) {
 		require.Empty(t, e.engineLeader(t))
 		require.Equal(t, "99.0.0", stored(t), "no engine overwrote the newer record")
 
-		out := e.fleetctl(t, obs, append(e.etcdFlags(), "reset-engine-version", "--force")...)
+		out = e.fleetctl(t, obs, append(e.etcdFlags(), "reset-engine-version", "--force")...)
 		require.Contains(t, out, "Cleared the cluster engine version 99.0.0")
 		reset := time.Now()
 		_, err = e.API(obs).WaitActive(ctx, 45*time.Second, func(p platform.Placement) bool { return p.On("late.service") != "" })
