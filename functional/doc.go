@@ -9,7 +9,8 @@
 // The scenarios come in groups that each boot their hosts once: TestCluster
 // (commands, API, scheduling rules; no failures), TestHostFailures (hosts
 // killed, replaced, cut off; fleetd stopped), TestEtcdFailures (a member
-// lost, the whole etcd cluster down), TestDockerInHost and
+// lost, the whole etcd cluster down), TestHygiene (the engine leader's
+// etcd upkeep with short periods; engine versions), TestDockerInHost and
 // TestEmbeddedEtcd. Scenarios that need a feature fleet lacks, or that a
 // known bug breaks, are listed in one place, pending_test.go.
 //

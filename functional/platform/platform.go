@@ -377,10 +377,18 @@ func Wait(ctx context.Context, timeout time.Duration, cond func() bool) error {
 }
 
 // BuildBinaries builds static fleetd, fleetctl and the hello container
-// payload into dir, from the module whose root is moduleRoot.
+// payload into dir, from the module whose root is moduleRoot. fleetd and
+// fleetctl carry the VERSION file's version, as release builds do: a plain
+// build says "dev", which engines treat as no version at all, so the
+// version rules would go untested.
 func BuildBinaries(ctx context.Context, moduleRoot, dir string) error {
+	v, err := os.ReadFile(filepath.Join(moduleRoot, "VERSION"))
+	if err != nil {
+		return fmt.Errorf("version of the binaries: %w", err)
+	}
+	ldflags := "-X main.version=" + strings.TrimSpace(string(v))
 	for name, pkg := range map[string]string{"fleetd": "./cmd/fleetd", "fleetctl": "./cmd/fleetctl", "hello": "./functional/fixtures/hello"} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = moduleRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
