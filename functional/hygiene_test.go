@@ -203,21 +203,29 @@ func TestHygiene(t *testing.T) {
 	})
 }
 
-// etcdClient returns a client of the cluster's etcd from the test process,
-// closed at the end of t. The clusters' etcd is plain on the test network.
+// etcdClient returns a client of the cluster's etcd from the test process
+// (over TLS with the admin certificate on a secured cluster), closed at the
+// end of t.
 func (e *env) etcdClient(t *testing.T) *clientv3.Client {
 	t.Helper()
+	tlsCfg, err := e.EtcdTLSConfig()
+	require.NoError(t, err)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(e.EtcdServers, ","),
-		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: tlsCfg})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cli.Close() })
 	return cli
 }
 
 // etcdFlags are fleetctl's flags to talk to the cluster's etcd directly
-// (--driver=etcd), from inside a host.
+// (--driver=etcd), from inside a host: with the host's own certificate on
+// a secured cluster.
 func (e *env) etcdFlags() []string {
-	return []string{"--driver=etcd", "--endpoint=" + e.EtcdServers}
+	flags := []string{"--driver=etcd", "--endpoint=" + e.EtcdServers}
+	if e.Security != nil {
+		flags = append(flags, "--ca-file="+platform.HostCAFile, "--cert-file="+platform.HostCertFile, "--key-file="+platform.HostKeyFile)
+	}
+	return flags
 }
 
 // unplacedReason returns the reason fleetctl list-unit-files on h gives for
