@@ -511,6 +511,10 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 			continue
 		}
 		if err := a.presence.PublishState(ctx, s); err != nil {
+			// A write that timed out may still have been applied: etcd
+			// holds either state now, so the retry writes whatever systemd
+			// says then, even if it is what was published before.
+			delete(a.published, it.name)
 			it.fail(err)
 			continue
 		}
