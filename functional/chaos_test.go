@@ -1,0 +1,379 @@
+package functional
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a1ce88ea/fleet/internal/hosts"
+)
+
+// The chaos run: 5 hosts, a 3-member etcd and 50 units of every kind, then
+// rounds of random faults drawn from a seeded source, while every host's
+// own systemd is sampled every 200 ms and checked against the invariants
+// (chaos_check_test.go). `make test` runs a short, fixed-seed run; `make
+// chaos` a long one. Replay a run with its seed:
+//
+//	FLEET_CHAOS_SEED=<seed> FLEET_CHAOS_ROUNDS=<n> go test ./functional/ -run TestChaos -v -count=1
+//
+// or with -seed and -rounds (go test ./functional/ -run TestChaos -args
+// -seed=<seed> -rounds=<n>).
+
+var (
+	chaosSeed   = flag.String("seed", "", "TestChaos: seed of the faults (a number, or random); default $FLEET_CHAOS_SEED, else "+strconv.FormatUint(chaosDefaultSeed, 10))
+	chaosRounds = flag.Int("rounds", 0, "TestChaos: rounds of faults; default $FLEET_CHAOS_ROUNDS, else "+strconv.Itoa(chaosDefaultRounds))
+)
+
+const (
+	// chaosDefaultSeed and chaosDefaultRounds make the run in `make test`:
+	// the same faults every time, each kind at least once.
+	chaosDefaultSeed   = 10
+	chaosDefaultRounds = 4
+	// chaosFaultsPerRound faults overlap in every round.
+	chaosFaultsPerRound = 2
+	// chaosHosts is the size of the cluster.
+	chaosHosts = 5
+	// chaosConvergeLimit bounds the wait for convergence after a round; past
+	// agent_ttl+2s it is a violation already, the rest measures.
+	chaosConvergeLimit = 60 * time.Second
+)
+
+// Fault kinds, in the order a round injects them: those that need the
+// engine leader or a fleetd first, then those that last, whole-etcd last.
+const (
+	faultLeaderKill     = "leader-kill"      // kill -9 the engine leader's fleetd
+	faultFleetdKill     = "fleetd-kill"      // kill -9 a fleetd
+	faultFleetdRestart  = "fleetd-restart"   // systemctl restart fleet
+	faultReexec         = "daemon-reexec"    // systemctl daemon-reexec
+	faultHostKill       = "host-kill"        // power a host off, boot it again later
+	faultPartition      = "partition"        // cut a host's link, heal it later
+	faultEtcdMemberKill = "etcd-member-kill" // kill -9 an etcd member, start it later
+	faultEtcdStop       = "etcd-stop-all"    // stop every etcd member, start them later
+)
+
+var faultKinds = []string{faultLeaderKill, faultFleetdKill, faultFleetdRestart, faultReexec,
+	faultHostKill, faultPartition, faultEtcdMemberKill, faultEtcdStop}
+
+// chaosConfig is one run's parameters.
+type chaosConfig struct {
+	seed       uint64
+	rounds     int
+	etcdOutage time.Duration // how long etcd-stop-all keeps etcd down
+}
+
+// chaosConfigFromEnv reads the flags, else the environment, else the
+// defaults.
+func chaosConfigFromEnv() (chaosConfig, error) {
+	cfg := chaosConfig{seed: chaosDefaultSeed, rounds: chaosDefaultRounds, etcdOutage: 6 * time.Second}
+	seed := *chaosSeed
+	if seed == "" {
+		seed = os.Getenv("FLEET_CHAOS_SEED")
+	}
+	switch seed {
+	case "":
+	case "random":
+		cfg.seed = rand.Uint64() % 1e9 // short enough to type back
+	default:
+		n, err := strconv.ParseUint(seed, 10, 64)
+		if err != nil {
+			return cfg, fmt.Errorf("chaos seed %q: want a number or random", seed)
+		}
+		cfg.seed = n
+	}
+	cfg.rounds = *chaosRounds
+	if cfg.rounds == 0 {
+		if r := os.Getenv("FLEET_CHAOS_ROUNDS"); r != "" {
+			n, err := strconv.Atoi(r)
+			if err != nil || n < 1 {
+				return cfg, fmt.Errorf("FLEET_CHAOS_ROUNDS=%q: want a number of rounds, at least 1", r)
+			}
+			cfg.rounds = n
+		} else {
+			cfg.rounds = chaosDefaultRounds
+		}
+	}
+	if d := os.Getenv("FLEET_CHAOS_ETCD_OUTAGE"); d != "" {
+		v, err := time.ParseDuration(d)
+		if err != nil || v <= 0 {
+			return cfg, fmt.Errorf("FLEET_CHAOS_ETCD_OUTAGE=%q: want a duration such as 20s", d)
+		}
+		cfg.etcdOutage = v
+	}
+	return cfg, nil
+}
+
+// chaosUnits are the 50 units of the run, with their bodies: plain,
+// global, pinned (template instances naming their machine), MachineOf
+// pairs, Conflicts, template instances and AtMostOnce. Templates have a
+// body and no chaosUnit; their instances have a chaosUnit and no body.
+func chaosUnits(machineIDs []string) ([]chaosUnit, map[string]string) {
+	const service = "[Unit]\nDescription=chaos\n[Service]\nExecStart=/bin/sleep infinity\n"
+	var units []chaosUnit
+	files := map[string]string{}
+	add := func(name, xfleet string, u chaosUnit) {
+		u.name = name
+		units = append(units, u)
+		if !strings.Contains(name, "@") {
+			files[name] = service + "[X-Fleet]\n" + xfleet
+		}
+	}
+	for i := 1; i <= 12; i++ {
+		add(fmt.Sprintf("chaos-plain-%02d.service", i), "", chaosUnit{})
+	}
+	for i := 1; i <= 3; i++ {
+		add(fmt.Sprintf("chaos-global-%d.service", i), "Global=true\n", chaosUnit{global: true})
+	}
+	files["chaos-pinned@.service"] = service + "[X-Fleet]\nMachineID=%i\n"
+	for _, id := range machineIDs {
+		add("chaos-pinned@"+id+".service", "", chaosUnit{})
+	}
+	for i := 1; i <= 5; i++ {
+		ping := fmt.Sprintf("chaos-ping-%d.service", i)
+		add(ping, "", chaosUnit{})
+		add(fmt.Sprintf("chaos-pong-%d.service", i), "MachineOf="+ping+"\n", chaosUnit{})
+	}
+	for i := 1; i <= 5; i++ {
+		add(fmt.Sprintf("chaos-conflict-%d.service", i), "Conflicts=chaos-conflict-*.service\n", chaosUnit{})
+	}
+	files["chaos-tmpl@.service"] = service
+	for i := 1; i <= 8; i++ {
+		add(fmt.Sprintf("chaos-tmpl@%d.service", i), "", chaosUnit{})
+	}
+	for i := 1; i <= 7; i++ {
+		add(fmt.Sprintf("chaos-amo-%d.service", i), "AtMostOnce=true\n", chaosUnit{atMostOnce: true})
+	}
+	return units, files
+}
+
+// TestChaos is the chaos run (see the top of this file). It fails if any
+// invariant was violated, printing the seed to replay it.
+func TestChaos(t *testing.T) {
+	cfg, err := chaosConfigFromEnv()
+	require.NoError(t, err)
+	e := boot(t, spec{hosts: chaosHosts, etcd: etcdCluster, docker: dockerShared,
+		conf: map[string]string{"agent_ttl": fmt.Sprint(agentTTL.Seconds())}})
+	ctx := e.ctx
+	hs := e.Hosts()
+	var ids []string
+	for _, h := range hs {
+		ids = append(ids, h.MachineID)
+	}
+	units, files := chaosUnits(ids)
+	require.Len(t, units, 50)
+	obs := hs[0]
+	dir := "/root/chaos"
+	require.NoError(t, os.MkdirAll(obs.Path(dir), 0o755))
+	for name, body := range files {
+		require.NoError(t, os.WriteFile(obs.Path(filepath.Join(dir, name)), []byte(body), 0o644))
+	}
+	args := []string{"start", "--no-block"}
+	for _, u := range units {
+		args = append(args, filepath.Join(dir, u.name))
+	}
+	e.fleetctl(t, obs, args...)
+
+	c := newChecker(t, e, units)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { c.run(sctx); close(done) }()
+	defer func() { stop(); <-done }()
+
+	start := time.Now()
+	took, err := c.waitConverged(ctx, start, chaosConvergeLimit, chaosConvergeLimit)
+	require.NoError(t, err, "the 50 units never ran where fleet placed them")
+	t.Logf("chaos: seed %d, %d rounds; 50 units converged %.1fs after fleetctl start", cfg.seed, cfg.rounds, took.Seconds())
+
+	r := &chaosRunner{e: e, c: c, cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x9e3779b97f4a7c15)),
+		faults: map[string]int{}}
+	deadline := agentTTL + 2*time.Second
+	var worst time.Duration
+	worstRound := 0
+	for n := 1; n <= cfg.rounds; n++ {
+		healed, what := r.round(t, n)
+		took, err := c.waitConverged(ctx, healed, deadline, chaosConvergeLimit)
+		left := c.endRound()
+		t.Logf("chaos round %d: %s; machines that left: %v; converged in %.2fs", n, what, left, took.Seconds())
+		if took > worst {
+			worst, worstRound = took, n
+		}
+		if err != nil {
+			t.Errorf("round %d: %v", n, err)
+			break
+		}
+	}
+	stop()
+	<-done
+
+	var kinds []string
+	for _, k := range faultKinds {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, r.faults[k]))
+	}
+	violations, total := c.summary()
+	summary := fmt.Sprintf("chaos summary: seed=%d rounds=%d hosts=%d units=%d agent_ttl=%s samples=%d\n"+
+		"  faults: %s\n"+
+		"  violations (%d):%s\n"+
+		"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
+		"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s go test ./functional/ -run TestChaos -v -count=1",
+		cfg.seed, cfg.rounds, chaosHosts, len(units), agentTTL, c.samples, strings.Join(kinds, " "),
+		total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
+		cfg.seed, cfg.rounds, cfg.etcdOutage)
+	t.Log(summary)
+	fmt.Println(summary)
+	figure(t, "chaos: worst convergence after faults", worst, fmt.Sprintf("seed %d, %d rounds, %d violations", cfg.seed, cfg.rounds, total))
+	if total > 0 {
+		t.Errorf("%d invariant violations; replay with FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d", total, cfg.seed, cfg.rounds)
+	}
+}
+
+// chaosRunner draws and injects the faults.
+type chaosRunner struct {
+	e      *env
+	c      *checker
+	cfg    chaosConfig
+	rng    *rand.Rand
+	deck   []string // fault kinds left to draw; every kind comes once per deck
+	faults map[string]int
+}
+
+// draw takes n distinct kinds from the deck, shuffling a new one when it
+// runs out, so that every kind comes up as often as any other.
+func (r *chaosRunner) draw(n int) []string {
+	var out []string
+	for len(out) < n {
+		if len(r.deck) == 0 {
+			r.deck = slices.Clone(faultKinds)
+			r.rng.Shuffle(len(r.deck), func(i, j int) { r.deck[i], r.deck[j] = r.deck[j], r.deck[i] })
+		}
+		k := r.deck[0]
+		r.deck = r.deck[1:]
+		if slices.Contains(out, k) {
+			r.deck = append(r.deck, k) // drawn next time
+			continue
+		}
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b string) int { return slices.Index(faultKinds, a) - slices.Index(faultKinds, b) })
+	return out
+}
+
+// between returns a duration drawn uniformly in [lo, hi].
+func (r *chaosRunner) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(r.rng.Int64N(int64(hi-lo)+1))
+}
+
+// pick returns a host not busy this round, drawn at random, and marks it
+// busy.
+func (r *chaosRunner) pick(t *testing.T, busy map[*hosts.Host]bool) *hosts.Host {
+	t.Helper()
+	var free []*hosts.Host
+	for _, h := range r.e.Hosts() {
+		if !busy[h] && h.Leader() != 0 {
+			free = append(free, h)
+		}
+	}
+	require.NotEmpty(t, free, "no host left to fault")
+	h := free[r.rng.IntN(len(free))]
+	busy[h] = true
+	return h
+}
+
+// round injects one round's faults, keeps those that last for their time,
+// undoes them, and returns when the last fault stopped and what it did.
+func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
+	t.Helper()
+	ctx := r.e.ctx
+	r.c.startRound(n)
+	busy := map[*hosts.Host]bool{}
+	var heals []func()
+	var hold time.Duration
+	var what []string
+	for _, kind := range r.draw(chaosFaultsPerRound) {
+		r.faults[kind]++
+		switch kind {
+		case faultLeaderKill:
+			id, err := r.e.engineLeaderID(ctx)
+			require.NoError(t, err)
+			var h *hosts.Host
+			if id != "" {
+				h = r.e.byID(t, id)
+			}
+			if h == nil || busy[h] {
+				h = r.pick(t, busy)
+			}
+			busy[h] = true
+			require.NoError(t, r.e.KillFleet(ctx, h))
+			what = append(what, kind+" "+h.Name)
+		case faultFleetdKill:
+			h := r.pick(t, busy)
+			require.NoError(t, r.e.KillFleet(ctx, h))
+			what = append(what, kind+" "+h.Name)
+		case faultFleetdRestart:
+			h := r.pick(t, busy)
+			require.NoError(t, r.e.RestartFleet(ctx, h))
+			what = append(what, kind+" "+h.Name)
+		case faultReexec:
+			h := r.pick(t, busy)
+			r.e.sh(t, h, "systemctl", "daemon-reexec")
+			what = append(what, kind+" "+h.Name)
+		case faultHostKill:
+			h := r.pick(t, busy)
+			d := r.between(time.Second, 2*agentTTL)
+			r.c.hostLeaves(h)
+			require.NoError(t, h.Kill())
+			hold = max(hold, d)
+			heals = append(heals, func() { r.reboot(t, h) })
+			what = append(what, fmt.Sprintf("%s %s for %s", kind, h.Name, d.Round(time.Millisecond)))
+		case faultPartition:
+			h := r.pick(t, busy)
+			d := r.between(time.Second, 2*agentTTL+3*time.Second)
+			r.c.hostLeaves(h)
+			require.NoError(t, h.Disconnect(ctx))
+			hold = max(hold, d)
+			heals = append(heals, func() { require.NoError(t, h.Reconnect(ctx)) })
+			what = append(what, fmt.Sprintf("%s %s for %s", kind, h.Name, d.Round(time.Millisecond)))
+		case faultEtcdMemberKill:
+			ms := r.e.Etcd()
+			m := ms[r.rng.IntN(len(ms))]
+			d := r.between(2*time.Second, 6*time.Second)
+			require.NoError(t, m.Kill())
+			hold = max(hold, d)
+			heals = append(heals, func() {
+				require.NoError(t, m.Start(ctx))
+				require.NoError(t, r.e.WaitEtcd(ctx))
+			})
+			what = append(what, fmt.Sprintf("%s %s for %s", kind, m.Name, d.Round(time.Millisecond)))
+		case faultEtcdStop:
+			r.c.etcdDown()
+			require.NoError(t, r.e.StopEtcd(ctx))
+			hold = max(hold, r.cfg.etcdOutage)
+			heals = append(heals, func() { require.NoError(t, r.e.StartEtcd(ctx)) })
+			what = append(what, fmt.Sprintf("%s for %s", kind, r.cfg.etcdOutage))
+		}
+	}
+	time.Sleep(hold)
+	for _, heal := range slices.Backward(heals) {
+		heal()
+	}
+	return time.Now(), strings.Join(what, ", ")
+}
+
+// reboot boots a killed host again, as a reimaged machine with the same
+// name, address and machine ID, and installs fleet on it again.
+func (r *chaosRunner) reboot(t *testing.T, h *hosts.Host) {
+	t.Helper()
+	require.NoError(t, h.Restart(r.e.ctx))
+	conf := r.e.FleetConf(h)
+	maps.Copy(conf, r.e.conf)
+	require.NoError(t, r.e.InstallFleet(r.e.ctx, h, conf))
+}
