@@ -6,7 +6,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin
 export CGO_ENABLED := 0
 
-.PHONY: all build test functional lint demo demo-down deps clean bench bench-quick
+.PHONY: all build test functional chaos lint demo demo-down deps clean bench bench-quick
 
 all: build
 
@@ -26,6 +26,17 @@ test: deps lint build
 # they measure (failover, takeover, time to active). `make test` runs them too.
 functional: deps build
 	$(GO) test -count=1 -timeout 20m -v ./functional/...
+
+# The long chaos run (root, Debian 12): 5 hosts, a 3-member etcd, 50 units,
+# CHAOS_ROUNDS rounds of random faults (etcd down CHAOS_ETCD_OUTAGE at a
+# time); prints the seed, faults, violations and worst convergence. `make
+# test` runs a short one with a fixed seed. Replay: make chaos CHAOS_SEED=<seed>.
+CHAOS_SEED        ?= random
+CHAOS_ROUNDS      ?= 12
+CHAOS_ETCD_OUTAGE ?= 20s
+chaos: deps build
+	FLEET_CHAOS_SEED=$(CHAOS_SEED) FLEET_CHAOS_ROUNDS=$(CHAOS_ROUNDS) FLEET_CHAOS_ETCD_OUTAGE=$(CHAOS_ETCD_OUTAGE) \
+	  $(GO) test -count=1 -timeout 60m -v -run '^TestChaos$$' ./functional/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^vendor/')); \
