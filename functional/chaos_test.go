@@ -72,12 +72,13 @@ type chaosConfig struct {
 	seed       uint64
 	rounds     int
 	etcdOutage time.Duration // how long etcd-stop-all keeps etcd down
+	kinds      []string      // the fault kinds drawn from
 }
 
 // chaosConfigFromEnv reads the flags, else the environment, else the
 // defaults.
 func chaosConfigFromEnv() (chaosConfig, error) {
-	cfg := chaosConfig{seed: chaosDefaultSeed, rounds: chaosDefaultRounds, etcdOutage: 6 * time.Second}
+	cfg := chaosConfig{seed: chaosDefaultSeed, rounds: chaosDefaultRounds, etcdOutage: 6 * time.Second, kinds: faultKinds}
 	seed := *chaosSeed
 	if seed == "" {
 		seed = os.Getenv("FLEET_CHAOS_SEED")
@@ -111,6 +112,19 @@ func chaosConfigFromEnv() (chaosConfig, error) {
 			return cfg, fmt.Errorf("FLEET_CHAOS_ETCD_OUTAGE=%q: want a duration such as 20s", d)
 		}
 		cfg.etcdOutage = v
+	}
+	if f := os.Getenv("FLEET_CHAOS_FAULTS"); f != "" {
+		// To chase one kind of failure: FLEET_CHAOS_FAULTS=partition,host-kill.
+		cfg.kinds = nil
+		for _, k := range strings.Split(f, ",") {
+			if !slices.Contains(faultKinds, k) {
+				return cfg, fmt.Errorf("FLEET_CHAOS_FAULTS: unknown fault %q; known: %s", k, strings.Join(faultKinds, ","))
+			}
+			cfg.kinds = append(cfg.kinds, k)
+		}
+		if len(cfg.kinds) < chaosFaultsPerRound {
+			return cfg, fmt.Errorf("FLEET_CHAOS_FAULTS: want at least %d kinds, one per fault of a round", chaosFaultsPerRound)
+		}
 	}
 	return cfg, nil
 }
@@ -231,10 +245,10 @@ func TestChaos(t *testing.T) {
 		"  faults: %s\n"+
 		"  violations (%d):%s\n"+
 		"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
-		"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s go test ./functional/ -run TestChaos -v -count=1",
+		"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run TestChaos -v -count=1",
 		cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), agentTTL, c.samples, strings.Join(kinds, " "),
 		total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
-		cfg.seed, cfg.rounds, cfg.etcdOutage)
+		cfg.seed, cfg.rounds, cfg.etcdOutage, strings.Join(cfg.kinds, ","))
 	t.Log(summary)
 	fmt.Println(summary)
 	figure(t, "chaos: worst convergence after faults", worst, fmt.Sprintf("seed %d, %d rounds, %d violations", cfg.seed, cfg.rounds, total))
@@ -260,7 +274,7 @@ func (r *chaosRunner) draw(n int) []string {
 	var out []string
 	for len(out) < n {
 		if len(r.deck) == 0 {
-			r.deck = slices.Clone(faultKinds)
+			r.deck = slices.Clone(r.cfg.kinds)
 			r.kinds.Shuffle(len(r.deck), func(i, j int) { r.deck[i], r.deck[j] = r.deck[j], r.deck[i] })
 		}
 		k := r.deck[0]
