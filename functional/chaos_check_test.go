@@ -356,9 +356,9 @@ func (c *checker) etcdDown() {
 	c.round.etcdDown = true
 }
 
-// endRound judges the restarts seen during the round: on a machine that
-// never left, none is allowed (AtMostOnce units are stopped by design when
-// their agent loses etcd). It returns which hosts left.
+// endRound judges the restarts seen during the round, once it converged: on
+// a machine that never left, none is allowed (AtMostOnce units are stopped
+// by design when their agent loses etcd). It returns which hosts left.
 func (c *checker) endRound() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -370,6 +370,15 @@ func (c *checker) endRound() []string {
 		}
 		seen[name+h.Name] = true
 		c.violateLocked(invRestart, "%s restarted on %s, whose machine never left", name, h.Name)
+	}
+	// Units no longer running on a host are forgotten there: fleet may place
+	// them there again in a later round, which is a start, not a restart.
+	for h, ids := range c.ident {
+		for name := range ids {
+			if !c.hosts[h].units[name].running() {
+				delete(ids, name)
+			}
+		}
 	}
 	var left []string
 	for h := range c.round.left {

@@ -1,6 +1,7 @@
 package functional
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -317,8 +318,11 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 	ctx := r.e.ctx
 	r.c.startRound(n)
 	busy := map[*hosts.Host]bool{}
-	var heals []func()
-	var hold time.Duration
+	type heal struct {
+		after time.Duration // from the end of the injections
+		do    func()
+	}
+	var heals []heal
 	var what []string
 	for _, kind := range r.draw(chaosFaultsPerRound) {
 		r.faults[kind]++
@@ -353,39 +357,39 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 			d := r.between(time.Second, 2*agentTTL)
 			r.c.hostLeaves(h)
 			require.NoError(t, h.Kill())
-			hold = max(hold, d)
-			heals = append(heals, func() { r.reboot(t, h) })
+			heals = append(heals, heal{d, func() { r.reboot(t, h) }})
 			what = append(what, fmt.Sprintf("%s %s for %s", kind, h.Name, d.Round(time.Millisecond)))
 		case faultPartition:
 			h := r.pick(t, busy)
 			d := r.between(time.Second, 2*agentTTL+3*time.Second)
 			r.c.hostLeaves(h)
 			require.NoError(t, h.Disconnect(ctx))
-			hold = max(hold, d)
-			heals = append(heals, func() { require.NoError(t, h.Reconnect(ctx)) })
+			heals = append(heals, heal{d, func() { require.NoError(t, h.Reconnect(ctx)) }})
 			what = append(what, fmt.Sprintf("%s %s for %s", kind, h.Name, d.Round(time.Millisecond)))
 		case faultEtcdMemberKill:
 			ms := r.e.Etcd()
 			m := ms[r.rng.IntN(len(ms))]
 			d := r.between(2*time.Second, 6*time.Second)
 			require.NoError(t, m.Kill())
-			hold = max(hold, d)
-			heals = append(heals, func() {
+			heals = append(heals, heal{d, func() {
 				require.NoError(t, m.Start(ctx))
 				require.NoError(t, r.e.WaitEtcd(ctx))
-			})
+			}})
 			what = append(what, fmt.Sprintf("%s %s for %s", kind, m.Name, d.Round(time.Millisecond)))
 		case faultEtcdStop:
 			r.c.etcdDown()
 			require.NoError(t, r.e.StopEtcd(ctx))
-			hold = max(hold, r.cfg.etcdOutage)
-			heals = append(heals, func() { require.NoError(t, r.e.StartEtcd(ctx)) })
+			heals = append(heals, heal{r.cfg.etcdOutage, func() { require.NoError(t, r.e.StartEtcd(ctx)) }})
 			what = append(what, fmt.Sprintf("%s for %s", kind, r.cfg.etcdOutage))
 		}
 	}
-	time.Sleep(hold)
-	for _, heal := range slices.Backward(heals) {
-		heal()
+	// Each fault that lasts is undone after its own time, the shortest
+	// first.
+	injected := time.Now()
+	slices.SortStableFunc(heals, func(a, b heal) int { return cmp.Compare(a.after, b.after) })
+	for _, h := range heals {
+		time.Sleep(time.Until(injected.Add(h.after)))
+		h.do()
 	}
 	return time.Now(), strings.Join(what, ", ")
 }
