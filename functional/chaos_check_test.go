@@ -129,6 +129,7 @@ type checker struct {
 	examples   map[string][]string
 	worstTwice time.Duration // the longest an AtMostOnce unit ran twice
 	samples    int
+	firstAt    time.Time // of the first systemd sample
 }
 
 func newChecker(t *testing.T, e *env, units []chaosUnit) *checker {
@@ -211,6 +212,9 @@ func (c *checker) sampleSystemd(ctx context.Context, _ int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.samples++
+	if c.firstAt.IsZero() {
+		c.firstAt = now
+	}
 	for i, h := range hs {
 		prev, had := c.hosts[h]
 		s := got[i]
@@ -491,6 +495,17 @@ func (c *checker) waitConverged(ctx context.Context, healed time.Time, deadline,
 		case <-time.After(chaosSampleEvery):
 		}
 	}
+}
+
+// samplePeriod returns the mean time between systemd samples: a sample of
+// every host takes as long as the slowest systemctl.
+func (c *checker) samplePeriod() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.samples < 2 {
+		return 0
+	}
+	return c.sampledAt.Sub(c.firstAt) / time.Duration(c.samples-1)
 }
 
 // summary returns the violations by invariant and their total.

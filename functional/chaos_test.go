@@ -242,12 +242,12 @@ func TestChaos(t *testing.T) {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, r.faults[k]))
 	}
 	violations, total := c.summary()
-	summary := fmt.Sprintf("chaos summary: seed=%d rounds=%d/%d hosts=%d units=%d agent_ttl=%s samples=%d\n"+
+	summary := fmt.Sprintf("chaos summary: seed=%d rounds=%d/%d hosts=%d units=%d agent_ttl=%s samples=%d (every %s)\n"+
 		"  faults: %s\n"+
 		"  violations (%d):%s\n"+
 		"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
 		"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run TestChaos -v -count=1",
-		cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), agentTTL, c.samples, strings.Join(kinds, " "),
+		cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), agentTTL, c.samples, c.samplePeriod().Round(time.Millisecond), strings.Join(kinds, " "),
 		total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
 		cfg.seed, cfg.rounds, cfg.etcdOutage, strings.Join(cfg.kinds, ","))
 	t.Log(summary)
