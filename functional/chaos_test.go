@@ -221,10 +221,12 @@ func TestChaos(t *testing.T) {
 	worstRound, rounds := 0, 0
 	for n := 1; n <= cfg.rounds; n++ {
 		rounds = n
+		began := time.Now()
 		healed, what := r.round(t, n)
 		took, err := c.waitConverged(ctx, healed, deadline, chaosConvergeLimit)
 		left := c.endRound()
-		t.Logf("chaos round %d: %s; machines that left: %v; converged in %.2fs", n, what, left, took.Seconds())
+		t.Logf("chaos round %d (%s-%s UTC): %s; machines that left: %v; converged in %.2fs", n,
+			began.UTC().Format("15:04:05"), healed.UTC().Format("15:04:05"), what, left, took.Seconds())
 		if took > worst {
 			worst, worstRound = took, n
 		}
@@ -367,7 +369,16 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 			heals = append(heals, heal{d, func() { require.NoError(t, h.Reconnect(ctx)) }})
 			what = append(what, fmt.Sprintf("%s %s for %s", kind, h.Name, d.Round(time.Millisecond)))
 		case faultEtcdMemberKill:
-			ms := r.e.Etcd()
+			// The seed says whether the raft leader dies (an election) or
+			// a follower, so that a replay does the same.
+			leader := r.rng.IntN(2) == 0
+			var ms []*hosts.EtcdMember
+			for _, m := range r.e.Etcd() {
+				if m.IsLeader(ctx) == leader {
+					ms = append(ms, m)
+				}
+			}
+			require.NotEmpty(t, ms, "no etcd member is leader=%v", leader)
 			m := ms[r.rng.IntN(len(ms))]
 			d := r.between(2*time.Second, 6*time.Second)
 			require.NoError(t, m.Kill())
@@ -375,7 +386,8 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 				require.NoError(t, m.Start(ctx))
 				require.NoError(t, r.e.WaitEtcd(ctx))
 			}})
-			what = append(what, fmt.Sprintf("%s %s for %s", kind, m.Name, d.Round(time.Millisecond)))
+			role := map[bool]string{true: "leader", false: "follower"}[leader]
+			what = append(what, fmt.Sprintf("%s %s (%s) for %s", kind, m.Name, role, d.Round(time.Millisecond)))
 		case faultEtcdStop:
 			r.c.etcdDown()
 			require.NoError(t, r.e.StopEtcd(ctx))
