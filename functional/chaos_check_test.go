@@ -472,7 +472,7 @@ func (c *checker) waitConverged(ctx context.Context, healed time.Time, deadline,
 		if err != nil {
 			lastErr = err
 		} else {
-			last = append(problems, globals...)
+			last, lastErr = append(problems, globals...), nil
 		}
 		if !judged && now.Sub(healed) > deadline {
 			judged = true
