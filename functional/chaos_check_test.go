@@ -40,10 +40,15 @@ type unitRun struct {
 	since  string // ActiveEnterTimestampMonotonic
 }
 
-// running reports whether the unit's processes run: a unit still stopping
-// is a copy too.
+// running reports whether the unit runs: started, or still stopping.
 func (u unitRun) running() bool {
 	return u.active == "active" || u.active == "reloading" || u.active == "deactivating"
+}
+
+// copy reports whether processes of the unit may run: running, or starting.
+// Two copies of an AtMostOnce unit are counted with it, to be strict.
+func (u unitRun) copy() bool {
+	return u.running() || u.active == "activating"
 }
 
 // systemdUnits returns what h's systemd says of its loaded units matching
@@ -53,8 +58,14 @@ func systemdUnits(ctx context.Context, h *hosts.Host, pattern string) (map[strin
 	if err != nil {
 		return nil, err
 	}
+	return parseShow(string(out)), nil
+}
+
+// parseShow reads systemctl show's output for several units: blocks of
+// Key=Value lines, one block per unit, separated by blank lines.
+func parseShow(out string) map[string]unitRun {
 	units := map[string]unitRun{}
-	for _, block := range strings.Split(string(out), "\n\n") {
+	for _, block := range strings.Split(out, "\n\n") {
 		var id string
 		var u unitRun
 		for _, line := range strings.Split(block, "\n") {
@@ -74,7 +85,7 @@ func systemdUnits(ctx context.Context, h *hosts.Host, pattern string) (map[strin
 			units[id] = u
 		}
 	}
-	return units, nil
+	return units
 }
 
 // hostSample is one host in a sample. A host that is down runs nothing; a
@@ -255,7 +266,7 @@ func (c *checker) sampleSystemd(ctx context.Context, _ int) {
 		}
 		var on []string
 		for h, s := range c.hosts {
-			if s.known && s.units[u.name].running() {
+			if s.known && s.units[u.name].copy() {
 				on = append(on, h.Name)
 			}
 		}
