@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed-a1ce88ea/fleet/functional/platform"
 	"github.com/seed-a1ce88ea/fleet/internal/hosts"
 )
 
@@ -204,7 +206,8 @@ func TestChaos(t *testing.T) {
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { c.run(sctx); close(done) }()
-	defer func() { stop(); <-done }()
+	halt := sync.OnceFunc(func() { stop(); <-done }) // no sample may log once the test is over
+	defer halt()
 
 	start := time.Now()
 	took, err := c.waitConverged(ctx, start, chaosConvergeLimit, chaosConvergeLimit)
@@ -219,6 +222,27 @@ func TestChaos(t *testing.T) {
 	deadline := agentTTL + 2*time.Second
 	var worst time.Duration
 	worstRound, rounds := 0, 0
+	// The summary comes out however the run ends, a failed fault included.
+	defer func() {
+		halt()
+		var kinds []string
+		for _, k := range faultKinds {
+			kinds = append(kinds, fmt.Sprintf("%s=%d", k, r.faults[k]))
+		}
+		violations, total := c.summary()
+		fmt.Printf("chaos summary: seed=%d rounds=%d/%d hosts=%d units=%d agent_ttl=%s samples=%d (every %s)\n"+
+			"  faults: %s\n"+
+			"  violations (%d):%s\n"+
+			"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
+			"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run TestChaos -v -count=1\n",
+			cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), agentTTL, c.samples, c.samplePeriod().Round(time.Millisecond),
+			strings.Join(kinds, " "), total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
+			cfg.seed, cfg.rounds, cfg.etcdOutage, strings.Join(cfg.kinds, ","))
+		figure(t, "chaos: worst convergence after faults", worst, fmt.Sprintf("seed %d, %d rounds, %d violations", cfg.seed, rounds, total))
+		if total > 0 {
+			t.Errorf("%d invariant violations; replay with FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d", total, cfg.seed, cfg.rounds)
+		}
+	}()
 	for n := 1; n <= cfg.rounds; n++ {
 		rounds = n
 		began := time.Now()
@@ -233,30 +257,8 @@ func TestChaos(t *testing.T) {
 		if err != nil {
 			// Later rounds would only measure the same breakage again.
 			t.Errorf("round %d: %v; stopping the run", n, err)
-			break
+			return
 		}
-	}
-	stop()
-	<-done
-
-	var kinds []string
-	for _, k := range faultKinds {
-		kinds = append(kinds, fmt.Sprintf("%s=%d", k, r.faults[k]))
-	}
-	violations, total := c.summary()
-	summary := fmt.Sprintf("chaos summary: seed=%d rounds=%d/%d hosts=%d units=%d agent_ttl=%s samples=%d (every %s)\n"+
-		"  faults: %s\n"+
-		"  violations (%d):%s\n"+
-		"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
-		"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run TestChaos -v -count=1",
-		cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), agentTTL, c.samples, c.samplePeriod().Round(time.Millisecond), strings.Join(kinds, " "),
-		total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
-		cfg.seed, cfg.rounds, cfg.etcdOutage, strings.Join(cfg.kinds, ","))
-	t.Log(summary)
-	fmt.Println(summary)
-	figure(t, "chaos: worst convergence after faults", worst, fmt.Sprintf("seed %d, %d rounds, %d violations", cfg.seed, cfg.rounds, total))
-	if total > 0 {
-		t.Errorf("%d invariant violations; replay with FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d", total, cfg.seed, cfg.rounds)
 	}
 }
 
@@ -330,16 +332,16 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 		r.faults[kind]++
 		switch kind {
 		case faultLeaderKill:
-			id, err := r.e.engineLeaderID(ctx)
-			require.NoError(t, err)
-			var h *hosts.Host
-			if id != "" {
-				h = r.e.byID(t, id)
-			}
-			if h == nil || busy[h] {
-				h = r.pick(t, busy)
-			}
-			busy[h] = true
+			// Right after a round that killed one, the next leader may
+			// not be elected yet.
+			var id string
+			var err error
+			require.NoError(t, platform.Wait(ctx, 15*time.Second, func() bool {
+				id, err = r.e.engineLeaderID(ctx)
+				return err == nil && id != ""
+			}), "no engine leader: %v", err)
+			h := r.e.byID(t, id)
+			busy[h] = true // the first fault of a round: no other took it
 			require.NoError(t, r.e.KillFleet(ctx, h))
 			what = append(what, kind+" "+h.Name)
 		case faultFleetdKill:
