@@ -498,7 +498,10 @@ func (c *checker) waitConverged(ctx context.Context, healed time.Time, deadline,
 			}
 		}
 		if now.Sub(healed) > limit {
-			return now.Sub(healed), fmt.Errorf("not converged %s after the faults stopped: %v (last error %v)", limit, last, lastErr)
+			if lastErr != nil {
+				return now.Sub(healed), fmt.Errorf("not converged %s after the faults stopped: %v; then %w", limit, last, lastErr)
+			}
+			return now.Sub(healed), fmt.Errorf("not converged %s after the faults stopped: %v", limit, last)
 		}
 		select {
 		case <-ctx.Done():
