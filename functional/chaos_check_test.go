@@ -114,10 +114,16 @@ type chaosRound struct {
 	// etcdDown: every agent lost etcd this round, so agents stop their
 	// AtMostOnce units, by design, and start them again.
 	etcdDown bool
-	// restartH and restartU are the restarts seen this round (host, unit),
-	// judged at its end, once it is known which machines left.
-	restartH []*hosts.Host
-	restartU []string
+	// restarts seen this round, judged at its end, once it is known which
+	// machines left.
+	restarts []restart
+}
+
+// restart is a unit seen running on a host with another main process, or
+// another start time, than before.
+type restart struct {
+	host *hosts.Host
+	unit string
 }
 
 // checker samples the hosts and counts violations of the invariants.
@@ -253,8 +259,7 @@ func (c *checker) sampleSystemd(ctx context.Context, _ int) {
 			}
 			id := u.pid + "/" + u.since
 			if old, ok := ids[name]; ok && old != id {
-				c.round.restartH = append(c.round.restartH, h)
-				c.round.restartU = append(c.round.restartU, name)
+				c.round.restarts = append(c.round.restarts, restart{h, name})
 			}
 			ids[name] = id
 		}
@@ -377,14 +382,13 @@ func (c *checker) etcdDown() {
 func (c *checker) endRound() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	seen := map[string]bool{}
-	for i, h := range c.round.restartH {
-		name := c.round.restartU[i]
-		if c.round.left[h] || (c.round.etcdDown && c.names[name].atMostOnce) || seen[name+h.Name] {
+	seen := map[restart]bool{}
+	for _, r := range c.round.restarts {
+		if c.round.left[r.host] || (c.round.etcdDown && c.names[r.unit].atMostOnce) || seen[r] {
 			continue
 		}
-		seen[name+h.Name] = true
-		c.violateLocked(invRestart, "%s restarted on %s, whose machine never left", name, h.Name)
+		seen[r] = true
+		c.violateLocked(invRestart, "%s restarted on %s, whose machine never left", r.unit, r.host.Name)
 	}
 	// Units no longer running on a host are forgotten there: fleet may place
 	// them there again in a later round, which is a start, not a restart.
