@@ -76,12 +76,13 @@ type chaosConfig struct {
 	rounds     int
 	etcdOutage time.Duration // how long etcd-stop-all keeps etcd down
 	kinds      []string      // the fault kinds drawn from
+	ttl        time.Duration // every fleetd's agent_ttl
 }
 
 // chaosConfigFromEnv reads the flags, else the environment, else the
 // defaults.
 func chaosConfigFromEnv() (chaosConfig, error) {
-	cfg := chaosConfig{seed: chaosDefaultSeed, rounds: chaosDefaultRounds, etcdOutage: 6 * time.Second, kinds: faultKinds}
+	cfg := chaosConfig{seed: chaosDefaultSeed, rounds: chaosDefaultRounds, etcdOutage: 6 * time.Second, kinds: faultKinds, ttl: agentTTL}
 	seed := *chaosSeed
 	if seed == "" {
 		seed = os.Getenv("FLEET_CHAOS_SEED")
@@ -115,6 +116,15 @@ func chaosConfigFromEnv() (chaosConfig, error) {
 			return cfg, fmt.Errorf("FLEET_CHAOS_ETCD_OUTAGE=%q: want a duration such as 20s", d)
 		}
 		cfg.etcdOutage = v
+	}
+	if d := os.Getenv("FLEET_CHAOS_TTL"); d != "" {
+		// The at-most-once policy trades restarts for safety as the TTL
+		// shrinks: try it at other TTLs.
+		v, err := time.ParseDuration(d)
+		if err != nil || v < 2*time.Second {
+			return cfg, fmt.Errorf("FLEET_CHAOS_TTL=%q: want agent_ttl as a duration of at least 2s (fleetd's minimum)", d)
+		}
+		cfg.ttl = v
 	}
 	if f := os.Getenv("FLEET_CHAOS_FAULTS"); f != "" {
 		// To chase one kind of failure: FLEET_CHAOS_FAULTS=partition,host-kill.
@@ -181,7 +191,7 @@ func TestChaos(t *testing.T) {
 	cfg, err := chaosConfigFromEnv()
 	require.NoError(t, err)
 	e := boot(t, spec{hosts: chaosHosts, etcd: etcdCluster, docker: dockerShared,
-		conf: map[string]string{"agent_ttl": fmt.Sprint(agentTTL.Seconds())}})
+		conf: map[string]string{"agent_ttl": fmt.Sprint(cfg.ttl.Seconds())}})
 	ctx := e.ctx
 	hs := e.Hosts()
 	var ids []string
@@ -219,7 +229,7 @@ func TestChaos(t *testing.T) {
 		// seed's schedule does not depend on how many hosts were free.
 		kinds: rand.New(rand.NewPCG(cfg.seed, 0x5eed)),
 		rng:   rand.New(rand.NewPCG(cfg.seed, 0xfa17))}
-	deadline := agentTTL + 2*time.Second
+	deadline := cfg.ttl + 2*time.Second
 	var worst time.Duration
 	worstRound, rounds := 0, 0
 	// The summary comes out however the run ends, a failed fault included.
@@ -234,10 +244,10 @@ func TestChaos(t *testing.T) {
 			"  faults: %s\n"+
 			"  violations (%d):%s\n"+
 			"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
-			"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run TestChaos -v -count=1\n",
-			cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), agentTTL, c.samples, c.samplePeriod().Round(time.Millisecond),
+			"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_TTL=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run TestChaos -v -count=1\n",
+			cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), cfg.ttl, c.samples, c.samplePeriod().Round(time.Millisecond),
 			strings.Join(kinds, " "), total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
-			cfg.seed, cfg.rounds, cfg.etcdOutage, strings.Join(cfg.kinds, ","))
+			cfg.seed, cfg.rounds, cfg.etcdOutage, cfg.ttl, strings.Join(cfg.kinds, ","))
 		figure(t, "chaos: worst convergence after faults", worst, fmt.Sprintf("seed %d, %d rounds, %d violations", cfg.seed, rounds, total))
 		if total > 0 {
 			t.Errorf("%d invariant violations; replay with FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d", total, cfg.seed, cfg.rounds)
@@ -358,14 +368,14 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 			what = append(what, kind+" "+h.Name)
 		case faultHostKill:
 			h := r.pick(t, busy)
-			d := r.between(time.Second, 2*agentTTL)
+			d := r.between(time.Second, 2*r.cfg.ttl)
 			r.c.hostLeaves(h)
 			require.NoError(t, h.Kill())
 			heals = append(heals, heal{d, func() { r.reboot(t, h) }})
 			what = append(what, fmt.Sprintf("%s %s for %s", kind, h.Name, d.Round(time.Millisecond)))
 		case faultPartition:
 			h := r.pick(t, busy)
-			d := r.between(time.Second, 2*agentTTL+3*time.Second)
+			d := r.between(time.Second, 2*r.cfg.ttl+3*time.Second)
 			r.c.hostLeaves(h)
 			require.NoError(t, h.Disconnect(ctx))
 			heals = append(heals, heal{d, func() { require.NoError(t, h.Reconnect(ctx)) }})
