@@ -35,7 +35,7 @@ functional: deps build
 CHAOS_SEED        ?= random
 CHAOS_ROUNDS      ?= 12
 CHAOS_ETCD_OUTAGE ?= 20s
-CHAOS_TTL         ?= 3s
+CHAOS_TTL         ?= 5s
 chaos: deps build
 	FLEET_CHAOS_SEED=$(CHAOS_SEED) FLEET_CHAOS_ROUNDS=$(CHAOS_ROUNDS) FLEET_CHAOS_ETCD_OUTAGE=$(CHAOS_ETCD_OUTAGE) FLEET_CHAOS_TTL=$(CHAOS_TTL) \
 	  $(GO) test -count=1 -timeout 60m -v -run '^TestChaos$$' ./functional/

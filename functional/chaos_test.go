@@ -49,6 +49,13 @@ const (
 	chaosFaultsPerRound = 2
 	// chaosHosts is the size of the cluster.
 	chaosHosts = 5
+	// chaosTTL is every fleetd's agent_ttl unless FLEET_CHAOS_TTL says
+	// otherwise: the TTL of the partition figures. With the 3 s of
+	// the other groups, an etcd leader election plus the client's failover
+	// (about 1.6 s here) outlasts TTL/2, so every agent whose renewal it
+	// delays stops its AtMostOnce units and starts them again: it cannot
+	// tell an election from a cut (FLEET_CHAOS_TTL=3s shows it).
+	chaosTTL = 5 * time.Second
 	// chaosConvergeLimit bounds the wait for convergence after a round; past
 	// agent_ttl+2s it is a violation already, the rest measures.
 	chaosConvergeLimit = 30 * time.Second
@@ -82,7 +89,7 @@ type chaosConfig struct {
 // chaosConfigFromEnv reads the flags, else the environment, else the
 // defaults.
 func chaosConfigFromEnv() (chaosConfig, error) {
-	cfg := chaosConfig{seed: chaosDefaultSeed, rounds: chaosDefaultRounds, etcdOutage: 6 * time.Second, kinds: faultKinds, ttl: agentTTL}
+	cfg := chaosConfig{seed: chaosDefaultSeed, rounds: chaosDefaultRounds, etcdOutage: 6 * time.Second, kinds: faultKinds, ttl: chaosTTL}
 	seed := *chaosSeed
 	if seed == "" {
 		seed = os.Getenv("FLEET_CHAOS_SEED")
