@@ -28,10 +28,15 @@ import (
 // (chaos_check_test.go). `make test` runs a short, fixed-seed run; `make
 // chaos` a long one. Replay a run with its seed:
 //
-//	FLEET_CHAOS_SEED=<seed> FLEET_CHAOS_ROUNDS=<n> go test ./functional/ -run TestChaos -v -count=1
+//	FLEET_CHAOS_SEED=<seed> FLEET_CHAOS_ROUNDS=<n> go test ./functional/ -run '^TestChaos$' -v -count=1
 //
-// or with -seed and -rounds (go test ./functional/ -run TestChaos -args
-// -seed=<seed> -rounds=<n>).
+// or with -seed and -rounds (go test ./functional/ -run '^TestChaos$' -args
+// -seed=<seed> -rounds=<n>). FLEET_CHAOS_SEED=random draws a seed (printed).
+// FLEET_CHAOS_ETCD_OUTAGE (default 6s) is how long etcd-stop-all lasts,
+// FLEET_CHAOS_TTL (default 5s) every fleetd's agent_ttl, and
+// FLEET_CHAOS_FAULTS=kind,kind,... limits the faults to some kinds. The same
+// seed replays the same faults on the same targets for the same times;
+// what fleet does in between is the machine's timing.
 
 var (
 	chaosSeed   = flag.String("seed", "", "TestChaos: seed of the faults (a number, or random); default $FLEET_CHAOS_SEED, else "+strconv.FormatUint(chaosDefaultSeed, 10))
@@ -251,7 +256,7 @@ func TestChaos(t *testing.T) {
 			"  faults: %s\n"+
 			"  violations (%d):%s\n"+
 			"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
-			"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_TTL=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run TestChaos -v -count=1\n",
+			"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_TTL=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run '^TestChaos$' -v -count=1\n",
 			cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), cfg.ttl, c.samples, c.samplePeriod().Round(time.Millisecond),
 			strings.Join(kinds, " "), total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
 			cfg.seed, cfg.rounds, cfg.etcdOutage, cfg.ttl, strings.Join(cfg.kinds, ","))
