@@ -69,11 +69,12 @@ func newEnvWith(t *testing.T, h *hosts.Host, cli *clientv3.Client) *env {
 		_ = lead.Resign(ctx) // fails when a test stopped etcd for good
 	})
 	dir := "/run/fleet/test-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	sd, err := systemd.Connect(ctx, systemd.Config{BusAddress: h.BusAddress(), FSRoot: h.Path(""), UnitsDir: dir})
+	logs := &logLines{}
+	sd, err := systemd.Connect(ctx, systemd.Config{BusAddress: h.BusAddress(), FSRoot: h.Path(""), UnitsDir: dir, Log: testLogger(t, logs)})
 	require.NoError(t, err)
 	t.Cleanup(func() { unloadAll(sd) })
 	e := &env{t: t, h: h, cli: cli, reg: reg, lead: lead, sd: sd, ttl: 5 * time.Second,
-		m: machine.Machine{ID: h.MachineID, Hostname: h.Name, PublicIP: h.IP}, logs: &logLines{}}
+		m: machine.Machine{ID: h.MachineID, Hostname: h.Name, PublicIP: h.IP}, logs: logs}
 	e.states = watchStates(t, reg, e.m.ID)
 	return e
 }

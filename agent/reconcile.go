@@ -45,6 +45,10 @@ type job struct {
 	known bool               // unload: the agent had dealt with the unit
 	res   string             // systemd's job result
 	err   error
+
+	// hold: a stop because the lease is in doubt; the entry is not applied,
+	// so the unit is started again once the lease is renewed.
+	hold bool
 }
 
 // item is one unit of a batch being reconciled.
@@ -54,10 +58,15 @@ type item struct {
 	scheduled bool
 	log       *slog.Logger
 
+	amo    bool          // the lease is in doubt and the unit runs at most once: keep it stopped
 	enable bool          // its file is being linked and has an [Install] section to enable
 	busy   *job          // a job of the unit is running
 	err    error         // first failed step; the unit is retried
 	slow   time.Duration // with err: retry after this instead of backing off
+
+	// refused says why the unit is left alone: a unit of the host's own
+	// has its name (see hostunit.go).
+	refused string
 }
 
 func (it *item) fail(err error) {
@@ -79,6 +88,7 @@ func (it *item) fail(err error) {
 // Restart= setting is systemd's business), and a fleetd that restarts
 // adopts running units with a StartUnit that does nothing.
 func (a *Agent) reconcile(ctx context.Context, names []string) {
+	doubt := a.doubt.Load()
 	items := make([]*item, len(names))
 	for i, n := range names {
 		p, ok := a.placement(n)
@@ -98,7 +108,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 	// that changed.
 	var link []*item
 	for _, it := range items {
-		if !it.scheduled || it.busy != nil || it.err != nil {
+		if !it.scheduled || it.busy != nil || it.err != nil || a.refuseHostUnit(ctx, it) {
 			continue
 		}
 		body, err := a.body(ctx, it.want.Hash)
@@ -109,6 +119,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			}
 			continue
 		}
+		it.amo = a.atMostOnce(it, it.want.Hash, body) && doubt
 		changed, err := a.sd.WriteUnitFile(it.name, body)
 		if err != nil {
 			it.fail(err)
@@ -128,8 +139,8 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 	// batches (systemd's signals) need none.
 	var pending []*item
 	for _, it := range items {
-		if it.scheduled && it.busy == nil && it.err == nil &&
-			(a.applied[it.name] != it.want || a.restart[it.name]) {
+		if it.scheduled && it.busy == nil && it.err == nil && it.refused == "" &&
+			(a.applied[it.name] != it.want || a.restart[it.name] || it.amo) {
 			pending = append(pending, it)
 		}
 	}
@@ -149,8 +160,20 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			if it.busy.act != actUnload {
 				publish = append(publish, it)
 			}
+		case it.refused != "":
+			publish = append(publish, it)
 		case !it.scheduled:
 			a.startJob(ctx, it, &job{act: actUnload, known: a.known(it.name)})
+		case it.amo:
+			// The lease may expire before it is renewed, and then the unit
+			// may start elsewhere: stopped now, started by nothing.
+			delete(a.applied, it.name)
+			if st := before[it.name]; st.LoadState == "loaded" && st.ActiveState != "inactive" && st.ActiveState != "failed" {
+				it.log.Warn("stopping at-most-once unit: lease in doubt")
+				a.startJob(ctx, it, &job{act: actStop, want: it.want, hold: true})
+				continue
+			}
+			publish = append(publish, it)
 		default:
 			act := actNone
 			if a.applied[it.name] != it.want || a.restart[it.name] {
@@ -225,6 +248,9 @@ func (a *Agent) collect(it *item, j *job) {
 	case j.act == actUnload:
 		delete(a.applied, it.name)
 		delete(a.published, it.name)
+		a.mu.Lock()
+		delete(a.amo, it.name)
+		a.mu.Unlock()
 		if j.known {
 			it.log.Info("unloaded unit")
 		} else {
@@ -237,7 +263,7 @@ func (a *Agent) collect(it *item, j *job) {
 	default:
 		it.log.Info("unit job done", "job", j.act, "hash", j.want.Hash)
 	}
-	if j.act != actUnload {
+	if j.act != actUnload && !j.hold {
 		a.applied[it.name] = j.want
 	}
 	delete(a.restart, it.name)
@@ -426,6 +452,11 @@ func (a *Agent) known(name string) bool {
 // failure, remove its file and its published state. Each step is a no-op
 // when already done, so a unit that was never here is fine.
 func (a *Agent) unload(ctx context.Context, name string) error {
+	if where, err := a.sd.HostUnit(ctx, name); err != nil {
+		return err
+	} else if where != "" {
+		return a.forgetHostUnit(ctx, name)
+	}
 	jctx, cancel := context.WithTimeout(ctx, jobTimeout)
 	res, err := a.sd.StopUnit(jctx, name)
 	cancel()
@@ -472,6 +503,9 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 		s := registry.UnitState{
 			Name: it.name, Machine: a.machine, Hash: hash,
 			LoadState: st.LoadState, ActiveState: st.ActiveState, SubState: st.SubState,
+		}
+		if it.refused != "" {
+			s = refusedState(s, it.refused)
 		}
 		if a.published[it.name] == s {
 			continue

@@ -14,7 +14,18 @@
 //     tokens; plus extensions: a unit's `systemctl status` text, its journal
 //     (streamed with ?follow=true) and a stream of cluster events;
 //   - Inspector, the machine-local source of status and journal, and
-//     SystemdInspector, which runs systemctl and journalctl.
+//     SystemdInspector, which runs systemctl and journalctl;
+//     RefusingInspector answers instead for units the machine's agent
+//     refuses (a unit of the host's own has the name);
+//   - Authorize, the middleware that lets a request through only if its
+//     caller's role (package api/auth) allows it (RequiredRole: reads need
+//     read, everything else admin), answering 401 or 403 otherwise.
+//
+// Every call that may change the cluster is audited: logged ("audit") and,
+// over the registry client, stored in etcd for an hour, where the event
+// stream shows it as an api.call event naming the caller. Bodies are
+// bounded (1 MiB), event streams per caller too, and streamed answers are
+// exempt from the http.Server's timeouts.
 //
 // Validation of names, options and target states lives in the Client
 // implementations, not in HTTP handlers: the registry client refuses what
@@ -26,7 +37,8 @@
 // Machine-local requests (status, journal) are answered by the fleetd of the
 // machine the unit is scheduled to: the server answers from its own Inspector
 // when the unit is local and otherwise forwards to that machine's fleetd at
-// its registered API URL.
+// its registered API URL; with WithPeerTLS only over https, presenting this
+// fleetd's peer certificate.
 //
 // The package leaves scheduling to the engine, unit file parsing and fleet's
 // option rules to package unit, and etcd to package registry.

@@ -44,6 +44,14 @@ const (
 	// EventLeaderChanged: engine leadership moved From -> To (machine IDs;
 	// empty for none). MachineID is the new leader.
 	EventLeaderChanged = "leader.changed"
+	// EventAPICall: a call that may change the cluster reached the API of
+	// MachineID's fleetd. Identity made it (a token's name, a
+	// certificate's common name, "root" on the unix socket), Action says
+	// what it asked (unit.create, unit.replace, unit.set-state,
+	// unit.destroy, machines.set-metadata, or the method and route), Unit
+	// which unit, To the desired state asked for, and Result the HTTP
+	// status of the answer ("201 Created").
+	EventAPICall = "api.call"
 )
 
 // Event is one change in the cluster, as GET /fleet/v1/events streams it
@@ -60,6 +68,10 @@ type Event struct {
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	From      string            `json:"from,omitempty"`
 	To        string            `json:"to,omitempty"`
+	// Identity, Action and Result describe an EventAPICall.
+	Identity string `json:"identity,omitempty"`
+	Action   string `json:"action,omitempty"`
+	Result   string `json:"result,omitempty"`
 }
 
 // registryEvents streams events from etcd: one watch over fleet's keys from
@@ -187,6 +199,10 @@ func translate(changes []registry.Change, leaderChanged *bool) []Event {
 			}
 		case c.Leader:
 			*leaderChanged = true
+		case c.Audit != nil:
+			a := c.Audit
+			add(Event{Type: EventAPICall, Unit: a.Unit, MachineID: a.Machine, To: a.Detail,
+				Identity: a.Identity, Action: a.Action, Result: resultText(a.Status)}, c.Rev)
 		}
 	}
 	return out

@@ -63,6 +63,10 @@ func (c *cluster) place(machineID, name string, state registry.State) {
 		require.NoError(c.t, err)
 		c.t.Cleanup(func() { _ = lead.Resign(context.Background()) })
 		c.lead = lead
+		// As an engine leader starts its term: unit reads then use the
+		// unit->placement index.
+		_, err = c.reg.EnsurePlacementIndex(c.ctx, lead)
+		require.NoError(c.t, err)
 	}
 	u, err := c.reg.Unit(c.ctx, name)
 	require.NoError(c.t, err)

@@ -3,9 +3,12 @@ package api
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -22,14 +25,33 @@ const forwardTimeout = 15 * time.Second
 // call reads the registry afresh.
 type registryClient struct {
 	reg *registry.Registry
+	// peerTLS, when set, is how this fleetd forwards to others: over https
+	// only, presenting its own certificate.
+	peerTLS *tls.Config
+}
+
+// RegistryOption configures NewRegistryClient.
+type RegistryOption func(*registryClient)
+
+// WithPeerTLS makes the client forward status and journal requests to other
+// machines' fleetd over TLS with cfg: it verifies their server certificates
+// and presents this fleetd's own (a peer certificate), which they
+// authenticate like any caller's. It then refuses to forward to a machine
+// whose API is plain http.
+func WithPeerTLS(cfg *tls.Config) RegistryOption {
+	return func(c *registryClient) { c.peerTLS = cfg }
 }
 
 // NewRegistryClient returns the Client that reads and writes fleet's state in
 // etcd through reg. It validates what it writes with fleet's rules (package
 // unit) and answers UnitStatus and UnitJournal by forwarding to the fleetd of
 // the unit's machine at its registered API URL.
-func NewRegistryClient(reg *registry.Registry) Client {
-	return &registryClient{reg: reg}
+func NewRegistryClient(reg *registry.Registry, opts ...RegistryOption) Client {
+	c := &registryClient{reg: reg}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 func (c *registryClient) Machines(ctx context.Context) ([]Machine, error) {
@@ -108,6 +130,16 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 		return nil, err
 	}
 	reasons := c.unplacedReasons(ctx)
+	// Read after the placements: a state read here was published for a
+	// placement read there, or a later one.
+	states, err := c.reg.States(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	reported := make(map[[2]string]bool, len(states))
+	for _, s := range states {
+		reported[[2]string{s.Machine, s.Name}] = true
+	}
 	out := make([]*Unit, 0, len(recs))
 	for _, rec := range recs {
 		body, ok := bodies[rec.Hash]
@@ -122,7 +154,7 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 			out = append(out, u)
 			continue
 		}
-		u, err := wireUnit(rec, body, placed[rec.Name], reasons[rec.Name])
+		u, err := wireUnit(rec, body, placed[rec.Name], reasons[rec.Name], func(m string) bool { return reported[[2]string{m, rec.Name}] })
 		if err != nil {
 			return nil, err
 		}
@@ -147,7 +179,17 @@ func (c *registryClient) Unit(ctx context.Context, name string) (*Unit, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wireUnit(rec, body, placed, c.unplacedReason(ctx, name))
+	var reported []string // machines that published a state of the unit
+	if p, ok := pickPlacement(placed, rec.Hash); ok {
+		ss, err := c.reg.StatesOf(ctx, []string{name}, []string{p.Machine})
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			reported = append(reported, s.Machine)
+		}
+	}
+	return wireUnit(rec, body, placed, c.unplacedReason(ctx, name), func(m string) bool { return slices.Contains(reported, m) })
 }
 
 // placements reads the whole schedule, grouped by unit name.
@@ -166,7 +208,13 @@ func (c *registryClient) placements(ctx context.Context) (map[string][]registry.
 // wireUnit builds the wire form of a unit: its options from its body, its
 // current state and machine from its placements, and unplacedReason, the
 // engine's word on why it runs nowhere, if it should run and does not.
-func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unplacedReason string) (*Unit, error) {
+// reported says whether a machine's agent published a state of the unit.
+//
+// As fleet's server did, a unit is loaded or launched only once the agent
+// of its machine reported it (inactive until then): fleet v1.0's fleetctl
+// start reads GET /state/{name} as soon as the unit says launched, and
+// dies on a 404.
+func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unplacedReason string, reported func(machine string) bool) (*Unit, error) {
 	f, err := unit.ParseString(body)
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: stored body %s: %w", rec.Name, rec.Hash, err)
@@ -179,7 +227,10 @@ func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unpla
 	}
 	u.CurrentState = string(registry.StateInactive)
 	if p, ok := pickPlacement(placed, rec.Hash); ok {
-		u.CurrentState, u.MachineID = string(p.DesiredState), p.Machine
+		u.MachineID = p.Machine
+		if reported(p.Machine) {
+			u.CurrentState = string(p.DesiredState)
+		}
 	} else if rec.DesiredState != registry.StateInactive {
 		u.UnplacedReason = unplacedReason
 	}
@@ -233,6 +284,7 @@ func (c *registryClient) UnitStates(ctx context.Context, f StateFilter) ([]*Unit
 			SystemdLoadState:   s.LoadState,
 			SystemdActiveState: s.ActiveState,
 			SystemdSubState:    s.SubState,
+			Reason:             s.Reason,
 		}
 	}
 	sortStates(out)
@@ -393,22 +445,37 @@ func (c *registryClient) DestroyUnit(ctx context.Context, name string) error {
 }
 
 func (c *registryClient) UnitStatus(ctx context.Context, name string) (string, error) {
-	hc, err := c.forwardTo(ctx, name)
+	hc, m, err := c.forwardTo(ctx, name)
 	if err != nil {
 		return "", err
 	}
-	return hc.UnitStatus(ctx, name)
+	text, err := hc.UnitStatus(ctx, name)
+	return text, peerRefusal(m, err)
 }
 
 func (c *registryClient) UnitJournal(ctx context.Context, name string, opts JournalOptions) (io.ReadCloser, error) {
 	if err := checkJournalOptions(opts); err != nil {
 		return nil, err
 	}
-	hc, err := c.forwardTo(ctx, name)
+	hc, m, err := c.forwardTo(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	return hc.UnitJournal(ctx, name, opts)
+	rc, err := hc.UnitJournal(ctx, name, opts)
+	return rc, peerRefusal(m, err)
+}
+
+// peerRefusal turns another fleetd's 401 or 403 to a forwarded request into
+// a 502 that says whose credentials failed: this fleetd's, not the
+// caller's.
+func peerRefusal(m machine.Machine, err error) error {
+	var apiErr *Error
+	if !errors.As(err, &apiErr) || (apiErr.Code != http.StatusUnauthorized && apiErr.Code != http.StatusForbidden) {
+		return err
+	}
+	return &Error{Code: http.StatusBadGateway, Message: fmt.Sprintf(
+		"the fleetd of machine %s (%s) refused this fleetd's forwarded request: %s; give this fleetd a peer certificate (api_cert_file, api_key_file) signed by the api_client_ca_file of machine %s",
+		m.ID, m.PublicIP, apiErr.Message, m.ID)}
 }
 
 func (c *registryClient) Events(ctx context.Context, fn func(Event) error) error {
@@ -416,29 +483,49 @@ func (c *registryClient) Events(ctx context.Context, fn func(Event) error) error
 }
 
 // forwardTo returns an HTTP client of the fleetd on the machine the unit is
-// scheduled to, marked so that fleetd answers only from its own systemd.
-func (c *registryClient) forwardTo(ctx context.Context, name string) (Client, error) {
+// scheduled to, marked so that fleetd answers only from its own systemd,
+// and that machine.
+func (c *registryClient) forwardTo(ctx context.Context, name string) (Client, machine.Machine, error) {
+	m, err := c.unitMachine(ctx, name)
+	if err != nil {
+		return nil, m, err
+	}
+	opts := forwardOptions(m)
+	if c.peerTLS != nil {
+		if u, err := url.Parse(m.APIURL); err != nil || u.Scheme != "https" {
+			return nil, m, errorf(ErrUnavailable, "unit %s runs on machine %s (%s), whose fleetd serves its API without TLS (%s); this fleetd forwards only over TLS: set api_cert_file, api_key_file and api_client_ca_file on machine %s",
+				name, m.ID, m.PublicIP, m.APIURL, m.ID)
+		}
+		opts.tls = c.peerTLS
+	}
+	hc, err := newHTTPClient(m.APIURL, forwardTimeout, opts)
+	return hc, m, err
+}
+
+// unitMachine returns the machine a unit is scheduled to, if it serves the
+// API over TCP.
+func (c *registryClient) unitMachine(ctx context.Context, name string) (machine.Machine, error) {
 	u, err := c.Unit(ctx, name)
 	if err != nil {
-		return nil, err
+		return machine.Machine{}, err
 	}
 	if u.MachineID == "" {
 		if IsGlobal(u) {
-			return nil, errorf(ErrConflict, "unit %s is global and runs on every matching machine; ask one machine's fleetd for it (fleetctl --endpoint on that machine)", name)
+			return machine.Machine{}, errorf(ErrConflict, "unit %s is global and runs on every matching machine; ask one machine's fleetd for it (fleetctl --endpoint on that machine)", name)
 		}
-		return nil, errorf(ErrConflict, "unit %s is not scheduled to any machine (its state is %s); load or start it first", name, u.CurrentState)
+		return machine.Machine{}, errorf(ErrConflict, "unit %s is not scheduled to any machine (its state is %s); load or start it first", name, u.CurrentState)
 	}
 	m, err := c.reg.Machine(ctx, u.MachineID)
 	if errors.Is(err, registry.ErrNotFound) {
-		return nil, errorf(ErrUnavailable, "machine %s of unit %s is not present in the cluster; wait for the engine to reschedule the unit", u.MachineID, name)
+		return machine.Machine{}, errorf(ErrUnavailable, "machine %s of unit %s is not present in the cluster; wait for the engine to reschedule the unit", u.MachineID, name)
 	}
 	if err != nil {
-		return nil, err
+		return machine.Machine{}, err
 	}
 	if m.APIURL == "" {
-		return nil, errorf(ErrUnavailable, "unit %s runs on machine %s (%s), which does not serve the fleet API over TCP; give that fleetd a TCP listen address, or run fleetctl on that machine", name, m.ID, m.PublicIP)
+		return m, errorf(ErrUnavailable, "unit %s runs on machine %s (%s), which does not serve the fleet API over TCP; give that fleetd a TCP listen address, or run fleetctl on that machine", name, m.ID, m.PublicIP)
 	}
-	return newHTTPClient(m.APIURL, forwardTimeout, forwardOptions(m))
+	return m, nil
 }
 
 // IsGlobal reports whether u's [X-Fleet] options make it a global unit

@@ -12,12 +12,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/seed-a1ce88ea/fleet/api/auth"
 )
 
 const (
 	// maxRequestBody bounds a PUT or PATCH body; unit files are small.
 	maxRequestBody = 1 << 20
+	// defaultMaxEventStreams bounds the event streams one identity may
+	// hold open at once: each holds an etcd watch.
+	defaultMaxEventStreams = 16
 	// maxJournalLines bounds ?lines= of the journal endpoint.
 	maxJournalLines = 100000
 	// defaultJournalLines is fleetctl journal's default.
@@ -57,12 +63,29 @@ func WithLogger(l *slog.Logger) ServerOption {
 	}
 }
 
+// WithMaxEventStreams sets how many event streams one caller (one
+// identity) may hold open at once (default 16); beyond it a request gets
+// 429 Too Many Requests.
+func WithMaxEventStreams(n int) ServerOption {
+	return func(s *server) {
+		if n > 0 {
+			s.maxStreams = n
+		}
+	}
+}
+
 type server struct {
 	c       Client
 	version string
 	local   string
 	insp    Inspector
 	log     *slog.Logger
+	// auditor stores audit records in etcd; nil when the Client cannot.
+	auditor auditRecorder
+
+	maxStreams int
+	streamsMu  sync.Mutex
+	streams    map[string]int // open event streams by caller
 }
 
 // NewServer returns the handler of fleet's v1 API on top of c:
@@ -72,6 +95,7 @@ type server struct {
 //	PUT    /fleet/v1/units/{name}          create (201), set desiredState (204)
 //	DELETE /fleet/v1/units/{name}          destroy (204)
 //	GET    /fleet/v1/state                 {"states":[...],"nextPageToken":"..."}, ?machineID= ?unitName=
+//	GET    /fleet/v1/state/{name}          a UnitState (404 until the unit's agent reports one)
 //	GET    /fleet/v1/machines              {"machines":[...],"nextPageToken":"..."}
 //	PATCH  /fleet/v1/machines              dynamic metadata, JSON Patch (204)
 //	GET    /fleet/v1/discovery             the discovery document of this API
@@ -93,37 +117,26 @@ type server struct {
 //
 // Errors are {"error":{"code":N,"message":"..."}}.
 func NewServer(c Client, opts ...ServerOption) http.Handler {
-	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler)}
+	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler), maxStreams: defaultMaxEventStreams, streams: map[string]int{}}
 	for _, o := range opts {
 		o(s)
 	}
+	s.auditor, _ = c.(auditRecorder)
 	mux := http.NewServeMux()
-	route := func(path string, handlers map[string]http.HandlerFunc) {
+	for _, rt := range s.routes() {
 		var allowed []string
-		for method, h := range handlers {
-			mux.HandleFunc(method+" "+path, h)
+		for method, h := range rt.handlers {
+			if method != http.MethodGet && method != http.MethodHead {
+				h = s.audited(method, rt.path, h)
+			}
+			mux.HandleFunc(method+" "+rt.path, h)
 			allowed = append(allowed, method)
 		}
 		slices.Sort(allowed)
 		// Requests with other methods fall through to this less specific
 		// pattern, so a 405 carries a JSON body like every other error.
-		mux.HandleFunc(path, s.methodNotAllowed(allowed))
+		mux.HandleFunc(rt.path, s.methodNotAllowed(allowed))
 	}
-	route("/fleet/v1/units", map[string]http.HandlerFunc{http.MethodGet: s.listUnits})
-	route("/fleet/v1/units/{name}", map[string]http.HandlerFunc{
-		http.MethodGet:    s.getUnit,
-		http.MethodPut:    s.putUnit,
-		http.MethodDelete: s.deleteUnit,
-	})
-	route("/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus})
-	route("/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal})
-	route("/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates})
-	route("/fleet/v1/machines", map[string]http.HandlerFunc{
-		http.MethodGet:   s.listMachines,
-		http.MethodPatch: s.patchMachines,
-	})
-	route("/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery})
-	route("/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, errorf(ErrNotFound, "no such API resource: %s", r.URL.Path))
 	})
@@ -131,6 +144,34 @@ func NewServer(c Client, opts ...ServerOption) http.Handler {
 		w.Header().Set("Server", "fleetd/"+s.version)
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// route is one path of the API and its handler per method.
+type route struct {
+	path     string
+	handlers map[string]http.HandlerFunc
+}
+
+// routes is the API's route table; RequiredRole decides who may use each.
+func (s *server) routes() []route {
+	return []route{
+		{"/fleet/v1/units", map[string]http.HandlerFunc{http.MethodGet: s.listUnits}},
+		{"/fleet/v1/units/{name}", map[string]http.HandlerFunc{
+			http.MethodGet:    s.getUnit,
+			http.MethodPut:    s.putUnit,
+			http.MethodDelete: s.deleteUnit,
+		}},
+		{"/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus}},
+		{"/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal}},
+		{"/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates}},
+		{"/fleet/v1/state/{name}", map[string]http.HandlerFunc{http.MethodGet: s.getState}},
+		{"/fleet/v1/machines", map[string]http.HandlerFunc{
+			http.MethodGet:   s.listMachines,
+			http.MethodPatch: s.patchMachines,
+		}},
+		{"/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery}},
+		{"/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events}},
+	}
 }
 
 func (s *server) methodNotAllowed(allowed []string) http.HandlerFunc {
@@ -172,7 +213,7 @@ func (s *server) putUnit(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	var u Unit
-	if !s.decodeBody(w, r, &u) {
+	if !s.decodeBody(w, r, &u, "unit file") {
 		return
 	}
 	if u.Name == "" {
@@ -196,6 +237,16 @@ func (s *server) putUnit(w http.ResponseWriter, r *http.Request) {
 		p.replace = b
 	}
 	created, warnings, err := s.put(r.Context(), p)
+	action := "unit.set-state"
+	switch {
+	case err != nil:
+		action = "unit.put"
+	case created:
+		action = "unit.create"
+	case p.replace && len(u.Options) > 0:
+		action = "unit.replace"
+	}
+	noteAudit(r.Context(), action, name, u.DesiredState)
 	if err != nil {
 		if p.createOnly && errors.Is(err, ErrExists) {
 			s.sendCode(w, http.StatusPreconditionFailed, err.Error())
@@ -271,6 +322,7 @@ func checkJSON(r *http.Request) error {
 }
 
 func (s *server) deleteUnit(w http.ResponseWriter, r *http.Request) {
+	noteAudit(r.Context(), "unit.destroy", r.PathValue("name"), "")
 	if err := s.c.DestroyUnit(r.Context(), r.PathValue("name")); err != nil {
 		s.sendError(w, r, err)
 		return
@@ -294,6 +346,41 @@ func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
 	s.sendJSON(w, http.StatusOK, UnitStatePage{States: items, NextPageToken: next})
 }
 
+// getState answers fleet v1.0's fleetctl, which waits on it after a start:
+// the state the agent of the unit's machine published (of the several a
+// moving unit may briefly have, that machine's).
+func (s *server) getState(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	states, err := s.c.UnitStates(r.Context(), StateFilter{UnitNames: []string{name}})
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	if len(states) == 0 {
+		s.sendError(w, r, errorf(ErrNotFound, "unit %s has no state: no machine's agent reported it", name))
+		return
+	}
+	st := states[0]
+	if len(states) > 1 {
+		if u, err := s.c.Unit(r.Context(), name); err == nil {
+			if on := stateOn(states, u.MachineID); on != nil {
+				st = on
+			}
+		}
+	}
+	s.sendJSON(w, http.StatusOK, st)
+}
+
+// stateOn returns the state of ss published by machine id (nil if none).
+func stateOn(ss []*UnitState, id string) *UnitState {
+	for _, s := range ss {
+		if s.MachineID == id {
+			return s
+		}
+	}
+	return nil
+}
+
 func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
 	tok, err := pageFromQuery(r.URL.Query())
 	if err != nil {
@@ -314,9 +401,10 @@ func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
 // a form type): the body must be the JSON list either way.
 func (s *server) patchMachines(w http.ResponseWriter, r *http.Request) {
 	var ops []MachineMetadataOp
-	if !s.decodeBody(w, r, &ops) {
+	if !s.decodeBody(w, r, &ops, "machine metadata patch") {
 		return
 	}
+	noteAudit(r.Context(), "machines.set-metadata", "", describeOps(ops))
 	if err := s.c.SetMachineMetadata(r.Context(), ops); err != nil {
 		s.sendError(w, r, err)
 		return
@@ -326,15 +414,34 @@ func (s *server) patchMachines(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// decodeBody decodes a bounded JSON body into v; on failure it answers and
-// returns false.
-func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+// describeOps lists metadata operations for the audit: "add /m1/metadata/k".
+// Values are left out; the list is clipped, as a body may hold many.
+func describeOps(ops []MachineMetadataOp) string {
+	var b strings.Builder
+	for i, op := range ops {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(op.Op + " " + op.Path)
+	}
+	return clipText(b.String(), 200)
+}
+
+// decodeBody decodes a bounded JSON body, a what, into v; on failure it
+// answers and returns false.
+func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, v any, what string) bool {
+	tooLarge := func() bool {
+		s.sendCode(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s larger than 1 MiB: the request body may be at most %d bytes", what, maxRequestBody))
+		return false
+	}
+	if r.ContentLength > maxRequestBody {
+		return tooLarge()
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	if err := dec.Decode(v); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			s.sendCode(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", maxRequestBody))
-			return false
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge()
 		}
 		s.sendError(w, r, errorf(ErrInvalid, "decode request body: %v", err))
 		return false
@@ -396,6 +503,7 @@ func (s *server) unitJournal(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.unbounded(w, r)
 	var rc io.ReadCloser
 	var err error
 	if local {
@@ -505,9 +613,55 @@ func (s *server) sendStream(w http.ResponseWriter, r *http.Request, rc io.ReadCl
 	}
 }
 
+// openStream counts an event stream of caller, unless it has the most it
+// may have open.
+func (s *server) openStream(caller string) bool {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.streams[caller] >= s.maxStreams {
+		return false
+	}
+	s.streams[caller]++
+	return true
+}
+
+func (s *server) closeStream(caller string) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.streams[caller]--; s.streams[caller] <= 0 {
+		delete(s.streams, caller)
+	}
+}
+
+// unbounded lifts the http.Server's read and write timeouts off a streamed
+// answer, which lasts as long as the client wants: they are meant for
+// slow or stuck clients of ordinary requests. (A read deadline that passed
+// would also cancel the request's context.)
+func (s *server) unbounded(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	for _, err := range []error{rc.SetWriteDeadline(time.Time{}), rc.SetReadDeadline(time.Time{})} {
+		if err != nil && !errors.Is(err, http.ErrNotSupported) {
+			s.log.Debug("stream deadline not lifted", "path", r.URL.Path, "err", err)
+		}
+	}
+}
+
 // events streams cluster events as newline-delimited JSON until the client
 // goes away.
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	id, ok := auth.FromContext(r.Context())
+	if !ok {
+		id = auth.Identity{Name: "unknown"}
+	}
+	// A token and a certificate may carry the same name: they are
+	// different callers.
+	caller := id.Via + ":" + id.Name
+	if !s.openStream(caller) {
+		s.sendCode(w, http.StatusTooManyRequests, fmt.Sprintf("%s has %d event streams open, the most one caller may; close one before opening another", id.Name, s.maxStreams))
+		return
+	}
+	defer s.closeStream(caller)
+	s.unbounded(w, r)
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -553,5 +707,15 @@ func (s *server) sendError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *server) sendCode(w http.ResponseWriter, code int, msg string) {
-	s.sendJSON(w, code, errorBody{Error: errorEntity{Code: code, Message: msg}})
+	writeError(w, code, msg)
+}
+
+// writeError answers with fleet's error shape,
+// {"error":{"code":N,"message":"..."}}.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	// Marshalling a struct of an int and a string cannot fail.
+	b, _ := json.Marshal(errorBody{Error: errorEntity{Code: code, Message: msg}})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n')) // the client went away; nothing to do
 }

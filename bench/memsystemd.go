@@ -144,6 +144,9 @@ func (m *MemorySystemd) setState(name string, u *memUnit, st systemd.UnitState) 
 	}
 }
 
+// HostUnit reports no unit of the host: the stand-in has none.
+func (m *MemorySystemd) HostUnit(context.Context, string) (string, error) { return "", nil }
+
 // UnitFiles lists the unit file directory, sorted.
 func (m *MemorySystemd) UnitFiles() ([]string, error) {
 	m.mu.Lock()

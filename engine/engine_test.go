@@ -459,3 +459,83 @@ func TestEngineReportsEachPlanWritten(t *testing.T) {
 		return plans >= 1 && ops == 2
 	}, 5*time.Second, 10*time.Millisecond, "OnPlan sees every placement written")
 }
+
+// TestEngineVersionDigitsOnly: a build whose version is a commit hash made
+// only of digits (git describe without tags) is no version: it never
+// claims the cluster, and when an older build recorded it, the record is
+// treated as absent, so a real engine leads and replaces it.
+func TestEngineVersionDigitsOnly(t *testing.T) {
+	reg := registry.New(etcdtest.Start(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	register(t, ctx, reg, "m1", nil, 5*time.Second)
+	start := func(version string) (*engine.Engine, context.CancelFunc) {
+		return startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e-" + version, Version: version,
+			LeaderTTL: time.Second, ReconcileInterval: 200 * time.Millisecond, GCInterval: -1})
+	}
+	stored := func() string {
+		v, _, err := reg.EngineVersion(ctx)
+		require.NoError(t, err)
+		return v
+	}
+
+	hash, stop := start("3146401")
+	require.Eventually(t, hash.Leading, 5*time.Second, 10*time.Millisecond)
+	require.Empty(t, stored(), "a commit hash is not recorded as a version")
+	stop()
+
+	// What an older fleetd with the digits-only version wrote.
+	lead, err := reg.Campaign(ctx, "old-build", time.Second)
+	require.NoError(t, err)
+	require.NoError(t, reg.SetEngineVersion(ctx, lead, "3146401", 0))
+	require.NoError(t, lead.Resign(ctx))
+
+	rel, _ := start("0.2.0")
+	require.Eventually(t, rel.Leading, 5*time.Second, 10*time.Millisecond, "a stored version that does not parse locks nobody out")
+	require.Eventually(t, func() bool { return stored() == "0.2.0" }, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestEngineAtMostOnce: the at-most-once unit of a machine that left is
+// placed elsewhere only AtMostOnceMargin after the machine's lease key was
+// deleted, and stays where it was if the machine is back before that.
+func TestEngineAtMostOnce(t *testing.T) {
+	const margin = 1500 * time.Millisecond
+	const amo = "[Service]\nExecStart=/bin/true\n[X-Fleet]\nAtMostOnce=true\n"
+	setup := func(t *testing.T, ctx context.Context) (*registry.Registry, map[string]*registry.Presence, string) {
+		reg := registry.New(etcdtest.Start(t).Client(t))
+		presences := map[string]*registry.Presence{}
+		for _, id := range []string{"m1", "m2"} {
+			presences[id] = register(t, ctx, reg, id, nil, 2*time.Second)
+		}
+		startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e1", LeaderTTL: time.Second, ReconcileInterval: 5 * time.Second, AtMostOnceMargin: margin})
+		submit(t, ctx, reg, "db.service", amo)
+		submit(t, ctx, reg, "web.service", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineOf=db.service\n")
+		w := waitPlacement(t, ctx, reg, 5*time.Second, func(w map[string][]string) bool { return len(w) == 2 })
+		return reg, presences, w["db.service"][0]
+	}
+
+	t.Run("placed elsewhere a margin after the machine left", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		reg, presences, victim := setup(t, ctx)
+		require.NoError(t, presences[victim].Revoke(ctx))
+		left := time.Now() // the lease key is gone: the engine cannot have seen it earlier
+		w := waitPlacement(t, ctx, reg, 10*time.Second, func(w map[string][]string) bool {
+			return len(w["db.service"]) == 1 && w["db.service"][0] != victim
+		})
+		took := time.Since(left)
+		require.GreaterOrEqual(t, took, margin, "placed elsewhere before the margin ran out")
+		require.Equal(t, w["db.service"], w["web.service"], "its MachineOf follower goes with it")
+		t.Logf("at-most-once unit placed elsewhere %.2f s after its machine left (margin %s)", took.Seconds(), margin)
+	})
+
+	t.Run("the machine is back within the margin: nothing moves", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		reg, presences, victim := setup(t, ctx)
+		require.NoError(t, presences[victim].Revoke(ctx))
+		register(t, ctx, reg, victim, nil, 2*time.Second)
+		time.Sleep(2 * margin)
+		require.Equal(t, []string{victim}, schedule(t, ctx, reg)["db.service"], "the held placement stands for the returning machine")
+	})
+}

@@ -15,6 +15,12 @@
 // as FLEETCTL_<FLAG> (FLEETCTL_SSH_USERNAME for --ssh-username); a flag on
 // the command line wins.
 //
+// An https endpoint is verified against --ca-file and may be given a client
+// certificate (--cert-file, --key-file); --token, FLEETCTL_TOKEN or
+// --token-file adds a bearer token, which is never sent over plain http to
+// another machine. TLS and authentication failures are reported as one line
+// naming the file or flag to fix, with their own exit code.
+//
 // Unit arguments follow fleetctl: a name without a type suffix means
 // ".service", an argument naming an existing file submits that file under
 // its base name, an instance ("app@3") is made from a local template beside

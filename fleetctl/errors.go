@@ -17,6 +17,7 @@ const (
 	ExitTimeout     = 5 // gave up waiting (--block-attempts)
 	ExitUnavailable = 6 // fleetd, etcd or a unit's machine unreachable
 	ExitNotFound    = 7 // a unit or machine does not exist
+	ExitAuth        = 8 // fleetd refused the credentials, or is not trusted
 )
 
 // ExitCode returns the process exit code for an error of a fleetctl command

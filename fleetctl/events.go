@@ -30,11 +30,13 @@ func (a *app) eventsCommand() *cobra.Command {
 submitted, replaced, destroyed, given a new desired state (unit.target),
 placed on a machine, moved, unplaced, found to fit no machine
 (unit.unplaceable, with the reason), and reported in a new state by systemd
-(unit.state); machines joining, leaving and changing (machine.*); and
-engine leadership changing hands (leader.changed).
+(unit.state); machines joining, leaving and changing (machine.*);
+engine leadership changing hands (leader.changed); and every API call that
+may change the cluster, with who made it (api.call).
 
 With -o json every event is one JSON object per line, with stable field
-names: type, time, revision, unit, machineID, primaryIP, metadata, from, to.
+names: type, time, revision, unit, machineID, primaryIP, metadata, from, to,
+identity, action, result.
 The first is "stream.started": every change after its revision follows.
 
 Follow one template's instances:
@@ -153,6 +155,12 @@ func formatEvent(e api.Event, legend func(string) string) string {
 		}
 	case api.EventMachineLeft:
 		what = on
+	case api.EventAPICall:
+		what = strings.Join(strings.Fields(e.Identity+" "+e.Action+" "+e.Unit+" "+e.To), " ")
+		if e.MachineID != "" {
+			what += " via " + legend(e.MachineID)
+		}
+		what += ": " + e.Result
 	case api.EventLeaderChanged:
 		from, to := legend(e.From), legend(e.To)
 		if from == "" {

@@ -52,8 +52,14 @@ func TestEventsCommand(t *testing.T) {
 			h.publish(m1, "hello.service", "loaded", "active", "running")
 			h.setUnplaced("ssd.service", "no machine has metadata disk=ssd")
 
-			want := []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted, api.EventUnitTarget,
+			// start submits a new unit in state launched: one event.
+			want := []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted,
 				api.EventLeaderChanged, api.EventUnitPlaced, api.EventUnitState, api.EventUnitUnplaceable}
+			if driver == "api" {
+				// Through fleetd, each change is also an audited call.
+				want = []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted, api.EventAPICall,
+					api.EventLeaderChanged, api.EventUnitPlaced, api.EventUnitState, api.EventUnitUnplaceable}
+			}
 			var events []api.Event
 			require.Eventually(t, func() bool {
 				events = nil
@@ -69,8 +75,22 @@ func TestEventsCommand(t *testing.T) {
 				types = append(types, e.Type)
 			}
 			require.Equal(t, want, types)
-			require.Equal(t, api.Event{Type: api.EventUnitState, Time: events[6].Time, Revision: events[6].Revision,
-				Unit: "hello.service", MachineID: m1, To: "active/running"}, events[6])
+			var calls []string
+			for _, e := range events {
+				switch e.Type {
+				case api.EventUnitSubmitted:
+					require.Equal(t, api.Event{Type: api.EventUnitSubmitted, Time: e.Time, Revision: e.Revision,
+						Unit: "hello.service", To: "launched"}, e)
+				case api.EventUnitState:
+					require.Equal(t, api.Event{Type: api.EventUnitState, Time: e.Time, Revision: e.Revision,
+						Unit: "hello.service", MachineID: m1, To: "active/running"}, e)
+				case api.EventAPICall:
+					calls = append(calls, e.Action+" "+e.Unit+" "+e.To+": "+e.Result)
+				}
+			}
+			if driver == "api" {
+				require.Equal(t, []string{"unit.create hello.service launched: 201 Created"}, calls)
+			}
 			require.NoError(t, stop(), "interrupting the stream is how it ends")
 		})
 	}
@@ -141,4 +161,22 @@ func TestCompletion(t *testing.T) {
 	r = runFleetctl(ctx, map[string]string{"FLEETCTL_ENDPOINT": "unix:///nonexistent.sock"}, "__complete", "status", "")
 	require.NoError(t, r.err)
 	require.Equal(t, ":4", strings.TrimSpace(strings.Split(r.stdout, "\n")[0]))
+}
+
+func TestEventsTextAPICall(t *testing.T) {
+	h := newHarness(t, "api")
+	out, stop := h.startEvents("--type", "api.call")
+	dir := t.TempDir()
+	unit := writeUnit(t, dir, "hello.service", helloUnit)
+	// A stream that connects late misses a call: repeat the submission
+	// (answered 409 once the unit exists, and audited too) until one shows.
+	require.Eventually(t, func() bool {
+		h.run("submit", unit)
+		return strings.Contains(out.String(), "api.call")
+	}, 20*time.Second, 50*time.Millisecond)
+	require.NoError(t, h.run("destroy", "hello.service").err)
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "unit.destroy") }, 20*time.Second, 10*time.Millisecond)
+	require.NoError(t, stop())
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Regexp(t, `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d api.call\s+unknown unit.destroy hello.service( via \S+)?: 204 No Content$`, lines[len(lines)-1])
 }

@@ -3,7 +3,6 @@ package fleetctl
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/seed-a1ce88ea/fleet/api"
+	"github.com/seed-a1ce88ea/fleet/internal/pki"
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
@@ -106,6 +106,8 @@ type app struct {
 	caFile         string
 	certFile       string
 	keyFile        string
+	token          string
+	tokenFile      string
 	tunnel         string
 	sshUsername    string
 	sshTimeout     seconds
@@ -125,7 +127,9 @@ const exitCodesHelp = `Exit codes:
   4  no machine can run a unit: the engine says which constraint no machine meets
   5  gave up waiting for a unit (--block-attempts)
   6  fleetd, etcd or a unit's machine could not be reached
-  7  a unit or machine does not exist`
+  7  a unit or machine does not exist
+  8  fleetd refused the credentials (no or a wrong token or client certificate,
+     or a role that may not do it), or its certificate is not trusted`
 
 // NewCommand returns the fleetctl root command. Output goes to stdout,
 // warnings and help to stderr; env looks up environment variables (os.Getenv
@@ -194,6 +198,8 @@ Version:
 	pf.StringVar(&a.caFile, "ca-file", "", "CA certificate file to verify an https fleetd or TLS etcd endpoint")
 	pf.StringVar(&a.certFile, "cert-file", "", "client certificate file for an https fleetd or TLS etcd endpoint")
 	pf.StringVar(&a.keyFile, "key-file", "", "key file of --cert-file")
+	pf.StringVar(&a.token, "token", "", "API token, sent as an Authorization: Bearer header (prefer FLEETCTL_TOKEN or --token-file: a command line is visible to every user of the machine)")
+	pf.StringVar(&a.tokenFile, "token-file", "", "file holding the API token")
 	pf.StringVar(&a.tunnel, "tunnel", "", "send every request through an SSH tunnel to this host[:port] (a cluster machine)")
 	pf.StringVar(&a.sshUsername, "ssh-username", DefaultSSHUsername, "user name for SSH connections (--tunnel, ssh)")
 	pf.Var(&a.sshTimeout, "ssh-timeout", "time allowed to set up an SSH connection, as a duration or seconds")
@@ -230,6 +236,7 @@ Version:
 		a.fdForwardCommand(),
 		a.completionCommand(),
 		a.versionCommand(),
+		a.resetEngineVersionCommand(),
 	)
 	addPrefixAliases(root)
 	return root
@@ -282,9 +289,15 @@ func unknownCommand(root *cobra.Command, name string) error {
 // endpoint, as fleetctl did.
 func (a *app) applyEnv(cmd *cobra.Command) error {
 	fs := cmd.Flags()
+	// The token and its file are one setting: either given on the command
+	// line wins over both variables.
+	tokenGiven := fs.Changed("token") || fs.Changed("token-file")
 	var err error
 	cmd.Root().PersistentFlags().VisitAll(func(f *pflag.Flag) {
 		if err != nil || fs.Changed(f.Name) {
+			return
+		}
+		if tokenGiven && (f.Name == "token" || f.Name == "token-file") {
 			return
 		}
 		key := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -328,6 +341,10 @@ func (a *app) client(ctx context.Context) (api.Client, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	token, err := a.bearerToken()
+	if err != nil {
+		return nil, nil, err
+	}
 	var tun *sshConn
 	release := func() {}
 	if a.tunnel != "" {
@@ -338,6 +355,9 @@ func (a *app) client(ctx context.Context) (api.Client, func(), error) {
 	}
 	switch a.driver.value {
 	case driverEtcd:
+		if token != "" {
+			fmt.Fprintln(a.stderr, "WARNING: the API token is not used with --driver=etcd")
+		}
 		eps := a.etcdEndpoints()
 		cfg := clientv3.Config{
 			Endpoints:   eps,
@@ -370,6 +390,13 @@ func (a *app) client(ctx context.Context) (api.Client, func(), error) {
 			ep = first
 		}
 		var opts []api.HTTPOption
+		if token != "" {
+			if err := checkTokenTransport(ep); err != nil {
+				release()
+				return nil, nil, err
+			}
+			opts = append(opts, api.WithBearerToken(token))
+		}
 		if tlsCfg != nil {
 			opts = append(opts, api.WithTLSConfig(tlsCfg))
 		}
@@ -389,32 +416,27 @@ func (a *app) client(ctx context.Context) (api.Client, func(), error) {
 }
 
 // tlsConfig reads --ca-file, --cert-file and --key-file; nil when none is
-// set.
+// set. An expired certificate or one that does not match its key is
+// refused here, naming the file, rather than by the server in a handshake
+// error that names neither.
 func (a *app) tlsConfig() (*tls.Config, error) {
 	if a.caFile == "" && a.certFile == "" && a.keyFile == "" {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if a.caFile != "" {
-		pem, err := os.ReadFile(a.caFile)
-		if err != nil {
-			return nil, usageErrorf("--ca-file: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, usageErrorf("--ca-file %s: no PEM certificate in it", a.caFile)
-		}
-		cfg.RootCAs = pool
-	}
 	if (a.certFile == "") != (a.keyFile == "") {
 		return nil, usageErrorf("--cert-file and --key-file go together; give both or neither")
 	}
-	if a.certFile != "" {
-		cert, err := tls.LoadX509KeyPair(a.certFile, a.keyFile)
-		if err != nil {
-			return nil, usageErrorf("--cert-file/--key-file: %v", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+	cfg, err := pki.ClientConfig(a.caFile, a.certFile, a.keyFile)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if len(cfg.Certificates) > 0 {
+		// Go sends no certificate whose issuer is not among the CAs the
+		// server names, and the server then sees no credentials at all.
+		// Sent anyway, it is refused in the handshake, and fleetctl can
+		// say that it was this certificate the server refused.
+		cert := cfg.Certificates[0]
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	}
 	return cfg, nil
 }
@@ -470,9 +492,16 @@ func (a *app) run(fn func(ctx context.Context, c api.Client, args []string) erro
 }
 
 // explain adds what to check to errors whose cause is not obvious: with the
-// etcd driver an unreachable etcd shows up only as a deadline.
+// etcd driver an unreachable etcd shows up only as a deadline; with the API,
+// TLS and authentication failures as Go's TLS text or a bare status.
 func (a *app) explain(err error) error {
-	if err == nil || a.driver.value != driverEtcd || !errors.Is(err, context.DeadlineExceeded) {
+	if err == nil {
+		return nil
+	}
+	if a.driver.value != driverEtcd {
+		return a.explainAuth(err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
 	return withCode(ExitUnavailable, fmt.Errorf("cannot reach etcd at %s within %s: %w (is etcd running? set --endpoint or FLEETCTL_ENDPOINT)",

@@ -188,6 +188,7 @@ func unitStateColumns() columns[*api.UnitState] {
 		"active":  func(s *api.UnitState, _ view) string { return s.SystemdActiveState },
 		"sub":     func(s *api.UnitState, _ view) string { return s.SystemdSubState },
 		"hash":    func(s *api.UnitState, v view) string { return shortHash(s.Hash, v.full) },
+		"reason":  func(s *api.UnitState, _ view) string { return s.Reason },
 	}
 }
 

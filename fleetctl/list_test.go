@@ -131,7 +131,7 @@ func TestListBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"list-units", "--fields", "unit,bogus"}, `list-units: invalid field "bogus" in --fields; valid fields are active,hash,load,machine,sub,unit`},
+		{[]string{"list-units", "--fields", "unit,bogus"}, `list-units: invalid field "bogus" in --fields; valid fields are active,hash,load,machine,reason,sub,unit`},
 		{[]string{"list-unit-files", "--fields", ""}, "list-unit-files: --fields must name at least one column; valid fields are desc,dstate,global,hash,reason,state,target,unit"},
 		{[]string{"list-machines", "--fields", "machine,"}, `list-machines: invalid field "" in --fields`},
 		{[]string{"list-machines", "-o", "yaml"}, `invalid argument "yaml" for "-o, --output" flag: "yaml" is not one of table, json`},

@@ -413,7 +413,7 @@ func TestGlobalFlagsFromEnvironment(t *testing.T) {
 	// TLS files are read before anything is sent.
 	r = runFleetctl(ctx, map[string]string{"FLEETCTL_CA_FILE": "/nonexistent/ca.pem"}, "--endpoint", h.socket, "list-units")
 	require.Equal(t, fleetctl.ExitUsage, r.code)
-	require.ErrorContains(t, r.err, "--ca-file: open /nonexistent/ca.pem")
+	require.ErrorContains(t, r.err, "CA file: open /nonexistent/ca.pem")
 	r = runFleetctl(ctx, map[string]string{"FLEETCTL_CERT_FILE": "/x.pem"}, "--endpoint", h.socket, "list-units")
 	require.ErrorContains(t, r.err, "--cert-file and --key-file go together")
 }
@@ -464,9 +464,9 @@ func TestTLSFlags(t *testing.T) {
 	require.NoError(t, r.err)
 	require.Equal(t, "113f16a7...\t10.0.0.3\t-\n", r.stdout)
 	r = runFleetctl(h.ctx, map[string]string{"FLEETCTL_CA_FILE": ca}, "--endpoint", srv.URL, "list-machines")
-	require.Equal(t, fleetctl.ExitUnavailable, r.code, "no client certificate: %v", r.err)
+	require.Equal(t, fleetctl.ExitAuth, r.code, "no client certificate: %v", r.err)
 	r = runFleetctl(h.ctx, nil, "--endpoint", srv.URL, "list-machines")
-	require.Equal(t, fleetctl.ExitUnavailable, r.code)
+	require.Equal(t, fleetctl.ExitAuth, r.code)
 	require.ErrorContains(t, r.err, "certificate")
 }
 
@@ -483,7 +483,7 @@ func TestFleetCompatibilityFlags(t *testing.T) {
 	r = h.run("status", "--ssh-port=2222", "a")
 	require.NoError(t, r.err)
 	r = runFleetctl(h.ctx, nil, "--etcd-cafile", "/nonexistent.pem", "--endpoint", h.socket, "list-units")
-	require.ErrorContains(t, r.err, "--ca-file: open /nonexistent.pem", "the old spelling of --ca-file")
+	require.ErrorContains(t, r.err, "CA file: open /nonexistent.pem", "the old spelling of --ca-file")
 	r = h.run("help")
 	require.NotContains(t, r.stdout, "etcd-cafile", "deprecated flags stay out of the help")
 }

@@ -52,6 +52,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"not key=value", []string{"-config", write("hello\n")}, nil, "line 1"},
 		{"bad duration names its source", nil, map[string]string{"FLEET_AGENT_TTL": "soon"}, "agent_ttl (from FLEET_AGENT_TTL)"},
 		{"ttl below etcd minimum", []string{"-agent_ttl", "1"}, nil, "below etcd's minimum"},
+		{"negative duration", []string{"-engine_leader_ttl", "-1"}, nil, `"-1" is negative`},
+		{"NaN seconds", []string{"-engine_reconcile_interval", "NaN"}, nil, "out of range"},
+		{"seconds beyond range", []string{"-etcd_request_timeout", "1e300"}, nil, "out of range"},
 		{"unknown flag", []string{"-bogus"}, nil, "bogus"},
 		{"stray argument", []string{"run"}, nil, `unexpected argument "run"`},
 	}

@@ -9,21 +9,18 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
 	"github.com/seed-a1ce88ea/fleet/agent"
 	"github.com/seed-a1ce88ea/fleet/agent/systemd"
 	"github.com/seed-a1ce88ea/fleet/api"
 	"github.com/seed-a1ce88ea/fleet/engine"
-	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
 	"github.com/seed-a1ce88ea/fleet/machine"
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
@@ -47,37 +44,39 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	endpoints := cfg.EtcdServers
-	if len(endpoints) == 0 {
-		if err := os.MkdirAll(cfg.EmbeddedEtcdDir, 0o700); err != nil {
-			return fmt.Errorf("embedded etcd: %w", err)
-		}
-		srv, err := etcdserver.Start(ctx, etcdserver.Config{
-			DataDir: cfg.EmbeddedEtcdDir, ClientURLs: cfg.EmbeddedEtcdClientURLs, PeerURL: cfg.EmbeddedEtcdPeerURL,
-		})
-		if err != nil {
+	// The API's security is read first, and anew by every Run: a SIGHUP
+	// picks up a changed tokens file or renewed certificates, and a
+	// listener open to the network without them stops fleetd before it
+	// does anything.
+	sec, err := loadAPISecurity(cfg)
+	if err != nil {
+		return err
+	}
+	listeners := o.listeners
+	if listeners == nil {
+		if listeners, err = apiListeners(cfg); err != nil {
 			return err
 		}
-		defer srv.Close()
-		endpoints = srv.Endpoints()
-		log.Info("embedded etcd started", "dir", cfg.EmbeddedEtcdDir, "endpoints", strings.Join(endpoints, ","))
+		// Shutdown closes them once served; this covers failing before.
+		defer func() {
+			for _, l := range listeners {
+				_ = l.Close()
+			}
+		}()
 	}
+	if err := sec.checkListeners(cfg, listeners, log); err != nil {
+		return err
+	}
+	if sec.peerCertMissing {
+		log.Warn("api_cert_file is a server-only certificate: this fleetd forwards status and journal requests to other machines without a certificate of its own, which they refuse unless open; issue it with fleetd tls cert create --peer", "file", cfg.APICertFile)
+	}
+
 	m := newMetrics()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
-		DialOptions: []grpc.DialOption{
-			grpc.WithChainUnaryInterceptor(m.etcdInterceptor()),
-			// gRPC's default reconnect backoff grows to two minutes: after
-			// a long etcd outage this machine would come back long after
-			// its lease (TTL seconds) ran out, and its units would move.
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: cfg.EtcdRequestTimeout,
-			}),
-		}})
+	cli, closeEtcd, err := openEtcd(ctx, cfg, m.etcdInterceptor(), log)
 	if err != nil {
-		return fmt.Errorf("etcd client for %s: %w", strings.Join(endpoints, ","), err)
+		return err
 	}
-	defer cli.Close()
+	defer closeEtcd()
 	reg := registry.New(cli, registry.WithPrefix(cfg.EtcdKeyPrefix), registry.WithRequestTimeout(cfg.EtcdRequestTimeout))
 
 	me, err := describeMachine(cfg, version)
@@ -86,18 +85,12 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	log = log.With("machine", me.ID)
 
-	sd, err := systemd.Connect(ctx, systemd.Config{UnitsDir: cfg.UnitsDirectory})
+	sd, err := systemd.Connect(ctx, systemd.Config{UnitsDir: cfg.UnitsDirectory, Log: log})
 	if err != nil {
 		return fmt.Errorf("connect to systemd (is systemd PID 1 here, and fleetd root?): %w", err)
 	}
 	defer sd.Close()
 
-	listeners := o.listeners
-	if listeners == nil {
-		if listeners, err = apiListeners(cfg); err != nil {
-			return err
-		}
-	}
 	for _, l := range listeners {
 		if k, ok := l.(keptListener); ok {
 			if err := k.serve(); err != nil {
@@ -108,23 +101,23 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	var e *engine.Engine
 	if !cfg.DisableEngine {
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
-			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan})
-		m.watchCluster(reg, e)
+			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
+			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter, BodyGrace: cfg.EngineBodyGrace,
+			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin})
+		m.watchCluster(reg, e, me.ID)
 	} else {
-		m.watchCluster(reg, nil)
+		m.watchCluster(reg, nil, me.ID)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
-	mux.Handle("/", m.instrument(api.NewServer(api.NewRegistryClient(reg),
-		api.WithVersion(version), api.WithLocalMachine(me.ID, api.SystemdInspector{}), api.WithLogger(log))))
-	server := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	client := api.NewRegistryClient(reg, sec.registryOptions()...)
+	mux.Handle("/", m.instrument(api.NewServer(client,
+		api.WithVersion(version), api.WithLocalMachine(me.ID, api.RefusingInspector(api.SystemdInspector{}, client, me.ID)), api.WithLogger(log))))
+	server := newAPIServer(mux, sec, log)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
-	for _, l := range listeners {
+	for _, l := range sec.wrap(listeners) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -137,7 +130,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := runAgent(ctx, reg, sd, me, cfg.AgentTTL, log); err != nil {
+		if err := runAgent(ctx, reg, sd, me, cfg, log); err != nil {
 			errc <- err
 		}
 	}()
@@ -165,7 +158,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 // runAgent keeps this machine registered and its agent running. A lost
 // lease (etcd unreachable for longer than the TTL) sends it back to
 // registering; the units keep running meanwhile.
-func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, me machine.Machine, ttl time.Duration, log *slog.Logger) error {
+func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, me machine.Machine, cfg Config, log *slog.Logger) error {
+	ttl := cfg.AgentTTL
 	retry := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		// Register with the machine's dynamic metadata (PATCH /machines)
@@ -176,7 +170,7 @@ func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, 
 			var p *registry.Presence
 			p, err = reg.Register(ctx, eff, ttl)
 			if err == nil {
-				runPresence(ctx, reg, sd, p, me, rev, log)
+				runPresence(ctx, reg, sd, p, me, rev, cfg.AgentAtMostOnceDefault, log)
 				retry = 200 * time.Millisecond
 				continue
 			}
@@ -202,7 +196,7 @@ func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, 
 
 // runPresence runs the agent and the metadata keeper of one registration
 // until it is lost or ctx ends.
-func runPresence(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, p *registry.Presence, me machine.Machine, rev int64, log *slog.Logger) {
+func runPresence(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, p *registry.Presence, me machine.Machine, rev int64, atMostOnceDefault bool, log *slog.Logger) {
 	log.Info("machine registered", "adopted_lease", p.Adopted(), "ip", me.PublicIP)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -212,7 +206,7 @@ func runPresence(ctx context.Context, reg *registry.Registry, sd *systemd.Manage
 			log.Warn("dynamic metadata not kept", "err", err)
 		}
 	}()
-	a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: sd, Log: log})
+	a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: sd, Log: log, AtMostOnceDefault: atMostOnceDefault})
 	if err := a.Run(ctx); err != nil && ctx.Err() == nil {
 		log.Warn("agent stopped", "err", err)
 	}
@@ -264,10 +258,37 @@ func describeMachine(cfg Config, version string) (machine.Machine, error) {
 			h = ip
 		}
 		if h != "" {
-			m.APIURL = "http://" + net.JoinHostPort(h, port)
+			scheme := "http://"
+			if cfg.APICertFile != "" {
+				scheme = "https://"
+			}
+			m.APIURL = scheme + net.JoinHostPort(h, port)
 		}
 	}
 	return m, nil
+}
+
+// socketGroup may use fleetd's unix socket besides root, where it exists.
+const socketGroup = "fleet"
+
+// restrictSocket lets only root and the fleet group (if there is one)
+// connect to the API socket: whoever can is an admin of the cluster.
+func restrictSocket(path string) error {
+	if err := os.Chmod(path, 0o660); err != nil {
+		return fmt.Errorf("API socket %s: %w", path, err)
+	}
+	g, err := user.LookupGroup(socketGroup)
+	if err != nil {
+		return nil // no fleet group: root only
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("group %s has a non-numeric ID %q", socketGroup, g.Gid)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("API socket %s: give it to group %s: %w", path, socketGroup, err)
+	}
+	return nil
 }
 
 // apiListeners returns the socket-activated listeners (fleet.socket) if any,
@@ -296,6 +317,10 @@ func apiListeners(cfg Config) ([]net.Listener, error) {
 		l, err := net.Listen("unix", cfg.APISocket)
 		if err != nil {
 			return nil, fmt.Errorf("listen on API socket: %w", err)
+		}
+		if err := restrictSocket(cfg.APISocket); err != nil {
+			l.Close()
+			return nil, err
 		}
 		out = append(out, l)
 	}

@@ -10,15 +10,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/seed-a1ce88ea/fleet/engine"
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
 // metricsReadTimeout bounds the etcd reads of one scrape.
 const metricsReadTimeout = 5 * time.Second
 
+// engineCountsTimeout bounds the wait for the engine leader's loop to tally
+// its model; a loop busy longer (reading the cluster at the start of a term,
+// writing a large plan) costs that scrape the by-state gauges.
+const engineCountsTimeout = time.Second
+
 // metrics is fleetd's Prometheus registry and the collectors it measures
-// itself: etcd request latency, API requests, and the cluster's state read
-// from etcd at scrape time. It uses its own prometheus.Registry, never the
+// itself: etcd request latency, API requests, and the cluster's state (see
+// clusterCollector). It uses its own prometheus.Registry, never the
 // global one.
 type metrics struct {
 	reg         *prometheus.Registry
@@ -32,6 +38,7 @@ type metrics struct {
 // engineState is what the metrics read of this fleetd's engine.
 type engineState interface {
 	Leading() bool
+	Counts(ctx context.Context) (engine.Counts, bool)
 }
 
 func newMetrics() *metrics {
@@ -72,10 +79,10 @@ func (m *metrics) observePlan(took time.Duration, placementOps int) {
 	m.planOps.Add(float64(placementOps))
 }
 
-// watchCluster adds the collector of the cluster's state (read from etcd at
-// each scrape) and of this fleetd's engine (nil when disabled).
-func (m *metrics) watchCluster(reg *registry.Registry, eng engineState) {
-	m.reg.MustRegister(newClusterCollector(reg, eng))
+// watchCluster adds the collector of the cluster's state, of this fleetd's
+// engine (nil when disabled) and of machine machineID, this fleetd's.
+func (m *metrics) watchCluster(reg *registry.Registry, eng engineState, machineID string) {
+	m.reg.MustRegister(newClusterCollector(reg, eng, machineID))
 }
 
 // handler serves the metrics in Prometheus' text format. A failed etcd read
@@ -116,6 +123,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection's writer: a
+// streamed answer lifts the server's timeouts through it.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // Flush passes flushes through, for streamed answers.
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
@@ -123,27 +134,39 @@ func (w *statusWriter) Flush() {
 	}
 }
 
-// clusterCollector reads the cluster's state from etcd at scrape time, so
-// every fleetd reports the same cluster-wide numbers without keeping any.
+// clusterCollector reports the cluster's state without reading the whole
+// cluster at each scrape of each fleetd, which at 100,000 units would cost
+// every fleetd a full read per scrape:
+//
+//   - The engine leader reports everything from its model, in memory:
+//     machines, units by desired state, placements by state, unplaced units.
+//   - Any other fleetd (or the leader while its loop is busy) reports only
+//     the figures a count-only read gives exactly: machines and unplaced
+//     units. Units and placements by state come from the leader alone, so
+//     query them with max(), or where fleet_engine_leader == 1.
+//   - Unit states are per machine: each fleetd reports its own machine's
+//     (one machine's keys); their sum over fleetds is the cluster's.
 type clusterCollector struct {
-	reg *registry.Registry
-	eng engineState // nil when this fleetd runs no engine
+	reg       *registry.Registry
+	eng       engineState // nil when this fleetd runs no engine
+	machineID string
 
 	machines, units, placements, unitStates, unplaced, leader *prometheus.Desc
 }
 
-func newClusterCollector(reg *registry.Registry, eng engineState) *clusterCollector {
+func newClusterCollector(reg *registry.Registry, eng engineState, machineID string) *clusterCollector {
 	return &clusterCollector{
-		reg: reg,
-		eng: eng,
+		reg:       reg,
+		eng:       eng,
+		machineID: machineID,
 		machines: prometheus.NewDesc("fleet_machines",
 			"Machines present in the cluster.", nil, nil),
 		units: prometheus.NewDesc("fleet_units",
-			"Submitted units, by desired state.", []string{"desired_state"}, nil),
+			"Submitted units, by desired state (reported by the engine leader only).", []string{"desired_state"}, nil),
 		placements: prometheus.NewDesc("fleet_placements",
-			"Units placed on machines by the engine, by scheduled state.", []string{"state"}, nil),
-		unitStates: prometheus.NewDesc("fleet_unit_states",
-			"Units as machines' systemd reports them, by active state.", []string{"active_state"}, nil),
+			"Units placed on machines by the engine, by scheduled state (reported by the engine leader only).", []string{"state"}, nil),
+		unitStates: prometheus.NewDesc("fleet_machine_unit_states",
+			"Units on this fleetd's machine as its systemd reports them, by active state; sum over fleetds for the cluster.", []string{"active_state"}, nil),
 		unplaced: prometheus.NewDesc("fleet_unplaced_units",
 			"Units the engine leader could place on no machine.", nil, nil),
 		leader: prometheus.NewDesc("fleet_engine_leader",
@@ -157,8 +180,8 @@ func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect reads etcd; a failed read reports that metric invalid and the
-// others still come.
+// Collect reports from the leader's model or count-only reads; a failed
+// read reports that metric invalid and the others still come.
 func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), metricsReadTimeout)
 	defer cancel()
@@ -169,30 +192,16 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, leading)
 	}
-	if ms, _, err := c.reg.Machines(ctx); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.machines, err)
-	} else {
-		ch <- prometheus.MustNewConstMetric(c.machines, prometheus.GaugeValue, float64(len(ms)))
-	}
-	if us, _, err := c.reg.Units(ctx); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.units, err)
-	} else {
-		counts := map[string]int{string(registry.StateInactive): 0, string(registry.StateLoaded): 0, string(registry.StateLaunched): 0}
-		for _, u := range us {
-			counts[string(u.DesiredState)]++
+	if !c.collectModel(ctx, ch) {
+		if t, err := c.reg.Tally(ctx); err != nil {
+			ch <- prometheus.NewInvalidMetric(c.machines, err)
+			ch <- prometheus.NewInvalidMetric(c.unplaced, err)
+		} else {
+			ch <- prometheus.MustNewConstMetric(c.machines, prometheus.GaugeValue, float64(t.Machines))
+			ch <- prometheus.MustNewConstMetric(c.unplaced, prometheus.GaugeValue, float64(t.Unplaced))
 		}
-		emit(ch, c.units, counts)
 	}
-	if ps, _, err := c.reg.Placements(ctx); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.placements, err)
-	} else {
-		counts := map[string]int{string(registry.StateLoaded): 0, string(registry.StateLaunched): 0}
-		for _, p := range ps {
-			counts[string(p.DesiredState)]++
-		}
-		emit(ch, c.placements, counts)
-	}
-	if ss, err := c.reg.States(ctx, ""); err != nil {
+	if ss, err := c.reg.States(ctx, c.machineID); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.unitStates, err)
 	} else {
 		counts := map[string]int{}
@@ -201,15 +210,29 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		emit(ch, c.unitStates, counts)
 	}
-	if un, _, err := c.reg.Unplaced(ctx); err != nil {
-		ch <- prometheus.NewInvalidMetric(c.unplaced, err)
-	} else {
-		ch <- prometheus.MustNewConstMetric(c.unplaced, prometheus.GaugeValue, float64(len(un)))
-	}
 }
 
-func emit(ch chan<- prometheus.Metric, d *prometheus.Desc, counts map[string]int) {
+// collectModel reports the engine leader's counts; false when this fleetd
+// does not lead or its engine did not answer in time.
+func (c *clusterCollector) collectModel(ctx context.Context, ch chan<- prometheus.Metric) bool {
+	if c.eng == nil {
+		return false
+	}
+	ectx, cancel := context.WithTimeout(ctx, engineCountsTimeout)
+	defer cancel()
+	n, ok := c.eng.Counts(ectx)
+	if !ok {
+		return false
+	}
+	ch <- prometheus.MustNewConstMetric(c.machines, prometheus.GaugeValue, float64(n.Machines))
+	ch <- prometheus.MustNewConstMetric(c.unplaced, prometheus.GaugeValue, float64(n.Unplaced))
+	emit(ch, c.units, n.Units)
+	emit(ch, c.placements, n.Placements)
+	return true
+}
+
+func emit[K ~string](ch chan<- prometheus.Metric, d *prometheus.Desc, counts map[K]int) {
 	for label, n := range counts {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(n), label)
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(n), string(label))
 	}
 }

@@ -212,6 +212,12 @@ func (e *env) engineLeaderID(ctx context.Context) (string, error) {
 	end := prefix[:len(prefix)-1] + string(prefix[len(prefix)-1]+1)
 	body := fmt.Sprintf(`{"key":%q,"range_end":%q,"sort_order":"ASCEND","sort_target":"CREATE","limit":1}`,
 		b64(prefix), b64(end))
+	tlsCfg, err := e.EtcdTLSConfig()
+	if err != nil {
+		return "", err
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	defer hc.CloseIdleConnections()
 	for _, ep := range strings.Split(e.EtcdServers, ",") {
 		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep+"/v3/kv/range", strings.NewReader(body))
@@ -219,7 +225,7 @@ func (e *env) engineLeaderID(ctx context.Context) (string, error) {
 			cancel()
 			return "", err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			cancel()
 			continue // a member that is down

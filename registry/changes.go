@@ -30,6 +30,9 @@ type Change struct {
 	// Leader is set when an engine election key changed: the leader may have
 	// changed (read it with Leader).
 	Leader bool
+	// Audit is a new audit record (RecordAudit). Records only come and
+	// expire; their expiry is not reported.
+	Audit *AuditRecord
 }
 
 // ChangeBatch holds the changes of one etcd revision or more, in order. When
@@ -51,7 +54,7 @@ func (r *Registry) Revision(ctx context.Context) (int64, error) {
 }
 
 // WatchChanges streams every change of units, machines, schedules, unit
-// states, unplaced reasons and the engine election after rev, through a single etcd watch, so
+// states, unplaced reasons, audit records and the engine election after rev, through a single etcd watch, so
 // changes come in the order etcd applied them and the changes of one
 // transaction come in one batch. Unit bodies and other keys are skipped.
 //
@@ -69,7 +72,7 @@ func (r *Registry) WatchChanges(ctx context.Context, rev int64) <-chan ChangeBat
 			}
 		}
 		wc := r.cli.Watch(clientv3.WithRequireLeader(ctx), r.keys.prefix, clientv3.WithPrefix(),
-			clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+			clientv3.WithRev(rev+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
 		for resp := range wc {
 			if err := resp.Err(); err != nil {
 				sendBatch(ChangeBatch{Err: fmt.Errorf("watch %s: %w", r.keys.prefix, err)})
@@ -139,6 +142,13 @@ func (r *Registry) decodeChange(ev *clientv3.Event) (Change, bool, error) {
 		})
 	case strings.HasPrefix(key, r.keys.election()+"/"):
 		c.Leader = true
+	case strings.HasPrefix(key, r.keys.audit()):
+		if cur == nil {
+			return c, false, nil
+		}
+		var rec AuditRecord
+		rec, err = decodeAudit(key, cur)
+		c.Audit = &rec
 	default:
 		return c, false, nil
 	}

@@ -28,37 +28,23 @@ type UnplacedOp struct {
 // applied, counting ops first and then reasons; on error the rest was not
 // written (ErrNotLeader when lead no longer leads).
 func (r *Registry) ApplyDecisions(ctx context.Context, lead *Leadership, ops []PlanOp, reasons []UnplacedOp) (int, error) {
-	all := make([]clientv3.Op, 0, len(ops)+len(reasons))
+	groups := make([][]clientv3.Op, 0, len(ops)+len(reasons))
 	for _, op := range ops {
-		k := r.keys.placement(op.Placement.Machine, op.Placement.Name)
-		if op.Put {
-			all = append(all, clientv3.OpPut(k, mustJSON(op.Placement)))
-		} else {
-			all = append(all, clientv3.OpDelete(k))
-		}
+		groups = append(groups, r.planOps(op))
 	}
 	for _, u := range reasons {
 		k := r.keys.unplacedUnit(u.Name)
 		if u.Reason != "" {
-			all = append(all, clientv3.OpPut(k, u.Reason))
+			groups = append(groups, []clientv3.Op{clientv3.OpPut(k, u.Reason)})
 		} else {
-			all = append(all, clientv3.OpDelete(k))
+			groups = append(groups, []clientv3.Op{clientv3.OpDelete(k)})
 		}
 	}
-	done := 0
-	for len(all) > 0 {
-		n := min(len(all), maxTxnOps)
-		resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence()}, all[:n])
-		if err != nil {
-			return done, fmt.Errorf("apply engine decisions: %w", err)
-		}
-		if !resp.Succeeded {
-			return done, fmt.Errorf("apply engine decisions: %w", ErrNotLeader)
-		}
-		done += n
-		all = all[n:]
+	n, err := r.applyGroups(ctx, lead, groups)
+	if err != nil {
+		return n, fmt.Errorf("apply engine decisions: %w", err)
 	}
-	return done, nil
+	return n, nil
 }
 
 // Unplaced reads every recorded unplaced reason, by unit name, and the

@@ -18,7 +18,8 @@ func TestApplyDecisions(t *testing.T) {
 	require.NoError(t, err)
 	events := reg.WatchUnplaced(ctx, rev)
 
-	// 200 placements and 100 reasons: three fenced transactions.
+	// 200 placements (each with its index entry) and 100 reasons: several
+	// fenced transactions.
 	var ops []registry.PlanOp
 	for i := range 200 {
 		ops = append(ops, registry.PlanOp{Put: true, Placement: registry.Placement{

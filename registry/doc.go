@@ -9,11 +9,14 @@
 //	P/bodies/<sha1>                canonical unit file text      immutable, shared by hash
 //	P/machines/<id>                machine.Machine JSON          bound to the machine's lease
 //	P/schedule/<machine>/<name>    {"hash","desiredState"}       written only by the engine leader
+//	P/placed/<name>/<machine>      same value as the schedule's  unit->placement index, same txn (placed.go)
+//	P/placed-version               "1"                           the index is complete (else readers scan)
 //	P/states/<machine>/<name>      {"hash","loadState",...}      bound to the machine's lease
 //	P/unplaced/<name>              reason string                 why a unit fits nowhere (leader)
 //	P/metadata/<machine>           dynamic metadata JSON         no lease: kept across rejoin
 //	P/engine/leader/<lease>        concurrency.Election keys
 //	P/engine/version               highest engine version that led
+//	P/absent/<machine>             {"since"}                     machine with placements seen absent (leader)
 //
 // Why this shape: an agent watches only P/schedule/<its id>/, so a change for
 // one machine wakes one agent; a desired-state change rewrites a few bytes,

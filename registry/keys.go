@@ -30,6 +30,16 @@ func (k keys) schedule(machine string) string { return k.schedules() + machine +
 func (k keys) placement(machine, name string) string {
 	return k.schedule(machine) + name
 }
+
+// The unit->placement index: the schedule's entries again, keyed unit
+// first, so one unit's placements are one short prefix read. Written in the
+// same transactions as the schedule; trusted by readers only while the
+// version marker says it is complete (see EnsurePlacementIndex).
+func (k keys) placedAll() string                  { return k.prefix + "placed/" }
+func (k keys) placedOf(name string) string        { return k.placedAll() + name + "/" }
+func (k keys) placed(name, machine string) string { return k.placedOf(name) + machine }
+func (k keys) placedVersion() string              { return k.prefix + "placed-version" }
+
 func (k keys) states() string                      { return k.prefix + "states/" }
 func (k keys) machineStates(machine string) string { return k.states() + machine + "/" }
 func (k keys) state(machine, name string) string {
@@ -37,6 +47,15 @@ func (k keys) state(machine, name string) string {
 }
 func (k keys) unplaced() string                { return k.prefix + "unplaced/" }
 func (k keys) unplacedUnit(name string) string { return k.unplaced() + name }
+
+// Machines the engine leader saw absent while the schedule still held
+// placements for them (see Registry.AbsentMachines).
+func (k keys) absent() string                 { return k.prefix + "absent/" }
+func (k keys) absentMachine(id string) string { return k.absent() + id }
+
+// Audit records live under a lease (AuditTTL); their IDs sort by time.
+func (k keys) audit() string                { return k.prefix + "audit/" }
+func (k keys) auditRecord(id string) string { return k.audit() + id }
 
 func (k keys) election() string      { return k.prefix + "engine/leader" }
 func (k keys) engineVersion() string { return k.prefix + "engine/version" }

@@ -28,6 +28,7 @@ type Registry struct {
 	cli     *clientv3.Client
 	keys    keys
 	timeout time.Duration
+	audit   *auditLease
 }
 
 // Option configures a Registry.
@@ -48,7 +49,7 @@ func WithRequestTimeout(d time.Duration) Option {
 
 // New returns a Registry on an existing etcd client. The caller owns cli.
 func New(cli *clientv3.Client, opts ...Option) *Registry {
-	r := &Registry{cli: cli, keys: newKeys(""), timeout: 5 * time.Second}
+	r := &Registry{cli: cli, keys: newKeys(""), timeout: 5 * time.Second, audit: &auditLease{}}
 	for _, o := range opts {
 		o(r)
 	}

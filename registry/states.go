@@ -17,6 +17,9 @@ type UnitState struct {
 	LoadState   string `json:"loadState"`
 	ActiveState string `json:"activeState"`
 	SubState    string `json:"subState"`
+	// Reason says why the agent does not run the unit although it is
+	// scheduled here (a unit of the host has its name); empty otherwise.
+	Reason string `json:"reason,omitempty"`
 }
 
 // PublishState records a unit's state under the machine's lease, so it

@@ -88,7 +88,8 @@ func (r *Registry) SetDesiredState(ctx context.Context, name string, s State) er
 }
 
 // DestroyUnit deletes a unit record. Its body stays until no unit or
-// placement refers to it (see CollectBodies); the engine then unschedules it.
+// placement refers to it (the engine leader collects it, see
+// UnreferencedBodies); the engine then unschedules it.
 func (r *Registry) DestroyUnit(ctx context.Context, name string) error {
 	ctx, cancel := r.reqCtx(ctx)
 	defer cancel()
@@ -155,32 +156,6 @@ func (r *Registry) Bodies(ctx context.Context) (map[string]string, error) {
 		out[strings.TrimPrefix(string(kv.Key), r.keys.bodies())] = string(kv.Value)
 	}
 	return out, nil
-}
-
-// CollectBodies deletes bodies whose hash is not in keep. Each delete
-// compares the body's mod revision with the one read: CreateUnit rewrites
-// the body it refers to, so a body that became referenced meanwhile survives.
-func (r *Registry) CollectBodies(ctx context.Context, keep map[string]bool) (int, error) {
-	resp, err := r.get(ctx, r.keys.bodies(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return 0, fmt.Errorf("collect unit bodies: %w", err)
-	}
-	n := 0
-	for _, kv := range resp.Kvs {
-		if keep[strings.TrimPrefix(string(kv.Key), r.keys.bodies())] {
-			continue
-		}
-		k := string(kv.Key)
-		tr, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)},
-			[]clientv3.Op{clientv3.OpDelete(k)})
-		if err != nil {
-			return n, fmt.Errorf("collect unit bodies: %w", err)
-		}
-		if tr.Succeeded {
-			n++
-		}
-	}
-	return n, nil
 }
 
 func decodeUnit(name string, v []byte, rev int64) (Unit, error) {

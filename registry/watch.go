@@ -28,7 +28,11 @@ func watchPrefix[T any](ctx context.Context, cli *clientv3.Client, prefix string
 	out := make(chan Event[T], 64)
 	go func() {
 		defer close(out)
-		wc := cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		// Progress notifications move the revision the client resumes
+		// from after a reconnect even when the prefix is quiet, so that
+		// the engine leader's compaction (which keeps the last minutes)
+		// does not end a quiet watch.
+		wc := cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 		for resp := range wc {
 			if err := resp.Err(); err != nil {
 				send(ctx, out, Event[T]{Err: fmt.Errorf("watch %s: %w", prefix, err)})

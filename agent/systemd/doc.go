@@ -16,11 +16,20 @@
 //     ListUnitsByNames call.
 //   - Subscribe turns systemd's PropertiesChanged signals into unit names: "re-read
 //     this unit". It never carries a state and never polls.
+//   - HostUnit tells whether a name is already a unit of the host's own (a
+//     file outside UnitsDir, a masked unit): fleet must not shadow those.
+//   - A Manager survives systemd restarting itself (daemon-reexec, which a
+//     systemd package upgrade runs, and daemon-reload storms): it notices a
+//     lost connection (closed, or on a bus systemd's name changing owner),
+//     dials systemd again with backoff (20 ms doubling to 1 s), and calls
+//     made meanwhile wait for it. A job queued before the loss is found
+//     again by its ID and waited for on the new connection. Subscriptions
+//     end with the lost connection, so their owner subscribes again and
+//     re-reads what it watches.
 //
 // What it leaves to others: deciding what should run (the agent), unit file
-// contents and names (package unit), and reconnecting: a Manager whose
-// connection to systemd is lost stays broken (calls fail, Subscribe's channel
-// closes) and is replaced by its owner.
+// contents and names (package unit), and re-reading units after a
+// subscription ended.
 //
 // # Signals
 //

@@ -23,15 +23,21 @@ const (
 // the reader is busy are coalesced into one delivery per unit.
 //
 // Subscribe uses a D-Bus connection of its own. The channel closes when ctx
-// ends, the Manager is closed, or that connection is lost; a caller that wants to go on subscribes
-// again and re-reads every unit it cares about, since changes may have been
-// missed in between.
+// ends, the Manager is closed, that connection is lost, or the Manager's
+// connection is (systemd re-executed: on a bus the subscription's own
+// connection survives that, but not systemd's memory of it). A caller that
+// wants to go on subscribes again, which waits for systemd to be back, and
+// re-reads every unit it cares about, since changes may have been missed in
+// between.
 func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
+	sess, err := m.current(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to systemd: %w", err)
+	}
 	var (
 		c      *dbus.Conn
 		cancel context.CancelFunc
 		sigs   chan *dbus.Signal
-		err    error
 	)
 	// A systemd that does not answer must not hold the agent forever:
 	// bound each attempt and redial.
@@ -60,7 +66,7 @@ func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
 		defer close(out)
 		defer cancel()
 		defer func() { _ = c.Close() }() // also ends systemd's subscription of c
-		coalesce(ctx, sigs, out)
+		coalesce(ctx, sess.lost, sigs, out)
 	}()
 	return out, nil
 }
@@ -103,8 +109,9 @@ func (m *Manager) subscribe(ctx context.Context, c *dbus.Conn) error {
 
 // coalesce reads signals as fast as they come (so godbus never queues them
 // behind a slow reader) and hands unit names to out, each at most once while
-// it waits to be taken. It returns when ctx ends or sigs closes.
-func coalesce(ctx context.Context, sigs <-chan *dbus.Signal, out chan<- string) {
+// it waits to be taken. It returns when ctx ends, stop closes or sigs
+// closes.
+func coalesce(ctx context.Context, stop <-chan struct{}, sigs <-chan *dbus.Signal, out chan<- string) {
 	pending := map[string]bool{}
 	var order []string
 	for {
@@ -115,6 +122,8 @@ func coalesce(ctx context.Context, sigs <-chan *dbus.Signal, out chan<- string) 
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-stop:
 			return
 		case s, ok := <-sigs:
 			if !ok {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
@@ -36,23 +38,43 @@ type Config struct {
 	// agent running on the host it manages.
 	BusAddress string
 	// UnitsDir is the directory of unit files as systemd sees it, so the
-	// paths given to LinkUnitFiles. Default DefaultUnitsDir. Must be absolute.
+	// paths given to LinkUnitFiles. Default DefaultUnitsDir. Must be
+	// absolute, and a directory of fleet's own: not one of systemd's unit
+	// directories nor above one (Connect refuses /etc/systemd/system, /run,
+	// /...).
 	UnitsDir string
 	// FSRoot prefixes every file operation: "" normally, "/proc/<pid>/root"
 	// to put files inside a container whose systemd is driven from outside.
 	FSRoot string
+	// Log receives connection losses at Warn and reconnections at Info.
+	// Default: discard.
+	Log *slog.Logger
 }
 
 // Manager is a connection to one systemd and its unit file directory. Its
 // methods may be called concurrently.
+//
+// It survives systemd restarting itself (daemon-reexec, as a package
+// upgrade runs it; daemon-reload): when the connection is lost it dials
+// systemd again in the background, with backoff, and calls made meanwhile
+// wait for it (at most 30 s, or until their context ends). Calls whose
+// repetition does nothing new are retried once when systemd went away
+// during the call; jobs are waited for across the gap (see StartUnit).
+// Subscriptions end, so their owner re-reads what it watches.
 type Manager struct {
-	conn     *sddbus.Conn
 	dial     func(ctx, connCtx context.Context) (*dbus.Conn, error)
 	direct   bool // private socket: systemd sends every signal, there is no bus to add matches to
 	unitsDir string
 	fsDir    string          // unitsDir as this process sees it
+	fsRoot   string          // Config.FSRoot
 	life     context.Context // ends with Close; bounds every connection
 	cancel   context.CancelFunc
+	log      *slog.Logger
+	keeper   sync.WaitGroup // keep
+
+	mu    sync.Mutex
+	cur   *session      // nil while systemd is dialed again
+	ready chan struct{} // closed once cur is set
 }
 
 // Connect dials systemd as cfg says. ctx bounds only the dial: the
@@ -63,13 +85,16 @@ func Connect(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.UnitsDir == "" {
 		cfg.UnitsDir = DefaultUnitsDir
 	}
-	if !path.IsAbs(cfg.UnitsDir) {
-		return nil, fmt.Errorf("connect to systemd: UnitsDir %q is not an absolute path", cfg.UnitsDir)
+	if err := checkUnitsDir(cfg.UnitsDir); err != nil {
+		return nil, fmt.Errorf("connect to systemd: %w", err)
 	}
 	m := &Manager{
 		unitsDir: path.Clean(cfg.UnitsDir),
 		fsDir:    filepath.Join(cfg.FSRoot, filepath.FromSlash(cfg.UnitsDir)),
+		fsRoot:   cfg.FSRoot,
 		direct:   cfg.BusAddress == "",
+		log:      newLogger(cfg.Log).With("component", "systemd"),
+		ready:    make(chan struct{}),
 	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.life, m.cancel = life, cancel
@@ -78,26 +103,13 @@ func Connect(ctx context.Context, cfg Config) (*Manager, error) {
 		addr, hello = privateSocket, false
 	}
 	m.dial = func(ctx, connCtx context.Context) (*dbus.Conn, error) { return dial(ctx, connCtx, addr, hello) }
-
-	var err error
-	if m.direct {
-		// Abort the dial if ctx ends first; afterwards the connection
-		// depends on life only.
-		stop := context.AfterFunc(ctx, cancel)
-		m.conn, err = sddbus.NewSystemdConnectionContext(life)
-		if !stop() {
-			err = errors.Join(err, ctx.Err())
-		}
-	} else {
-		m.conn, err = sddbus.NewConnection(func() (*dbus.Conn, error) { return m.dial(ctx, life) })
-	}
+	s, err := m.dialSession(ctx, life)
 	if err != nil {
-		if m.conn != nil {
-			m.conn.Close()
-		}
 		cancel()
 		return nil, fmt.Errorf("connect to systemd at %s: %w", addr, err)
 	}
+	m.install(s)
+	m.keeper.Go(func() { m.keep(s) })
 	return m, nil
 }
 
@@ -127,8 +139,8 @@ func dial(ctx, connCtx context.Context, addr string, hello bool) (*dbus.Conn, er
 // Close closes the connection and ends every subscription. Jobs already
 // queued in systemd go on.
 func (m *Manager) Close() {
-	m.conn.Close()
 	m.cancel()
+	m.keeper.Wait()
 }
 
 // UnitsDir returns the unit file directory as systemd sees it.
@@ -243,7 +255,11 @@ func (m *Manager) LinkUnitFiles(ctx context.Context, names ...string) error {
 		}
 		paths[i] = path.Join(m.unitsDir, n)
 	}
-	if _, err := m.conn.LinkUnitFilesContext(ctx, paths, true, true); err != nil {
+	err := m.call(ctx, func(c *sddbus.Conn) error {
+		_, err := c.LinkUnitFilesContext(ctx, paths, true, true)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("link unit files %s: %w", strings.Join(names, " "), wrapDBus(err))
 	}
 	return nil
@@ -269,7 +285,11 @@ func (m *Manager) EnableUnitFiles(ctx context.Context, names ...string) (changed
 		}
 		paths[i] = path.Join(m.unitsDir, n)
 	}
-	_, changes, err := m.conn.EnableUnitFilesContext(ctx, paths, true, true)
+	var changes []sddbus.EnableUnitFileChange
+	err = m.call(ctx, func(c *sddbus.Conn) error {
+		_, changes, err = c.EnableUnitFilesContext(ctx, paths, true, true)
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("enable unit files %s: %w", strings.Join(names, " "), wrapDBus(err))
 	}
@@ -285,7 +305,11 @@ func (m *Manager) DisableUnitFiles(ctx context.Context, names ...string) error {
 	if len(names) == 0 {
 		return nil
 	}
-	if _, err := m.conn.DisableUnitFilesContext(ctx, names, true); err != nil {
+	err := m.call(ctx, func(c *sddbus.Conn) error {
+		_, err := c.DisableUnitFilesContext(ctx, names, true)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("disable unit files %s: %w", strings.Join(names, " "), wrapDBus(err))
 	}
 	return nil
@@ -294,7 +318,7 @@ func (m *Manager) DisableUnitFiles(ctx context.Context, names ...string) error {
 // Reload makes systemd re-read every unit file (daemon-reload). It returns
 // once systemd has finished reloading.
 func (m *Manager) Reload(ctx context.Context) error {
-	if err := m.conn.ReloadContext(ctx); err != nil {
+	if err := m.call(ctx, func(c *sddbus.Conn) error { return c.ReloadContext(ctx) }); err != nil {
 		return fmt.Errorf("reload systemd: %w", wrapDBus(err))
 	}
 	return nil
@@ -303,52 +327,36 @@ func (m *Manager) Reload(ctx context.Context) error {
 // jobFunc is the shape of go-systemd's job-queuing methods.
 type jobFunc func(ctx context.Context, name, mode string, ch chan<- string) (int, error)
 
-// runJob queues a job in mode "replace" and waits until systemd reports its
-// result or ctx ends (the job then goes on in systemd).
-func runJob(ctx context.Context, verb, name string, f jobFunc) (string, error) {
-	// Buffered: go-systemd delivers the result with a blocking send from
-	// its signal loop, even when nobody waits any more.
-	ch := make(chan string, 1)
-	if _, err := f(ctx, name, "replace", ch); err != nil {
-		return "", fmt.Errorf("%s %s: %w", verb, name, wrapDBus(err))
-	}
-	select {
-	case res := <-ch:
-		return res, nil
-	case <-ctx.Done():
-		return "", fmt.Errorf("%s %s: waiting for the job: %w", verb, name, ctx.Err())
-	}
-}
-
 // StartUnit starts a unit (mode "replace") and returns its job's result:
-// "done", "canceled", "timeout", "failed", "dependency" or "skipped". Starting
-// an active unit does nothing and returns "done".
+// "done", "canceled", "timeout", "failed", "dependency" or "skipped", or
+// "unknown" for a job that ended while systemd was re-executing (see
+// Manager). Starting an active unit does nothing and returns "done".
 func (m *Manager) StartUnit(ctx context.Context, name string) (string, error) {
-	return runJob(ctx, "start", name, m.conn.StartUnitContext)
+	return m.runJob(ctx, "start", name, func(c *sddbus.Conn) jobFunc { return c.StartUnitContext })
 }
 
 // StopUnit stops a unit (mode "replace") and returns its job's result. A
 // unit systemd does not know gives an error wrapping ErrNoSuchUnit.
 func (m *Manager) StopUnit(ctx context.Context, name string) (string, error) {
-	return runJob(ctx, "stop", name, m.conn.StopUnitContext)
+	return m.runJob(ctx, "stop", name, func(c *sddbus.Conn) jobFunc { return c.StopUnitContext })
 }
 
 // RestartUnit restarts a unit, or starts it if it is not active, and
 // returns its job's result.
 func (m *Manager) RestartUnit(ctx context.Context, name string) (string, error) {
-	return runJob(ctx, "restart", name, m.conn.RestartUnitContext)
+	return m.runJob(ctx, "restart", name, func(c *sddbus.Conn) jobFunc { return c.RestartUnitContext })
 }
 
 // TryRestartUnit restarts a unit only if it is active, and returns its
 // job's result.
 func (m *Manager) TryRestartUnit(ctx context.Context, name string) (string, error) {
-	return runJob(ctx, "try-restart", name, m.conn.TryRestartUnitContext)
+	return m.runJob(ctx, "try-restart", name, func(c *sddbus.Conn) jobFunc { return c.TryRestartUnitContext })
 }
 
 // ResetFailedUnit resets a unit's failed state and restart counter. A unit
 // that is not loaded or not failed is fine.
 func (m *Manager) ResetFailedUnit(ctx context.Context, name string) error {
-	err := wrapDBus(m.conn.ResetFailedUnitContext(ctx, name))
+	err := wrapDBus(m.call(ctx, func(c *sddbus.Conn) error { return c.ResetFailedUnitContext(ctx, name) }))
 	if err == nil || errors.Is(err, ErrNoSuchUnit) {
 		return nil
 	}
@@ -375,7 +383,12 @@ func (m *Manager) UnitStates(ctx context.Context, names ...string) (map[string]U
 	if len(names) == 0 {
 		return out, nil
 	}
-	us, err := m.conn.ListUnitsByNamesContext(ctx, names)
+	var us []sddbus.UnitStatus
+	err := m.call(ctx, func(c *sddbus.Conn) error {
+		var err error
+		us, err = c.ListUnitsByNamesContext(ctx, names)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read state of %s: %w", strings.Join(names, " "), wrapDBus(err))
 	}
@@ -396,7 +409,12 @@ func (m *Manager) UnitStates(ctx context.Context, names ...string) (map[string]U
 // its file.
 func (m *Manager) NeedDaemonReload(ctx context.Context, names ...string) (bool, error) {
 	for _, n := range names {
-		p, err := m.conn.GetUnitPropertyContext(ctx, n, "NeedDaemonReload")
+		var p *sddbus.Property
+		err := m.call(ctx, func(c *sddbus.Conn) error {
+			var err error
+			p, err = c.GetUnitPropertyContext(ctx, n, "NeedDaemonReload")
+			return err
+		})
 		if err != nil {
 			return false, fmt.Errorf("read NeedDaemonReload of %s: %w", n, wrapDBus(err))
 		}

@@ -369,7 +369,7 @@ func TestCoalesce(t *testing.T) {
 	defer cancel()
 	go func() {
 		defer close(done)
-		coalesce(ctx, sigs, out)
+		coalesce(ctx, nil, sigs, out)
 	}()
 	// Nobody reads until every signal is in: a waits once, in first place.
 	require.Eventually(t, func() bool { return len(sigs) == 0 }, time.Second, time.Millisecond)
@@ -401,20 +401,25 @@ func TestPrivateSocket(t *testing.T) {
 		inHost(t)
 		return
 	}
+	runInHost(t)
+}
+
+// runInHost runs t's test in a copy of this test binary inside the host.
+func runInHost(t *testing.T) {
 	h := hosttest.Host(t)
 	self, err := os.Executable()
 	require.NoError(t, err)
 	b, err := os.ReadFile(self)
 	require.NoError(t, err)
-	const bin = "/tmp/agent-systemd.test"
+	bin := "/tmp/agent-systemd-" + strings.ToLower(t.Name()) + ".test"
 	require.NoError(t, os.WriteFile(h.Path(bin), b, 0o755))
 	defer os.Remove(h.Path(bin))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := h.Exec(ctx, "env", inHostEnv+"=1", bin, "-test.run=^TestPrivateSocket$", "-test.v")
+	out, err := h.Exec(ctx, "env", inHostEnv+"=1", bin, "-test.run=^"+t.Name()+"$", "-test.v")
 	t.Logf("inside %s:\n%s", h.Name, out)
 	require.NoError(t, err)
-	require.Contains(t, string(out), "--- PASS: TestPrivateSocket")
+	require.Contains(t, string(out), "--- PASS: "+t.Name())
 }
 
 func inHost(t *testing.T) {
@@ -449,4 +454,91 @@ func inHost(t *testing.T) {
 	out, err := exec.Command("systemctl", "is-active", u).CombinedOutput()
 	require.Error(t, err, "inactive units make is-active fail")
 	require.Equal(t, "inactive", strings.TrimSpace(string(out)))
+}
+
+func TestHostUnit(t *testing.T) {
+	m, h := connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const ours, etc, masked = "ours.service", "etc-own.service", "masked-own.service"
+	_, err := m.WriteUnitFile(ours, sleeper)
+	require.NoError(t, err)
+	require.NoError(t, m.LinkUnitFiles(ctx, ours))
+	etcFile := h.Path("/etc/systemd/system/" + etc)
+	require.NoError(t, os.WriteFile(etcFile, []byte(sleeper), 0o644))
+	maskLink := h.Path("/etc/systemd/system/" + masked)
+	require.NoError(t, os.Symlink("/dev/null", maskLink))
+	t.Cleanup(func() {
+		_ = os.Remove(etcFile)
+		_ = os.Remove(maskLink)
+		_, _ = h.Exec(context.Background(), "systemctl", "daemon-reload")
+	})
+	require.NoError(t, m.Reload(ctx))
+
+	tests := []struct {
+		name, unit, want string
+	}{
+		{name: "unknown name", unit: "nothing-here.service", want: ""},
+		{name: "fleet's own linked unit", unit: ours, want: ""},
+		{name: "distribution unit", unit: "dbus.service", want: "/systemd/system/dbus.service"},
+		{name: "administrator's unit", unit: etc, want: "/etc/systemd/system/" + etc},
+		{name: "masked unit", unit: masked, want: "masked"},
+		{name: "unit without a file", unit: "init.scope", want: "without a unit file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := m.HostUnit(ctx, tt.unit)
+			require.NoError(t, err)
+			if tt.want == "" {
+				require.Empty(t, got)
+				return
+			}
+			require.Contains(t, got, tt.want)
+		})
+	}
+
+	// A host file placed after systemd looked the name up (and holds it as
+	// not-found) is found without a reload.
+	const late = "late-own.service"
+	got, err := m.HostUnit(ctx, late)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	lateFile := h.Path("/etc/systemd/system/" + late)
+	require.NoError(t, os.WriteFile(lateFile, []byte(sleeper), 0o644))
+	t.Cleanup(func() { _ = os.Remove(lateFile) })
+	got, err = m.HostUnit(ctx, late)
+	require.NoError(t, err)
+	require.Equal(t, "/etc/systemd/system/"+late, got)
+
+	_, err = m.HostUnit(ctx, "../x.service")
+	require.Error(t, err)
+}
+
+func TestCheckUnitsDir(t *testing.T) {
+	tests := []struct {
+		name, dir string
+		ok        bool
+	}{
+		{name: "default", dir: DefaultUnitsDir, ok: true},
+		{name: "elsewhere", dir: "/var/lib/fleet/units", ok: true},
+		{name: "beside systemd's", dir: "/run/systemd/fleet", ok: true},
+		{name: "etc", dir: "/etc/systemd/system", ok: false},
+		{name: "etc with slash", dir: "/etc/systemd/system/", ok: false},
+		{name: "runtime", dir: "/run/systemd/system", ok: false},
+		{name: "distribution", dir: "/lib/systemd/system", ok: false},
+		{name: "above", dir: "/etc", ok: false},
+		{name: "root", dir: "/", ok: false},
+		{name: "relative", dir: "units", ok: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkUnitsDir(tt.dir)
+			if tt.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			t.Log(err)
+		})
+	}
 }

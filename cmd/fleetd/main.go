@@ -1,7 +1,8 @@
 // Command fleetd runs fleet's agent, engine and HTTP API on this machine.
 //
 // SIGTERM and SIGINT stop it; SIGHUP makes it read its configuration again
-// and restart its agent, engine and API with it, in place: the API's
+// (and the API's tokens file and certificates) and restart its agent,
+// engine and API with it, in place: the API's
 // sockets stay open (requests wait, none is refused), and the agent adopts
 // its machine's lease, so no unit stops. The API's own addresses (api_socket,
 // api_listen, fleet.socket) change only with a restart of the process.
@@ -20,10 +21,24 @@ import (
 	"github.com/seed-a1ce88ea/fleet/fleetd"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
+// version is set at build time with -ldflags "-X main.version=..." (make
+// sets it from the VERSION file). A plain go build is "dev": not a semantic
+// version, so its engine never records itself as the cluster's.
+var version = "dev"
 
 func main() {
+	// fleetd tls makes certificates and needs no configuration, so it
+	// runs before any is loaded.
+	if len(os.Args) > 1 && os.Args[1] == "tls" {
+		if err := fleetd.TLSCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "fleetd:", err)
+			if errors.Is(err, fleetd.ErrUsage) {
+				os.Exit(2)
+			}
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := fleetd.LoadConfig(os.Args[1:], os.Getenv)
 	if errors.Is(err, fleetd.ErrVersion) {
 		fmt.Println("fleetd version", version)
@@ -73,6 +88,10 @@ func run(ctx context.Context, cfg fleetd.Config, hup <-chan os.Signal, listeners
 				c, err := fleetd.LoadConfig(os.Args[1:], os.Getenv)
 				if err != nil {
 					log.Error("reload: configuration not loaded; keeping the running one", "err", err)
+					continue
+				}
+				if err := fleetd.CheckAPISecurity(c, listeners); err != nil {
+					log.Error("reload: API certificates, tokens or listeners refused; keeping the running configuration", "err", err)
 					continue
 				}
 				next = &c
