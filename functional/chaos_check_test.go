@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +115,9 @@ type chaosRound struct {
 	// etcdDown: every agent lost etcd this round, so agents stop their
 	// AtMostOnce units, by design, and start them again.
 	etcdDown bool
+	// start is when the round began: an agent that doubted its lease since
+	// (see leaseDoubted) stopped its AtMostOnce units by design.
+	start time.Time
 	// restarts seen this round, judged at its end, once it is known which
 	// machines left.
 	restarts []restart
@@ -358,7 +362,7 @@ func (c *checker) api() *platform.API {
 func (c *checker) startRound(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.round = chaosRound{n: n, left: map[*hosts.Host]bool{}}
+	c.round = chaosRound{n: n, left: map[*hosts.Host]bool{}, start: time.Now()}
 }
 
 // hostLeaves says that h's machine leaves this round (killed or cut off),
@@ -376,6 +380,16 @@ func (c *checker) etcdDown() {
 	c.round.etcdDown = true
 }
 
+// leaseDoubted reports whether h's fleetd logged, since the round began,
+// that its lease was in doubt (agent/lease.go).
+func (c *checker) leaseDoubted(h *hosts.Host) bool {
+	ctx, cancel := context.WithTimeout(c.e.ctx, 10*time.Second)
+	defer cancel()
+	out, err := h.Exec(ctx, "journalctl", "-q", "-u", "fleet.service", "-o", "cat",
+		"--since", "@"+strconv.FormatInt(c.round.start.Unix()-1, 10))
+	return err == nil && strings.Contains(string(out), "lease in doubt")
+}
+
 // endRound judges the restarts seen during the round, once it converged: on
 // a machine that never left, none is allowed (AtMostOnce units are stopped
 // by design when their agent loses etcd). It returns which hosts left.
@@ -385,6 +399,13 @@ func (c *checker) endRound() []string {
 	seen := map[restart]bool{}
 	for _, r := range c.round.restarts {
 		if c.round.left[r.host] || (c.round.etcdDown && c.names[r.unit].atMostOnce) || seen[r] {
+			continue
+		}
+		if c.names[r.unit].atMostOnce && c.leaseDoubted(r.host) {
+			// Its agent went half a TTL without renewing its lease (an
+			// etcd leader election can take that long): it cannot tell
+			// that from being cut off, and stops AtMostOnce units then,
+			// as it must. The journal says so, or this is a violation.
 			continue
 		}
 		seen[r] = true
