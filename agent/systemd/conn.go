@@ -107,7 +107,15 @@ var busGone = map[string]bool{
 func (m *Manager) dialSession(ctx, connCtx context.Context) (*session, error) {
 	var conns []*dbus.Conn
 	c, err := sddbus.NewConnection(func() (*dbus.Conn, error) {
-		dc, err := m.dial(ctx, connCtx)
+		// go-systemd asks for a connection for calls and one for job
+		// signals. On the private socket systemd sends every signal to
+		// every connection, so a second one would only double what
+		// systemd sends and fleetd skims; one serves both.
+		if m.direct && len(conns) > 0 {
+			conns = append(conns, conns[0])
+			return conns[0], nil
+		}
+		dc, err := m.dial(ctx, connCtx, keepJobSignals)
 		if err == nil {
 			conns = append(conns, dc)
 		}
