@@ -460,9 +460,9 @@ func (a *Agent) unload(ctx context.Context, name string) error {
 	return a.presence.DeleteState(ctx, name)
 }
 
-// publish reads the state of items in one call and publishes each that
-// differs from what etcd holds. A unit with a job running is published with
-// the hash the job is for.
+// publish reads the state of items in one call and publishes those that
+// differ from what etcd holds, in one write. A unit with a job running is
+// published with the hash the job is for.
 func (a *Agent) publish(ctx context.Context, items []*item) {
 	if len(items) == 0 {
 		return
@@ -474,6 +474,8 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 		}
 		return
 	}
+	var changed []*item
+	var publish []registry.UnitState
 	for _, it := range items {
 		hash := it.want.Hash
 		if it.busy != nil {
@@ -490,12 +492,21 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 		if a.published[it.name] == s {
 			continue
 		}
-		if err := a.presence.PublishState(ctx, s); err != nil {
+		changed = append(changed, it)
+		publish = append(publish, s)
+	}
+	if len(publish) == 0 {
+		return
+	}
+	if err := a.presence.PublishStates(ctx, publish); err != nil {
+		for _, it := range changed {
 			it.fail(err)
-			continue
 		}
-		a.published[it.name] = s
-		it.log.Debug("published unit state", "load", s.LoadState, "active", s.ActiveState, "sub", s.SubState)
+		return
+	}
+	for i, s := range publish {
+		a.published[s.Name] = s
+		changed[i].log.Debug("published unit state", "load", s.LoadState, "active", s.ActiveState, "sub", s.SubState)
 	}
 }
 
