@@ -49,7 +49,8 @@ demo-down:
 
 # Go benchmarks (scheduler, engine on a real etcd, bench helpers), then 1,000
 # and 10,000 simulated machines on a real etcd and real engines, then the
-# real-systemd figures on 3 hosts (root); rewrites BENCHMARKS.md. ~15 min.
+# bulk start on 3 and 10 real hosts against systemd alone, then the
+# real-systemd figures on 3 hosts (root); rewrites BENCHMARKS.md. ~18 min.
 bench: deps build
 	$(GO) test ./engine/ -run '^$$' -bench 'BenchmarkSchedule' -benchmem -count 3
 	$(GO) test ./engine/ -run '^$$' -bench 'BenchmarkEngine' -benchtime 1x -count 1
@@ -57,7 +58,8 @@ bench: deps build
 	$(GO) build -o $(BIN)/fleet-bench ./cmd/fleet-bench
 	$(BIN)/fleet-bench -mode=full -out=BENCHMARKS.md -save=$(BIN)/bench-figures.json
 
-# 200 machines x 2,000 units; prints only (under a minute).
+# 200 machines x 2,000 units, and (as root) 100 units started on 3 real
+# hosts beside systemd alone; prints only (about 2 minutes).
 bench-quick:
 	$(GO) build -o $(BIN)/fleet-bench ./cmd/fleet-bench
 	$(BIN)/fleet-bench -mode=quick

@@ -30,6 +30,9 @@ type Config struct {
 	Systemd UnitManager
 	// Log receives state changes at Info, retries at Warn. Default: discard.
 	Log *slog.Logger
+	// AtMostOnceDefault applies to units that do not set [X-Fleet]
+	// AtMostOnce= (fleet.conf agent_at_most_once_default): see lease.go.
+	AtMostOnceDefault bool
 }
 
 // UnitManager is what the agent asks of systemd: *systemd.Manager, whose
@@ -76,10 +79,14 @@ type Agent struct {
 	log      *slog.Logger
 	queue    *queue
 
+	atMostOnceDefault bool
+	doubt             atomic.Bool // the lease is in doubt: at-most-once units stay stopped (see lease.go)
+
 	wakeups, reconciled atomic.Uint64 // see Stats
 
 	mu      sync.Mutex
 	desired map[string]registry.Placement // this machine's schedule, as last read from etcd
+	amo     map[string]amoEntry           // whether units run at most once, by name
 
 	// Owned by the worker goroutine (see reconcile.go).
 	bodies    map[string]string             // unit bodies by hash; immutable, so never stale
@@ -104,7 +111,7 @@ func New(cfg Config) *Agent {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	id := cfg.Presence.Machine().ID
-	return &Agent{
+	a := &Agent{
 		reg:       cfg.Registry,
 		presence:  cfg.Presence,
 		sd:        cfg.Systemd,
@@ -120,6 +127,9 @@ func New(cfg Config) *Agent {
 		running:   map[string]*job{},
 		finished:  map[string]*job{},
 	}
+	a.atMostOnceDefault = cfg.AtMostOnceDefault
+	a.amo = map[string]amoEntry{}
+	return a
 }
 
 // Stats returns the agent's counters.
@@ -153,6 +163,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("agent running: subscribed to systemd's signals", "took", time.Since(subscribing).Round(time.Millisecond))
 	synced := make(chan struct{})
+	clock := leaseClock{now: time.Now, poll: doubtPoll}
+	doubt, _ := clock.check(a.presence.LastRenewed(), a.presence.TTL())
+	a.doubt.Store(doubt)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		select {
@@ -161,6 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	})
+	wg.Go(func() { a.guardLease(ctx, clock) })
 	wg.Go(func() { a.watchSchedule(ctx, synced) })
 	wg.Go(func() { a.watchSystemd(ctx, sigs) })
 	wg.Go(func() { a.work(ctx, synced) })

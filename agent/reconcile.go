@@ -45,6 +45,10 @@ type job struct {
 	known bool               // unload: the agent had dealt with the unit
 	res   string             // systemd's job result
 	err   error
+
+	// hold: a stop because the lease is in doubt; the entry is not applied,
+	// so the unit is started again once the lease is renewed.
+	hold bool
 }
 
 // item is one unit of a batch being reconciled.
@@ -54,6 +58,7 @@ type item struct {
 	scheduled bool
 	log       *slog.Logger
 
+	amo    bool          // the lease is in doubt and the unit runs at most once: keep it stopped
 	enable bool          // its file is being linked and has an [Install] section to enable
 	busy   *job          // a job of the unit is running
 	err    error         // first failed step; the unit is retried
@@ -83,6 +88,7 @@ func (it *item) fail(err error) {
 // Restart= setting is systemd's business), and a fleetd that restarts
 // adopts running units with a StartUnit that does nothing.
 func (a *Agent) reconcile(ctx context.Context, names []string) {
+	doubt := a.doubt.Load()
 	items := make([]*item, len(names))
 	for i, n := range names {
 		p, ok := a.placement(n)
@@ -113,6 +119,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			}
 			continue
 		}
+		it.amo = a.atMostOnce(it, it.want.Hash, body) && doubt
 		changed, err := a.sd.WriteUnitFile(it.name, body)
 		if err != nil {
 			it.fail(err)
@@ -133,7 +140,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 	var pending []*item
 	for _, it := range items {
 		if it.scheduled && it.busy == nil && it.err == nil && it.refused == "" &&
-			(a.applied[it.name] != it.want || a.restart[it.name]) {
+			(a.applied[it.name] != it.want || a.restart[it.name] || it.amo) {
 			pending = append(pending, it)
 		}
 	}
@@ -157,6 +164,16 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			publish = append(publish, it)
 		case !it.scheduled:
 			a.startJob(ctx, it, &job{act: actUnload, known: a.known(it.name)})
+		case it.amo:
+			// The lease may expire before it is renewed, and then the unit
+			// may start elsewhere: stopped now, started by nothing.
+			delete(a.applied, it.name)
+			if st := before[it.name]; st.LoadState == "loaded" && st.ActiveState != "inactive" && st.ActiveState != "failed" {
+				it.log.Warn("stopping at-most-once unit: lease in doubt")
+				a.startJob(ctx, it, &job{act: actStop, want: it.want, hold: true})
+				continue
+			}
+			publish = append(publish, it)
 		default:
 			act := actNone
 			if a.applied[it.name] != it.want || a.restart[it.name] {
@@ -231,6 +248,9 @@ func (a *Agent) collect(it *item, j *job) {
 	case j.act == actUnload:
 		delete(a.applied, it.name)
 		delete(a.published, it.name)
+		a.mu.Lock()
+		delete(a.amo, it.name)
+		a.mu.Unlock()
 		if j.known {
 			it.log.Info("unloaded unit")
 		} else {
@@ -243,7 +263,7 @@ func (a *Agent) collect(it *item, j *job) {
 	default:
 		it.log.Info("unit job done", "job", j.act, "hash", j.want.Hash)
 	}
-	if j.act != actUnload {
+	if j.act != actUnload && !j.hold {
 		a.applied[it.name] = j.want
 	}
 	delete(a.restart, it.name)

@@ -55,6 +55,7 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 		"GET /fleet/v1/units/{name}/status":    auth.RoleRead,
 		"GET /fleet/v1/units/{name}/journal":   auth.RoleRead,
 		"GET /fleet/v1/state":                  auth.RoleRead,
+		"GET /fleet/v1/state/{name}":           auth.RoleRead,
 		"GET /fleet/v1/machines":               auth.RoleRead,
 		"PATCH /fleet/v1/machines":             auth.RoleAdmin,
 		"GET /fleet/v1/discovery":              auth.RoleRead,

@@ -110,8 +110,11 @@ func newHTTPClient(endpoint string, timeout time.Duration, opts httpOptions) (*h
 		return nil, err
 	}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		MaxIdleConnsPerHost:   4,
+		Proxy: http.ProxyFromEnvironment,
+		// fleetctl's bulk commands keep up to 32 requests in flight: as
+		// many connections stay open, rather than each request past the
+		// fourth dialing anew.
+		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       30 * time.Second,
 		DisableKeepAlives:     opts.forwarded,
 		ResponseHeaderTimeout: timeout,

@@ -130,6 +130,16 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 		return nil, err
 	}
 	reasons := c.unplacedReasons(ctx)
+	// Read after the placements: a state read here was published for a
+	// placement read there, or a later one.
+	states, err := c.reg.States(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	reported := make(map[[2]string]bool, len(states))
+	for _, s := range states {
+		reported[[2]string{s.Machine, s.Name}] = true
+	}
 	out := make([]*Unit, 0, len(recs))
 	for _, rec := range recs {
 		body, ok := bodies[rec.Hash]
@@ -144,7 +154,7 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 			out = append(out, u)
 			continue
 		}
-		u, err := wireUnit(rec, body, placed[rec.Name], reasons[rec.Name])
+		u, err := wireUnit(rec, body, placed[rec.Name], reasons[rec.Name], func(m string) bool { return reported[[2]string{m, rec.Name}] })
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +179,17 @@ func (c *registryClient) Unit(ctx context.Context, name string) (*Unit, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wireUnit(rec, body, placed, c.unplacedReason(ctx, name))
+	var reported []string // machines that published a state of the unit
+	if p, ok := pickPlacement(placed, rec.Hash); ok {
+		ss, err := c.reg.StatesOf(ctx, []string{name}, []string{p.Machine})
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			reported = append(reported, s.Machine)
+		}
+	}
+	return wireUnit(rec, body, placed, c.unplacedReason(ctx, name), func(m string) bool { return slices.Contains(reported, m) })
 }
 
 // placements reads the whole schedule, grouped by unit name.
@@ -188,7 +208,13 @@ func (c *registryClient) placements(ctx context.Context) (map[string][]registry.
 // wireUnit builds the wire form of a unit: its options from its body, its
 // current state and machine from its placements, and unplacedReason, the
 // engine's word on why it runs nowhere, if it should run and does not.
-func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unplacedReason string) (*Unit, error) {
+// reported says whether a machine's agent published a state of the unit.
+//
+// As fleet's server did, a unit is loaded or launched only once the agent
+// of its machine reported it (inactive until then): fleet v1.0's fleetctl
+// start reads GET /state/{name} as soon as the unit says launched, and
+// dies on a 404.
+func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unplacedReason string, reported func(machine string) bool) (*Unit, error) {
 	f, err := unit.ParseString(body)
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: stored body %s: %w", rec.Name, rec.Hash, err)
@@ -201,7 +227,10 @@ func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unpla
 	}
 	u.CurrentState = string(registry.StateInactive)
 	if p, ok := pickPlacement(placed, rec.Hash); ok {
-		u.CurrentState, u.MachineID = string(p.DesiredState), p.Machine
+		u.MachineID = p.Machine
+		if reported(p.Machine) {
+			u.CurrentState = string(p.DesiredState)
+		}
 	} else if rec.DesiredState != registry.StateInactive {
 		u.UnplacedReason = unplacedReason
 	}

@@ -10,9 +10,10 @@ type Unit struct {
 	Options []*UnitOption `json:"options"`
 	// DesiredState is the target state: inactive, loaded or launched.
 	DesiredState string `json:"desiredState,omitempty"`
-	// CurrentState is "inactive" when the unit is in no machine's schedule,
-	// otherwise the state it is scheduled in. Empty for global units, which
-	// are scheduled on many machines.
+	// CurrentState is the state the unit is scheduled in once the agent of
+	// its machine has reported it (GET /state/{name} then answers), and
+	// "inactive" before that or when it is in no machine's schedule, as in
+	// fleet. Empty for global units, which are scheduled on many machines.
 	CurrentState string `json:"currentState,omitempty"`
 	// MachineID is the machine the unit is scheduled to, if any.
 	MachineID string `json:"machineID,omitempty"`

@@ -95,6 +95,7 @@ type server struct {
 //	PUT    /fleet/v1/units/{name}          create (201), set desiredState (204)
 //	DELETE /fleet/v1/units/{name}          destroy (204)
 //	GET    /fleet/v1/state                 {"states":[...],"nextPageToken":"..."}, ?machineID= ?unitName=
+//	GET    /fleet/v1/state/{name}          a UnitState (404 until the unit's agent reports one)
 //	GET    /fleet/v1/machines              {"machines":[...],"nextPageToken":"..."}
 //	PATCH  /fleet/v1/machines              dynamic metadata, JSON Patch (204)
 //	GET    /fleet/v1/discovery             the discovery document of this API
@@ -163,6 +164,7 @@ func (s *server) routes() []route {
 		{"/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus}},
 		{"/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal}},
 		{"/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates}},
+		{"/fleet/v1/state/{name}", map[string]http.HandlerFunc{http.MethodGet: s.getState}},
 		{"/fleet/v1/machines", map[string]http.HandlerFunc{
 			http.MethodGet:   s.listMachines,
 			http.MethodPatch: s.patchMachines,
@@ -342,6 +344,41 @@ func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
 	}
 	items, next := pageOf(states, tok)
 	s.sendJSON(w, http.StatusOK, UnitStatePage{States: items, NextPageToken: next})
+}
+
+// getState answers fleet v1.0's fleetctl, which waits on it after a start:
+// the state the agent of the unit's machine published (of the several a
+// moving unit may briefly have, that machine's).
+func (s *server) getState(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	states, err := s.c.UnitStates(r.Context(), StateFilter{UnitNames: []string{name}})
+	if err != nil {
+		s.sendError(w, r, err)
+		return
+	}
+	if len(states) == 0 {
+		s.sendError(w, r, errorf(ErrNotFound, "unit %s has no state: no machine's agent reported it", name))
+		return
+	}
+	st := states[0]
+	if len(states) > 1 {
+		if u, err := s.c.Unit(r.Context(), name); err == nil {
+			if on := stateOn(states, u.MachineID); on != nil {
+				st = on
+			}
+		}
+	}
+	s.sendJSON(w, http.StatusOK, st)
+}
+
+// stateOn returns the state of ss published by machine id (nil if none).
+func stateOn(ss []*UnitState, id string) *UnitState {
+	for _, s := range ss {
+		if s.MachineID == id {
+			return s
+		}
+	}
+	return nil
 }
 
 func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {

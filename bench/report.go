@@ -266,7 +266,7 @@ func bounds(r *ScaleResult) []string {
 			ms(r.BacklogAllPlaced), r.BacklogEngineCPU.Seconds(), r.BacklogEtcdCPU.Seconds(), r.BacklogOtherCPU.Seconds(), runtime.NumCPU(), ms(r.BacklogFirst)))
 	}
 	if r.FailoverDone && r.FailoverTime > w.AgentTTL+time.Second {
-		out = append(out, fmt.Sprintf("Failover: a killed machine is noticed only when etcd expires its lease, between TTL - TTL/3 and TTL after the last keepalive (keepalives go every TTL/3; etcd checks expiry every 500 ms); the rest (%s beyond the TTL) is the engine rescheduling and the agents starting. A shorter agent_ttl moves the first part at the cost of more keepalives (%.0f/s here).",
+		out = append(out, fmt.Sprintf("Failover: a killed machine is noticed only when etcd expires its lease, between TTL - TTL/6 and TTL after the last keepalive (keepalives go every TTL/6, see registry.Presence; etcd checks expiry every 500 ms); the rest (%s beyond the TTL) is the engine rescheduling and the agents starting. A shorter agent_ttl moves the first part at the cost of more keepalives (%.0f/s here).",
 			(r.FailoverTime-w.AgentTTL).Round(time.Millisecond), r.KeepalivesPerSec))
 	}
 	if r.TakeoverElected > 3*time.Second || (r.TakeoverDone && r.TakeoverPlaced > 3*time.Second) {

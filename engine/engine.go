@@ -58,6 +58,15 @@ type Config struct {
 	// it compacts; default 15m, above etcd's 10-minute watch progress
 	// notifications so that a quiet watch resumes after a reconnect.
 	CompactRetention time.Duration
+	// AtMostOnceDefault applies to units that do not set [X-Fleet]
+	// AtMostOnce= (fleet.conf agent_at_most_once_default; every machine
+	// must have the same).
+	AtMostOnceDefault bool
+	// AtMostOnceMargin is how long after a machine left (its lease key
+	// was deleted) its at-most-once units are placed elsewhere; default
+	// 2s. Its agent began stopping them at least half a TTL before the
+	// lease expired, so their stop jobs get TTL/2 + margin to finish.
+	AtMostOnceMargin time.Duration
 }
 
 // Engine campaigns for leadership and, while leading, schedules units.
@@ -75,6 +84,9 @@ type Engine struct {
 	warnedFor  string // cluster version last logged as not comparable
 }
 
+// DefaultAtMostOnceMargin is Config.AtMostOnceMargin's default.
+const DefaultAtMostOnceMargin = 2 * time.Second
+
 // errTooOld is why an engine does not lead: a newer one led before.
 var errTooOld = errors.New("engine version is older than the newest engine that led the cluster")
 
@@ -88,6 +100,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AtMostOnceMargin <= 0 {
+		cfg.AtMostOnceMargin = DefaultAtMostOnceMargin
 	}
 	cfg.setHygieneDefaults()
 	return &Engine{cfg: cfg, log: cfg.Log.With("component", "engine"), unplaced: map[string]string{}, countReq: make(chan chan Counts)}
@@ -315,6 +330,9 @@ type leaderState struct {
 	machines map[string]machine.Machine
 	reasons  map[string]string        // unplaced reasons as stored in etcd
 	pending  map[string]registry.Unit // units waiting for their body
+
+	atMostOnceDefault bool
+	leftAt            map[string]time.Time // absent machine -> when this term saw its held placements (Scheduler.Held)
 }
 
 // fleetBody is a unit body reduced to what scheduling needs: its [X-Fleet]
@@ -348,6 +366,7 @@ func newLeaderState() *leaderState {
 		machines: map[string]machine.Machine{},
 		reasons:  map[string]string{},
 		pending:  map[string]registry.Unit{},
+		leftAt:   map[string]time.Time{},
 	}
 }
 
@@ -399,6 +418,7 @@ func (st *leaderState) schedUnit(u registry.Unit) Unit {
 			su.Invalid = "[X-Fleet] options refused: " + strings.ReplaceAll(err.Error(), "\n", "; ")
 		} else {
 			su.Fleet = x
+			su.AtMostOnce = x.RunsAtMostOnce(st.atMostOnceDefault)
 		}
 	}
 	if su.Invalid != "" {
@@ -474,6 +494,7 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 	st := *stp
 	if st == nil {
 		st = newLeaderState()
+		st.atMostOnceDefault = e.cfg.AtMostOnceDefault
 	}
 	hashes := make(map[string]bool, len(units))
 	for _, u := range units {
@@ -561,14 +582,21 @@ func (st *leaderState) resync(units []registry.Unit, machines []machine.Machine,
 func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *leaderState,
 	unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine], tick <-chan time.Time) error {
 	for {
+		release, stop := st.releaseTimer(time.Now(), e.cfg.AtMostOnceMargin)
 		select {
 		case <-ctx.Done():
+			stop()
 			return ctx.Err()
 		case <-tick:
+			stop()
 			return nil
 		case reply := <-e.countReq:
 			reply <- st.counts()
 			continue
+		case <-release:
+			if err := e.release(ctx, lead, st); err != nil {
+				return err
+			}
 		case ev, ok := <-unitEvents:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
@@ -580,6 +608,7 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 			}
 			st.machineEvent(ev)
 		}
+		stop()
 		start := time.Now()
 		// Take whatever else has already arrived before deciding, so a burst
 		// of submissions becomes one plan and a few batched transactions.
@@ -593,6 +622,67 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 			return err
 		}
 	}
+}
+
+// releaseTimer notes when this term first saw each machine with held
+// placements (a machine that left, or an absent one found holding them at
+// the start of the term: both no earlier than its lease expired) and returns
+// a channel that fires when the first of them is due for release, margin
+// later; nil when none is. stop releases the timer.
+func (st *leaderState) releaseTimer(now time.Time, margin time.Duration) (<-chan time.Time, func()) {
+	ids := st.sched.Held()
+	held := make(map[string]bool, len(ids))
+	var next time.Time
+	for _, id := range ids {
+		held[id] = true
+		at, ok := st.leftAt[id]
+		if !ok {
+			at = now
+			st.leftAt[id] = at
+		}
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	for id := range st.leftAt {
+		if !held[id] {
+			delete(st.leftAt, id)
+		}
+	}
+	if next.IsZero() {
+		return nil, func() {}
+	}
+	t := time.NewTimer(next.Add(margin).Sub(now))
+	return t.C, func() { t.Stop() }
+}
+
+// release deletes the held placements of every machine that left at least
+// a margin ago, fenced by its absence, and places their units elsewhere.
+// The machine's agent stopped them before its lease could expire; the
+// margin gives their stop jobs time to end.
+func (e *Engine) release(ctx context.Context, lead *registry.Leadership, st *leaderState) error {
+	start := time.Now()
+	for _, id := range sortedKeys(st.leftAt) {
+		if start.Sub(st.leftAt[id]) < e.cfg.AtMostOnceMargin {
+			continue
+		}
+		names := st.sched.HeldOn(id)
+		err := e.cfg.Registry.ReleaseHeld(ctx, lead, id, names)
+		if errors.Is(err, registry.ErrMachinePresent) {
+			// Its join is on the way through the watch and restores them;
+			// meanwhile they wait another margin.
+			e.log.Info("machine is back: its at-most-once units stay", "machine", id, "units", len(names))
+			delete(st.leftAt, id)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		e.log.Info("released at-most-once units of a machine that left", "machine", id, "units", len(names),
+			"left", st.leftAt[id].Format(time.RFC3339Nano))
+		st.sched.Release(id, names)
+	}
+	return e.decide(ctx, lead, st, start)
 }
 
 func drain(st *leaderState, unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine]) error {

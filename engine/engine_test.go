@@ -494,3 +494,48 @@ func TestEngineVersionDigitsOnly(t *testing.T) {
 	require.Eventually(t, rel.Leading, 5*time.Second, 10*time.Millisecond, "a stored version that does not parse locks nobody out")
 	require.Eventually(t, func() bool { return stored() == "0.2.0" }, 5*time.Second, 10*time.Millisecond)
 }
+
+// TestEngineAtMostOnce: the at-most-once unit of a machine that left is
+// placed elsewhere only AtMostOnceMargin after the machine's lease key was
+// deleted, and stays where it was if the machine is back before that.
+func TestEngineAtMostOnce(t *testing.T) {
+	const margin = 1500 * time.Millisecond
+	const amo = "[Service]\nExecStart=/bin/true\n[X-Fleet]\nAtMostOnce=true\n"
+	setup := func(t *testing.T, ctx context.Context) (*registry.Registry, map[string]*registry.Presence, string) {
+		reg := registry.New(etcdtest.Start(t).Client(t))
+		presences := map[string]*registry.Presence{}
+		for _, id := range []string{"m1", "m2"} {
+			presences[id] = register(t, ctx, reg, id, nil, 2*time.Second)
+		}
+		startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e1", LeaderTTL: time.Second, ReconcileInterval: 5 * time.Second, AtMostOnceMargin: margin})
+		submit(t, ctx, reg, "db.service", amo)
+		submit(t, ctx, reg, "web.service", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineOf=db.service\n")
+		w := waitPlacement(t, ctx, reg, 5*time.Second, func(w map[string][]string) bool { return len(w) == 2 })
+		return reg, presences, w["db.service"][0]
+	}
+
+	t.Run("placed elsewhere a margin after the machine left", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		reg, presences, victim := setup(t, ctx)
+		require.NoError(t, presences[victim].Revoke(ctx))
+		left := time.Now() // the lease key is gone: the engine cannot have seen it earlier
+		w := waitPlacement(t, ctx, reg, 10*time.Second, func(w map[string][]string) bool {
+			return len(w["db.service"]) == 1 && w["db.service"][0] != victim
+		})
+		took := time.Since(left)
+		require.GreaterOrEqual(t, took, margin, "placed elsewhere before the margin ran out")
+		require.Equal(t, w["db.service"], w["web.service"], "its MachineOf follower goes with it")
+		t.Logf("at-most-once unit placed elsewhere %.2f s after its machine left (margin %s)", took.Seconds(), margin)
+	})
+
+	t.Run("the machine is back within the margin: nothing moves", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		reg, presences, victim := setup(t, ctx)
+		require.NoError(t, presences[victim].Revoke(ctx))
+		register(t, ctx, reg, victim, nil, 2*time.Second)
+		time.Sleep(2 * margin)
+		require.Equal(t, []string{victim}, schedule(t, ctx, reg)["db.service"], "the held placement stands for the returning machine")
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/seed-a1ce88ea/fleet/registry"
+	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
 // rejectKind says which rule kept a unit off a machine. The checkers below
@@ -91,7 +92,7 @@ func (s *Scheduler) displaces(u *ustate, m *mstate) bool {
 // matchMachineID is fleet's rule: the full machine ID, or its 8-character
 // short form as fleetctl prints it. Other prefixes do not match.
 func matchMachineID(machineID, want string) bool {
-	return machineID == want || (len(machineID) > shortIDLen && len(want) == shortIDLen && machineID[:shortIDLen] == want)
+	return unit.MatchMachineID(machineID, want)
 }
 
 const shortIDLen = 8
@@ -160,6 +161,11 @@ func (s *Scheduler) machineOfCycle(u *ustate) []string {
 // fit nowhere, and says which rule stopped them and where.
 func (s *Scheduler) whyNowhere(u *ustate) string {
 	if !u.Fleet.Global && s.parked[u.Name] != nil {
+		for _, id := range sortedKeys(s.parked[u.Name]) {
+			if held(u, id) {
+				return fmt.Sprintf("AtMostOnce: its machine %s left; placed elsewhere once its copy there has surely stopped", id)
+			}
+		}
 		return fmt.Sprintf("MachineID=%s is not present; keeping its placement until it returns", u.Fleet.MachineID)
 	}
 	if len(s.machines) == 0 {

@@ -591,12 +591,68 @@ func (s *Scheduler) placements() []registry.Placement {
 
 // parkable reports whether u's placement on the absent machine id is kept:
 // u should run, its options are known, and it is global or pinned to id by
-// MachineID.
+// MachineID, or it runs at most once (then only until Release).
 func parkable(u *ustate, id string) bool {
 	if !u.wants() || u.Invalid != "" {
 		return false
 	}
-	return u.Fleet.Global || (u.Fleet.MachineID != "" && matchMachineID(id, u.Fleet.MachineID))
+	return u.Fleet.Global || pinned(u, id) || u.AtMostOnce
+}
+
+func pinned(u *ustate, id string) bool {
+	return u.Fleet.MachineID != "" && matchMachineID(id, u.Fleet.MachineID)
+}
+
+// held reports whether u's placement on the absent machine id is parked
+// only because u runs at most once: it could run elsewhere, but not before
+// its copy on id has surely stopped.
+func held(u *ustate, id string) bool {
+	return u.AtMostOnce && !u.Fleet.Global && !pinned(u, id)
+}
+
+// Held returns the absent machines with held placements (see held), sorted.
+// The engine releases each a margin after the machine left.
+func (s *Scheduler) Held() []string {
+	var out []string
+	for _, id := range sortedKeys(s.parkedOn) {
+		if len(s.HeldOn(id)) > 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// HeldOn returns the units whose placements on the absent machine id are
+// held, sorted.
+func (s *Scheduler) HeldOn(id string) []string {
+	var out []string
+	for _, name := range sortedKeys(s.parkedOn[id]) {
+		if held(s.units[name], id) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Release forgets the held placements of names on the absent machine id,
+// which the caller has deleted from the schedule (registry.ReleaseHeld),
+// and has those units placed by the next Plan like any unit without a
+// machine.
+func (s *Scheduler) Release(id string, names []string) {
+	if s.machines[id] != nil {
+		return // back: they stand
+	}
+	for _, name := range names {
+		u := s.units[name]
+		if u == nil || !held(u, id) {
+			continue
+		}
+		if _, ok := s.parked[name][id]; !ok {
+			continue
+		}
+		s.unpark(name, id, false)
+		s.want(u)
+	}
 }
 
 // park records p, of u on an absent machine, as kept, without writing.

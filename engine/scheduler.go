@@ -20,6 +20,10 @@ type Unit struct {
 	// then keeps its placements exactly as they are, places it nowhere new,
 	// and gives Invalid as the reason when it has no machine.
 	Invalid string
+	// AtMostOnce is the unit's [X-Fleet] AtMostOnce= with the cluster's
+	// default applied (unit.Fleet.RunsAtMostOnce): when its machine leaves,
+	// its placement there is held until the engine releases it (Release).
+	AtMostOnce bool
 }
 
 // Snapshot is the scheduler's whole input: present machines, submitted
@@ -468,7 +472,8 @@ func (s *Scheduler) placeNext() {
 		return
 	}
 	if s.parked[u.Name] != nil {
-		// Its machine is away and it may run nowhere else: it waits there.
+		// Its machine is away and it may run nowhere else, or not yet: it
+		// waits there.
 		s.setReason(u, s.whyNowhere(u))
 		return
 	}

@@ -24,7 +24,7 @@ func mkUnit(t testing.TB, name string, xfleet ...string) Unit {
 	require.NoError(t, err)
 	x, _, err := f.FleetOptions(name)
 	require.NoError(t, err)
-	return Unit{Name: name, Hash: f.Hash().String(), State: registry.StateLaunched, Fleet: x}
+	return Unit{Name: name, Hash: f.Hash().String(), State: registry.StateLaunched, Fleet: x, AtMostOnce: x.RunsAtMostOnce(false)}
 }
 
 func machines(ids ...string) []machine.Machine {

@@ -52,13 +52,13 @@ func TestEventsCommand(t *testing.T) {
 			h.publish(m1, "hello.service", "loaded", "active", "running")
 			h.setUnplaced("ssd.service", "no machine has metadata disk=ssd")
 
-			want := []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted, api.EventUnitTarget,
+			// start submits a new unit in state launched: one event.
+			want := []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted,
 				api.EventLeaderChanged, api.EventUnitPlaced, api.EventUnitState, api.EventUnitUnplaceable}
 			if driver == "api" {
 				// Through fleetd, each change is also an audited call.
 				want = []string{api.EventStreamStarted, api.EventMachineJoined, api.EventUnitSubmitted, api.EventAPICall,
-					api.EventUnitTarget, api.EventAPICall, api.EventLeaderChanged, api.EventUnitPlaced, api.EventUnitState,
-					api.EventUnitUnplaceable}
+					api.EventLeaderChanged, api.EventUnitPlaced, api.EventUnitState, api.EventUnitUnplaceable}
 			}
 			var events []api.Event
 			require.Eventually(t, func() bool {
@@ -78,6 +78,9 @@ func TestEventsCommand(t *testing.T) {
 			var calls []string
 			for _, e := range events {
 				switch e.Type {
+				case api.EventUnitSubmitted:
+					require.Equal(t, api.Event{Type: api.EventUnitSubmitted, Time: e.Time, Revision: e.Revision,
+						Unit: "hello.service", To: "launched"}, e)
 				case api.EventUnitState:
 					require.Equal(t, api.Event{Type: api.EventUnitState, Time: e.Time, Revision: e.Revision,
 						Unit: "hello.service", MachineID: m1, To: "active/running"}, e)
@@ -86,7 +89,7 @@ func TestEventsCommand(t *testing.T) {
 				}
 			}
 			if driver == "api" {
-				require.Equal(t, []string{"unit.create hello.service : 201 Created", "unit.set-state hello.service launched: 204 No Content"}, calls)
+				require.Equal(t, []string{"unit.create hello.service launched: 201 Created"}, calls)
 			}
 			require.NoError(t, stop(), "interrupting the stream is how it ends")
 		})

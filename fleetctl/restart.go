@@ -36,7 +36,7 @@ Restart every instance of a template, one at a time:
 			if err != nil {
 				return err
 			}
-			if err := refuseUnloaded(ctx, c, names, "restart", "start it instead"); err != nil {
+			if _, err := refuseUnloaded(ctx, c, names, "restart", "start it instead"); err != nil {
 				return err
 			}
 			prog := newProgress(a.stdout, a.isTerminal(a.stdout), len(names), "restarted")

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/seed-a1ce88ea/fleet/api"
-	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
 func (a *app) sshCommand() *cobra.Command {
@@ -224,7 +223,7 @@ func machineOfUnit(ctx context.Context, c api.Client, arg string) (api.Machine, 
 	switch {
 	case api.IsGlobal(u):
 		return api.Machine{}, usageErrorf("unit %s is global: it runs on many machines; name the machine instead", u.Name)
-	case u.MachineID == "" || u.CurrentState == string(registry.StateInactive):
+	case u.MachineID == "":
 		return api.Machine{}, fmt.Errorf("unit %s is not scheduled to any machine", u.Name)
 	}
 	return findMachine(ctx, c, u.MachineID)

@@ -40,7 +40,7 @@ matches.`,
 		Args:              usageArgs(cobra.MinimumNArgs(1)),
 		ValidArgsFunction: a.completeUnits(true),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
-			_, err := a.ensureUnits(ctx, c, args, replace)
+			_, _, err := a.ensureUnits(ctx, c, args, replace, "")
 			return err
 		}),
 	}
@@ -89,11 +89,11 @@ func (a *app) ensureAndTransitionCommand(cmd *cobra.Command, g goal, blockWhat s
 	cmd.Args = usageArgs(cobra.MinimumNArgs(1))
 	cmd.ValidArgsFunction = a.completeUnits(true)
 	cmd.RunE = a.run(func(ctx context.Context, c api.Client, args []string) error {
-		names, err := a.ensureUnits(ctx, c, args, replace)
+		names, known, err := a.ensureUnits(ctx, c, args, replace, g.target())
 		if err != nil {
 			return err
 		}
-		return a.transition(ctx, c, names, g, block)
+		return a.transition(ctx, c, names, known, g, block)
 	})
 	cmd.Flags().BoolVar(&replace, "replace", false, "Replace units already in the cluster with the local versions")
 	block.register(cmd, blockWhat)
@@ -117,10 +117,11 @@ fleetctl waits until each unit is no longer active, unless --no-block.`,
 			if err != nil {
 				return err
 			}
-			if err := refuseUnloaded(ctx, c, names, "stop", "start it first"); err != nil {
+			known, err := refuseUnloaded(ctx, c, names, "stop", "start it first")
+			if err != nil {
 				return err
 			}
-			return a.transition(ctx, c, names, goalStopped, block)
+			return a.transition(ctx, c, names, known, goalStopped, block)
 		}),
 	}
 	block.register(cmd, "stopped")
@@ -143,7 +144,7 @@ fleetctl waits until each unit is inactive, unless --no-block.`,
 			if err != nil {
 				return err
 			}
-			return a.transition(ctx, c, names, goalInactive, block)
+			return a.transition(ctx, c, names, nil, goalInactive, block)
 		}),
 	}
 	block.register(cmd, "inactive")
@@ -163,15 +164,13 @@ they are stopped, unscheduled and forgotten.`,
 			if err != nil {
 				return err
 			}
-			var errs []error
-			for _, name := range names {
-				if err := c.DestroyUnit(ctx, name); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				fmt.Fprintf(a.stdout, "Destroyed %s\n", name)
-			}
-			return errors.Join(errs...)
+			// Every unit is tried: one that cannot be destroyed does not
+			// keep the others.
+			return inOrder(ctx, len(names), true, func(ctx context.Context, i int) error {
+				return c.DestroyUnit(ctx, names[i])
+			}, func(i int) {
+				fmt.Fprintf(a.stdout, "Destroyed %s\n", names[i])
+			})
 		}),
 	}
 }
@@ -179,18 +178,24 @@ they are stopped, unscheduled and forgotten.`,
 // refuseUnloaded fails, before anything changes, if a unit among names is
 // scheduled on no machine: verb (stop, restart) needs a loaded unit, and
 // advice says what to do instead. A global unit has no single machine and
-// is never refused.
-func refuseUnloaded(ctx context.Context, c api.Client, names []string, verb, advice string) error {
-	for _, name := range names {
-		u, err := c.Unit(ctx, name)
+// is never refused. It returns the units it read, in the order of names.
+func refuseUnloaded(ctx context.Context, c api.Client, names []string, verb, advice string) ([]*api.Unit, error) {
+	units := make([]*api.Unit, len(names))
+	err := inOrder(ctx, len(names), false, func(ctx context.Context, i int) error {
+		u, err := c.Unit(ctx, names[i])
 		if err != nil {
 			return err
 		}
-		if !api.IsGlobal(u) && u.CurrentState == string(registry.StateInactive) {
-			return fmt.Errorf("cannot %s unit %s: it is not loaded on any machine (state inactive); %s", verb, name, advice)
+		if !api.IsGlobal(u) && u.MachineID == "" && u.CurrentState == string(registry.StateInactive) {
+			return fmt.Errorf("cannot %s unit %s: it is not loaded on any machine (state inactive); %s", verb, names[i], advice)
 		}
+		units[i] = u
+		return nil
+	}, func(int) {})
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return units, nil
 }
 
 // unitNames turns arguments into unit names: the base name, with
@@ -311,21 +316,37 @@ func (a *app) localArgs(ctx context.Context, c api.Client, args []string) ([]str
 	return out, nil
 }
 
+// ensureItem is one unit a command makes sure of: its name, the argument
+// naming it and its local unit file (nil if none).
+type ensureItem struct {
+	name          string
+	arg           string
+	n             unit.Name
+	local         *unit.File
+	localTemplate bool // local is the template beside arg, not arg itself
+}
+
 // ensureUnits makes sure a unit exists in the cluster for every argument,
 // trying in order: the unit already in the cluster (replaced by the local
 // file if it differs and replace is set); a local file named by the
 // argument; for an instance, a local template file beside it or else the
 // template in the cluster. Patterns stand for the local files or submitted
-// units they match. It returns the unit names, without repeats.
-func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, replace bool) ([]string, error) {
+// units they match. A unit it submits is submitted in state (inactive if
+// ""), so starting a new unit is one request. It returns the unit names,
+// without repeats, and what it knows of each unit (nil if nothing).
+//
+// Every local file is read before anything is sent, so a bad file changes
+// nothing in the cluster; then the units go to fleet bulkWorkers at a time.
+func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, replace bool, state registry.State) ([]string, []*api.Unit, error) {
 	args, err := a.localArgs(ctx, c, args)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	names, err := unitNames(args)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var items []ensureItem
 	var out []string
 	for i, arg := range args {
 		name := names[i]
@@ -333,67 +354,101 @@ func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, repl
 			continue
 		}
 		out = append(out, name)
-		n, _ := unit.ParseName(name) // checked by unitNames
-		local, err := readUnitFile(arg)
-		if err != nil {
-			return nil, err
+		it := ensureItem{name: name, arg: arg}
+		it.n, _ = unit.ParseName(name) // checked by unitNames
+		if it.local, err = readUnitFile(arg); err != nil {
+			return nil, nil, err
 		}
-		localTemplate := false
-		if local == nil && n.IsInstance() {
+		if it.local == nil && it.n.IsInstance() {
 			// An instance: a template file beside the argument, else the
 			// template already in the cluster (the API fills it in).
-			if local, err = readUnitFile(filepath.Join(filepath.Dir(arg), n.TemplateName())); err != nil {
-				return nil, err
+			if it.local, err = readUnitFile(filepath.Join(filepath.Dir(arg), it.n.TemplateName())); err != nil {
+				return nil, nil, err
 			}
-			localTemplate = local != nil
+			it.localTemplate = it.local != nil
 		}
-		existing, err := c.Unit(ctx, name)
-		switch {
-		case err == nil:
-			if local == nil || api.FileFromOptions(existing.Options).Hash() == local.Hash() {
-				continue
-			}
-			if !replace {
-				from := arg
-				if localTemplate {
-					from = "template " + filepath.Join(filepath.Dir(arg), n.TemplateName())
-				}
-				fmt.Fprintf(a.stderr, "WARNING: unit %s in the cluster differs from local unit file %s; use --replace to replace it\n", name, from)
-				continue
-			}
-			warnings, err := c.ReplaceUnit(ctx, &api.Unit{Name: name, Options: api.OptionsFromFile(local)})
-			if err != nil {
-				return nil, err
-			}
-			a.warn(name, warnings)
-			continue
-		case !errors.Is(err, api.ErrNotFound):
-			return nil, err
-		}
-
-		u := &api.Unit{Name: name}
-		if local == nil && !n.IsInstance() {
-			return nil, notFoundf("unit %s not found: it is not in the cluster and there is no file %s; check the name with 'fleetctl list-unit-files'", name, arg)
-		}
-		if local != nil {
-			u.Options = api.OptionsFromFile(local)
-		}
-		warnings, err := c.CreateUnit(ctx, u)
-		if errors.Is(err, api.ErrExists) {
-			continue // created meanwhile by someone else
-		}
-		if err != nil {
-			return nil, err
-		}
-		a.warn(name, warnings)
+		items = append(items, it)
 	}
-	return out, nil
+	known := make([]*api.Unit, len(items))
+	warnings := make([][]string, len(items))
+	err = inOrder(ctx, len(items), false, func(ctx context.Context, i int) error {
+		var err error
+		known[i], warnings[i], err = a.ensureUnit(ctx, c, items[i], replace, state)
+		return err
+	}, func(i int) {
+		for _, w := range warnings[i] {
+			fmt.Fprintln(a.stderr, w)
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, known, nil
 }
 
-func (a *app) warn(name string, warnings []string) {
-	for _, w := range warnings {
-		fmt.Fprintf(a.stderr, "WARNING: unit %s: %s\n", name, w)
+// ensureUnit is ensureUnits for one unit. It returns the unit as it knows
+// it (nil if it does not) and the warnings to print, whole lines.
+func (a *app) ensureUnit(ctx context.Context, c api.Client, it ensureItem, replace bool, state registry.State) (*api.Unit, []string, error) {
+	name := it.name
+	if it.local != nil || it.n.IsInstance() {
+		// Most units of a bulk command are new: submitting first costs one
+		// request for those, and two only for the units already there.
+		u := &api.Unit{Name: name, DesiredState: string(state)}
+		if it.n.Template {
+			// A template is only ever inactive: submitted as such, it is
+			// the state change that is refused, as for a template submitted
+			// earlier.
+			u.DesiredState = ""
+		}
+		if it.local != nil {
+			u.Options = api.OptionsFromFile(it.local)
+		}
+		w, err := c.CreateUnit(ctx, u)
+		switch {
+		case err == nil:
+			if u.DesiredState == "" {
+				u.DesiredState = string(registry.StateInactive)
+			}
+			if it.local == nil {
+				u = nil // its options came from the template in the cluster
+			}
+			return u, warnLines(name, w), nil
+		case !errors.Is(err, api.ErrExists):
+			return nil, nil, err
+		}
 	}
+	existing, err := c.Unit(ctx, name)
+	switch {
+	case errors.Is(err, api.ErrNotFound) && it.local == nil && !it.n.IsInstance():
+		return nil, nil, notFoundf("unit %s not found: it is not in the cluster and there is no file %s; check the name with 'fleetctl list-unit-files'", name, it.arg)
+	case err != nil:
+		return nil, nil, err
+	}
+	if it.local == nil || api.FileFromOptions(existing.Options).Hash() == it.local.Hash() {
+		return existing, nil, nil
+	}
+	if !replace {
+		from := it.arg
+		if it.localTemplate {
+			from = "template " + filepath.Join(filepath.Dir(it.arg), it.n.TemplateName())
+		}
+		return existing, []string{fmt.Sprintf("WARNING: unit %s in the cluster differs from local unit file %s; use --replace to replace it", name, from)}, nil
+	}
+	w, err := c.ReplaceUnit(ctx, &api.Unit{Name: name, Options: api.OptionsFromFile(it.local)})
+	if err != nil {
+		return nil, nil, err
+	}
+	existing.Options = api.OptionsFromFile(it.local)
+	return existing, warnLines(name, w), nil
+}
+
+// warnLines words the warnings fleet gave about a unit.
+func warnLines(name string, warnings []string) []string {
+	out := make([]string, len(warnings))
+	for i, w := range warnings {
+		out[i] = fmt.Sprintf("WARNING: unit %s: %s", name, w)
+	}
+	return out
 }
 
 // readUnitFile parses the unit file at path; nil if there is none. A file

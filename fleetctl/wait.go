@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -93,7 +94,7 @@ func (g goal) check(u *api.Unit, st *api.UnitState) verdict {
 		}
 		return reached
 	case goalInactive:
-		if u.CurrentState == string(registry.StateInactive) {
+		if !placed && u.CurrentState == string(registry.StateInactive) {
 			return reached
 		}
 	}
@@ -108,31 +109,49 @@ type blockFlags struct {
 
 func (b *blockFlags) register(cmd *cobra.Command, what string) {
 	cmd.Flags().BoolVar(&b.noBlock, "no-block", false, fmt.Sprintf("Do not wait until the units are %s before exiting", what))
-	cmd.Flags().IntVar(&b.attempts, "block-attempts", 0, fmt.Sprintf("Wait until the units are %s, polling up to N times (every 100ms) before giving up; 0 waits forever", what))
+	cmd.Flags().IntVar(&b.attempts, "block-attempts", 0, fmt.Sprintf("Wait until the units are %s, giving up after N attempts of 100ms; 0 waits forever", what))
 }
 
 // transition sets the desired state of the named units for g and, unless
-// told not to, waits for them to reach it. Global units are never waited
-// for: they have no single machine to report from.
-func (a *app) transition(ctx context.Context, c api.Client, names []string, g goal, block blockFlags) error {
-	var wait []string
-	for _, name := range names {
-		u, err := c.Unit(ctx, name)
-		if err != nil {
-			return err
+// told not to, waits for them to reach it. known holds what the caller knows
+// of each unit already (nil, or nil items, for nothing): those are not read
+// again. Global units are never waited for: they have no single machine to
+// report from.
+func (a *app) transition(ctx context.Context, c api.Client, names []string, known []*api.Unit, g goal, block blockFlags) error {
+	units := make([]*api.Unit, len(names))
+	err := inOrder(ctx, len(names), false, func(ctx context.Context, i int) error {
+		var u *api.Unit
+		if known != nil {
+			u = known[i]
 		}
-		if u.DesiredState != string(g.target()) {
-			if err := c.SetUnitTargetState(ctx, name, string(g.target())); err != nil {
+		if u == nil {
+			var err error
+			if u, err = c.Unit(ctx, names[i]); err != nil {
 				return err
 			}
 		}
+		if u.DesiredState != string(g.target()) {
+			if err := c.SetUnitTargetState(ctx, names[i], string(g.target())); err != nil {
+				return err
+			}
+		}
+		units[i] = u
+		return nil
+	}, func(i int) {
 		switch {
-		case api.IsGlobal(u):
-			fmt.Fprintf(a.stdout, "Triggered global unit %s %s\n", name, g.verb())
+		case api.IsGlobal(units[i]):
+			fmt.Fprintf(a.stdout, "Triggered global unit %s %s\n", names[i], g.verb())
 		case block.noBlock:
-			fmt.Fprintf(a.stdout, "Triggered unit %s %s\n", name, g.verb())
-		default:
-			wait = append(wait, name)
+			fmt.Fprintf(a.stdout, "Triggered unit %s %s\n", names[i], g.verb())
+		}
+	})
+	if err != nil || block.noBlock {
+		return err
+	}
+	var wait []string
+	for i, u := range units {
+		if !api.IsGlobal(u) {
+			wait = append(wait, names[i])
 		}
 	}
 	if len(wait) == 0 {
@@ -143,28 +162,63 @@ func (a *app) transition(ctx context.Context, c api.Client, names []string, g go
 	return a.waitFor(ctx, c, wait, g, block.attempts, prog, true)
 }
 
-// fewUnits is how many units a wait reads one by one; for more it reads
-// the whole collection once per poll.
+// fewUnits is how many units a read takes one by one; for more it reads
+// the whole collections.
 const fewUnits = 10
 
-// waitFor polls fleet every pollInterval until every named unit reaches g
-// (or fails to), printing a line for each as it does, in fleet's words, and
-// on a terminal a live count. A unit the engine keeps reporting unplaceable
-// for unplacedGrace is given up on, with the engine's reason. It gives up
-// after attempts polls (0: never) and when ctx ends.
+// resyncTicks is how many poll intervals a wait goes without reading all
+// its units before it reads them anyway: a placement changing state on the same
+// machine has no event of its own.
+const resyncTicks = 20
+
+// waitFor waits until every named unit reaches g (or fails to), printing a
+// line for each as it does, in fleet's words, and on a terminal a live
+// count. It follows fleet's event stream and reads only the units events
+// were about: a few as soon as an event names them, many at most once per
+// pollInterval; without the stream (an older fleetd, or while it
+// reconnects) it reads them all every interval. A unit the engine keeps
+// reporting unplaceable for unplacedGrace is given up on, with the engine's
+// reason. It gives up after attempts intervals (0: never) and when ctx
+// ends.
 //
 // Lines go through prog; a unit reaching g gets one, and the live count is
 // kept, only if showReached (otherwise the caller keeps the count).
 func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal, attempts int, prog *progress, showReached bool) error {
+	wctx, cancel := context.WithCancel(ctx)
+	w := watchUnits(wctx, c, names)
+	defer func() { cancel(); w.wait() }()
+	// Subscribed first, listed then: a change between the two is in both.
+	w.ready(ctx, 10*a.pollInterval)
+
 	machines := machineCache{c: c}
 	pendingNames := names
 	var failedNames, unplaceable []string
 	var reasons []error
 	unplacedSince := map[string]time.Time{}
-	for attempt := 1; ; attempt++ {
-		units, states, err := a.poll(ctx, c, pendingNames, g)
-		if err != nil {
-			return err
+	units := map[string]*api.Unit{}
+	states := map[string][]*api.UnitState{} // by unit name
+	var deadline time.Time
+	if attempts > 0 {
+		deadline = time.Now().Add(time.Duration(attempts) * a.pollInterval)
+	}
+	read, lastFull, lastRead := w.take(pendingNames, true), time.Now(), time.Time{}
+	for {
+		if len(read) > 0 {
+			lastRead = time.Now()
+			us, ss, err := a.poll(ctx, c, read, g)
+			if err != nil {
+				return err
+			}
+			for _, name := range read {
+				delete(units, name)
+				delete(states, name)
+			}
+			for _, u := range us {
+				units[u.Name] = u
+			}
+			for _, s := range ss {
+				states[s.Name] = append(states[s.Name], s)
+			}
 		}
 		var still []string
 		for _, name := range pendingNames {
@@ -172,7 +226,7 @@ func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal,
 			if u == nil {
 				return notFoundf("unit %s not found: it was destroyed while fleetctl waited for it", name)
 			}
-			switch g.check(u, states[[2]string{u.MachineID, name}]) {
+			switch g.check(u, stateOn(states[name], u.MachineID)) {
 			case reached:
 				if showReached {
 					prog.println("Unit %s %s%s", name, u.CurrentState, machines.on(ctx, u.MachineID))
@@ -205,18 +259,67 @@ func (a *app) waitFor(ctx context.Context, c api.Client, names []string, g goal,
 		if len(pendingNames) == 0 {
 			break
 		}
-		if attempts > 0 && attempt >= attempts {
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			return errors.Join(a.waitErrors(failedNames, unplaceable, reasons),
 				codeErrorf(ExitTimeout, "timed out after %d attempts waiting for %s to be %s; check 'fleetctl list-unit-files' and 'fleetctl list-units'",
 					attempts, listNames(pendingNames), g.describe()))
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped waiting for %s to be %s: %w", listNames(pendingNames), g.describe(), ctx.Err())
-		case <-time.After(a.pollInterval):
+		if err := a.nextCheck(ctx, w, len(pendingNames), lastRead, deadline); err != nil {
+			return fmt.Errorf("stopped waiting for %s to be %s: %w", listNames(pendingNames), g.describe(), err)
 		}
+		// Units still waiting on the grace of the unplaced are re-read
+		// each interval: their reason may come with no event.
+		all := time.Since(lastFull) >= resyncTicks*a.pollInterval || len(unplacedSince) > 0
+		if all {
+			lastFull = time.Now()
+		}
+		read = w.take(pendingNames, all)
 	}
 	return a.waitErrors(failedNames, unplaceable, reasons)
+}
+
+// nextCheck blocks until a wait for pending units checks again: after
+// pollInterval, or sooner when an event names one of them. Reads of many
+// units (whole collections) stay at most one per pollInterval since
+// lastRead; a few are read at once. It returns early at the deadline (if
+// not zero), and with ctx's error when ctx ends.
+func (a *app) nextCheck(ctx context.Context, w *unitWatch, pending int, lastRead, deadline time.Time) error {
+	wait := func(d time.Duration) error {
+		if !deadline.IsZero() {
+			d = min(d, time.Until(deadline))
+		}
+		t := time.NewTimer(max(d, 0))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+	t := time.NewTimer(a.pollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	case <-w.wake:
+		if pending > fewUnits {
+			return wait(a.pollInterval - time.Since(lastRead))
+		}
+		return nil
+	}
+}
+
+// stateOn returns the state of ss published by machine id (nil if none).
+func stateOn(ss []*api.UnitState, id string) *api.UnitState {
+	for _, s := range ss {
+		if s.MachineID == id {
+			return s
+		}
+	}
+	return nil
 }
 
 // waitErrors is the error of a wait in which units failed or could not be
@@ -234,45 +337,63 @@ func (a *app) waitErrors(failedNames, unplaceable []string, reasons []error) err
 	return errors.Join(errs...)
 }
 
-// poll reads the pending units and, when g needs them, their states: one
-// request per unit for a few, the whole collections for many.
-func (a *app) poll(ctx context.Context, c api.Client, names []string, g goal) (map[string]*api.Unit, map[[2]string]*api.UnitState, error) {
-	units := make(map[string]*api.Unit, len(names))
+// poll reads the named units (those not found are left out) and, when g
+// needs them, their states: one request per unit for a few, the whole
+// collections for many.
+func (a *app) poll(ctx context.Context, c api.Client, names []string, g goal) ([]*api.Unit, []*api.UnitState, error) {
+	var units []*api.Unit
 	if len(names) <= fewUnits {
-		for _, name := range names {
-			u, err := c.Unit(ctx, name)
+		got := make([]*api.Unit, len(names))
+		err := inOrder(ctx, len(names), false, func(ctx context.Context, i int) error {
+			u, err := c.Unit(ctx, names[i])
 			if errors.Is(err, api.ErrNotFound) {
-				continue
+				return nil
 			}
-			if err != nil {
-				return nil, nil, err
+			got[i] = u
+			return err
+		}, func(int) {})
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, u := range got {
+			if u != nil {
+				units = append(units, u)
 			}
-			units[name] = u
 		}
 	} else {
 		all, err := c.Units(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
+		want := make(map[string]bool, len(names))
+		for _, n := range names {
+			want[n] = true
+		}
 		for _, u := range all {
-			units[u.Name] = u
+			if want[u.Name] {
+				units = append(units, u)
+			}
 		}
 	}
-	states := map[[2]string]*api.UnitState{}
-	if g.needsSystemd() {
-		var f api.StateFilter
-		if len(names) <= fewUnits {
-			f.UnitNames = names
-		}
-		ss, err := c.UnitStates(ctx, f)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, s := range ss {
-			states[[2]string{s.MachineID, s.Name}] = s
-		}
+	if !g.needsSystemd() {
+		return units, nil, nil
 	}
-	return units, states, nil
+	var f api.StateFilter
+	if len(names) <= fewUnits {
+		f.UnitNames = names
+	}
+	ss, err := c.UnitStates(ctx, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(names) > fewUnits {
+		want := make(map[string]bool, len(names))
+		for _, n := range names {
+			want[n] = true
+		}
+		ss = slices.DeleteFunc(ss, func(s *api.UnitState) bool { return !want[s.Name] })
+	}
+	return units, ss, nil
 }
 
 // joinReasons lists "unit (why)" items in one phrase.

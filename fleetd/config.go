@@ -43,6 +43,7 @@ type Config struct {
 	Metadata                string        // metadata: k=v,k=v
 	AgentTTL                time.Duration // agent_ttl
 	AgentAtMostOnceDefault  bool          // agent_at_most_once_default: units without AtMostOnce= are at-most-once
+	EngineAtMostOnceMargin  time.Duration // engine_at_most_once_margin: wait after a machine left before moving its at-most-once units
 	EngineReconcileInterval time.Duration // engine_reconcile_interval
 	EngineLeaderTTL         time.Duration // engine_leader_ttl
 	MachineGCAfter          time.Duration // machine_gc_after: placements kept for an absent machine are dropped after this
@@ -71,6 +72,7 @@ func DefaultConfig() Config {
 		EmbeddedEtcdRetention:   etcdserver.DefaultAutoCompactionRetention,
 		MachineIDFile:           "/etc/machine-id",
 		AgentTTL:                5 * time.Second,
+		EngineAtMostOnceMargin:  2 * time.Second,
 		EngineReconcileInterval: 10 * time.Second,
 		EngineLeaderTTL:         2 * time.Second,
 		MachineGCAfter:          24 * time.Hour,
@@ -138,6 +140,7 @@ func fields() []field {
 			c.AgentAtMostOnceDefault = b
 			return err
 		}},
+		{"engine_at_most_once_margin", "how long after a machine left its at-most-once units are placed elsewhere; its agent began stopping them agent_ttl/2 before, so their stop must end within agent_ttl/2 plus this (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineAtMostOnceMargin })},
 		{"engine_reconcile_interval", "period of the engine's full reconcile (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineReconcileInterval })},
 		{"engine_leader_ttl", "engine leadership TTL (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineLeaderTTL })},
 		{"machine_gc_after", "drop the placements kept for a machine absent this long (global and MachineID-pinned units; seconds or duration)", dur(func(c *Config) *time.Duration { return &c.MachineGCAfter })},
@@ -226,6 +229,9 @@ func (c Config) validate() error {
 	}
 	if c.MachineGCAfter <= 0 || c.EngineGCInterval <= 0 {
 		return fmt.Errorf("%w: machine_gc_after and engine_gc_interval must be positive", ErrUsage)
+	}
+	if c.EngineAtMostOnceMargin <= 0 {
+		return fmt.Errorf("%w: engine_at_most_once_margin must be positive", ErrUsage)
 	}
 	if c.EtcdRequestTimeout <= 0 {
 		return fmt.Errorf("%w: etcd_request_timeout must be positive", ErrUsage)

@@ -102,7 +102,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	if !cfg.DisableEngine {
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
 			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
-			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter})
+			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter,
+			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin})
 		m.watchCluster(reg, e, me.ID)
 	} else {
 		m.watchCluster(reg, nil, me.ID)
@@ -129,7 +130,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := runAgent(ctx, reg, sd, me, cfg.AgentTTL, log); err != nil {
+		if err := runAgent(ctx, reg, sd, me, cfg, log); err != nil {
 			errc <- err
 		}
 	}()
@@ -157,7 +158,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 // runAgent keeps this machine registered and its agent running. A lost
 // lease (etcd unreachable for longer than the TTL) sends it back to
 // registering; the units keep running meanwhile.
-func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, me machine.Machine, ttl time.Duration, log *slog.Logger) error {
+func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, me machine.Machine, cfg Config, log *slog.Logger) error {
+	ttl := cfg.AgentTTL
 	retry := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		// Register with the machine's dynamic metadata (PATCH /machines)
@@ -168,7 +170,7 @@ func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, 
 			var p *registry.Presence
 			p, err = reg.Register(ctx, eff, ttl)
 			if err == nil {
-				runPresence(ctx, reg, sd, p, me, rev, log)
+				runPresence(ctx, reg, sd, p, me, rev, cfg.AgentAtMostOnceDefault, log)
 				retry = 200 * time.Millisecond
 				continue
 			}
@@ -194,7 +196,7 @@ func runAgent(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, 
 
 // runPresence runs the agent and the metadata keeper of one registration
 // until it is lost or ctx ends.
-func runPresence(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, p *registry.Presence, me machine.Machine, rev int64, log *slog.Logger) {
+func runPresence(ctx context.Context, reg *registry.Registry, sd *systemd.Manager, p *registry.Presence, me machine.Machine, rev int64, atMostOnceDefault bool, log *slog.Logger) {
 	log.Info("machine registered", "adopted_lease", p.Adopted(), "ip", me.PublicIP)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -204,7 +206,7 @@ func runPresence(ctx context.Context, reg *registry.Registry, sd *systemd.Manage
 			log.Warn("dynamic metadata not kept", "err", err)
 		}
 	}()
-	a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: sd, Log: log})
+	a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: sd, Log: log, AtMostOnceDefault: atMostOnceDefault})
 	if err := a.Run(ctx); err != nil && ctx.Err() == nil {
 		log.Warn("agent stopped", "err", err)
 	}

@@ -209,6 +209,16 @@ func openEtcd(ctx context.Context, cfg Config, interceptor grpc.UnaryClientInter
 		"client_cert", cfg.EtcdCertFile != "", "user", cfg.EtcdUsername)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: cfg.EtcdRequestTimeout, Logger: nil,
 		TLS: etcdTLS, Username: cfg.EtcdUsername, Password: etcdPassword,
+		// With keepalive on, gRPC also sets TCP_USER_TIMEOUT to its
+		// timeout: a connection whose packets go unacknowledged that long
+		// (a cut cable, a partition) is dropped and dialled again. Without
+		// it, requests keep going to the dead connection, and once the
+		// link is back the kernel's retransmission backoff (seconds, then
+		// tens of seconds) holds this machine off etcd long after. 10s is
+		// gRPC's smallest ping interval, and above etcd's default
+		// --grpc-keepalive-min-time.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
 		DialOptions: []grpc.DialOption{
 			grpc.WithChainUnaryInterceptor(interceptor),
 			// gRPC's default reconnect backoff grows to two minutes: after

@@ -3,11 +3,13 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/seed-a1ce88ea/fleet/machine"
@@ -27,6 +29,10 @@ type Presence struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	once    sync.Once
+
+	mu      sync.Mutex
+	ttl     time.Duration // the lease's TTL: the smaller of the one asked for and etcd's
+	renewed time.Time     // when the last acknowledged keepalive was sent (monotonic)
 }
 
 // Register publishes m under a lease of the given TTL and keeps the lease
@@ -65,7 +71,11 @@ func (r *Registry) Register(ctx context.Context, m machine.Machine, ttl time.Dur
 			if !tr.Succeeded {
 				continue // expired or rewritten meanwhile: look again
 			}
-			return r.keepAlive(ctx, m, lease, true)
+			p, err := r.keepAlive(ctx, m, lease, ttl, true)
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				continue // expired since: look again
+			}
+			return p, err
 		}
 		lctx, cancel := r.reqCtx(ctx)
 		g, err := r.cli.Grant(lctx, int64((ttl+time.Second-1)/time.Second))
@@ -81,36 +91,116 @@ func (r *Registry) Register(ctx context.Context, m machine.Machine, ttl time.Dur
 			return nil, fmt.Errorf("register machine %s: %w", m.ID, err)
 		}
 		if tr.Succeeded {
-			return r.keepAlive(ctx, m, g.ID, false)
+			return r.keepAlive(ctx, m, g.ID, ttl, false)
 		}
 		r.revoke(g.ID)
 	}
 }
 
-func (r *Registry) keepAlive(ctx context.Context, m machine.Machine, lease clientv3.LeaseID, adopted bool) (*Presence, error) {
-	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ch, err := r.cli.KeepAlive(kctx, lease)
-	if err != nil {
-		cancel()
+// keepAlive renews the lease once, so that LastRenewed is known from the
+// start (an adopted lease may be close to expiring), and then keeps
+// renewing it in the background.
+//
+// It renews with one KeepAliveOnce request at a time instead of clientv3's
+// KeepAlive stream, because it must know when each acknowledged request was
+// sent: etcd restarts the lease's TTL when it receives a keepalive, so the
+// lease cannot expire before send time + TTL, by this machine's own
+// monotonic clock. The at-most-once guarantee rests on that (see
+// LastRenewed).
+func (r *Registry) keepAlive(ctx context.Context, m machine.Machine, lease clientv3.LeaseID, ttl time.Duration, adopted bool) (*Presence, error) {
+	p := &Presence{r: r, m: m, lease: lease, adopted: adopted, ttl: ttl, done: make(chan struct{})}
+	if err := p.renew(ctx); err != nil {
 		return nil, fmt.Errorf("register machine %s: keep lease alive: %w", m.ID, err)
 	}
-	p := &Presence{r: r, m: m, lease: lease, adopted: adopted, cancel: cancel, done: make(chan struct{})}
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
 	go func() {
 		defer close(p.done)
-		for {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return
-			case _, ok := <-ch:
-				if !ok {
-					cancel()
-					return
-				}
-			}
-		}
+		defer cancel()
+		stop := context.AfterFunc(ctx, cancel)
+		defer stop()
+		p.keepRenewing(kctx)
 	}()
 	return p, nil
+}
+
+// renewEvery is how many renewals a TTL holds: with six, a machine is in
+// doubt about its lease (LastRenewed older than half the TTL, see the agent)
+// only after two renewals in a row went unanswered.
+const renewEvery = 6
+
+// keepRenewing renews the lease every TTL/renewEvery until ctx ends, the
+// lease is gone, or no renewal was acknowledged for a whole TTL: by then
+// etcd has expired it, or will have before anything this machine does could
+// matter, so the presence ends (a lease etcd kept alive anyway, across a
+// leader change, is adopted by the next Register).
+func (p *Presence) keepRenewing(ctx context.Context) {
+	interval := p.TTL() / renewEvery
+	for {
+		sent := time.Now()
+		err := p.renew(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			return
+		case err != nil && time.Since(p.LastRenewed()) >= p.TTL():
+			return
+		}
+		t := time.NewTimer(time.Until(sent.Add(interval)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// renew sends one keepalive and, when etcd acknowledges it, records when it
+// was sent. A request unanswered within a third of the TTL is abandoned for
+// the next one: a renewal that late would tell little.
+func (p *Presence) renew(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, max(p.TTL()/3, 200*time.Millisecond))
+	defer cancel()
+	sent := time.Now()
+	resp, err := p.r.cli.KeepAliveOnce(ctx, p.lease)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// etcd's TTL for the lease may differ from the one asked for: etcd
+	// may grant more, and an adopted lease may have been granted by a
+	// fleetd configured with a shorter agent_ttl. The shorter is the safe
+	// one to reason with.
+	if granted := time.Duration(resp.TTL) * time.Second; granted < p.ttl {
+		p.ttl = granted
+	}
+	if sent.After(p.renewed) {
+		p.renewed = sent
+	}
+	return nil
+}
+
+// TTL returns the lease's TTL: the one asked for, or the one etcd
+// acknowledged if that is shorter.
+func (p *Presence) TTL() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ttl
+}
+
+// LastRenewed returns when this machine sent the last keepalive etcd
+// acknowledged, on this process's monotonic clock. etcd restarts a lease's
+// TTL when it receives a keepalive, so the lease does not expire before
+// LastRenewed() + TTL(), measured here: an agent that stops what must not
+// run twice before then has stopped it before any other machine can be told
+// to start it. No clock is compared across machines.
+func (p *Presence) LastRenewed() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.renewed
 }
 
 func (r *Registry) revoke(id clientv3.LeaseID) {

@@ -52,6 +52,21 @@ func (x Fleet) RunsAtMostOnce(clusterDefault bool) bool {
 	return clusterDefault
 }
 
+// shortIDLen is the length of the short machine IDs fleetctl prints.
+const shortIDLen = 8
+
+// MatchMachineID is fleet's MachineID= rule: want is machineID in full, or
+// its 8-character short form as fleetctl prints it. Other prefixes do not
+// match.
+func MatchMachineID(machineID, want string) bool {
+	return machineID == want || (len(machineID) > shortIDLen && len(want) == shortIDLen && machineID[:shortIDLen] == want)
+}
+
+// PinnedTo reports whether the unit's MachineID= names machine id.
+func (x Fleet) PinnedTo(id string) bool {
+	return x.MachineID != "" && MatchMachineID(id, x.MachineID)
+}
+
 // FleetOptions extracts the [X-Fleet] options of f for the unit called name
 // (which must be a valid unit name), expanding the specifiers %n (full name),
 // %N (name without type suffix), %p (prefix) and %i (instance) in every value.

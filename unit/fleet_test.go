@@ -556,3 +556,24 @@ func TestFleetOptionsAtMostOnce(t *testing.T) {
 		})
 	}
 }
+
+func TestMatchMachineID(t *testing.T) {
+	const id = "0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		want  string
+		match bool
+	}{
+		{id, true},
+		{"01234567", true},
+		{"0123456", false},
+		{"012345678", false},
+		{"fedcba98", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.match, MatchMachineID(id, tt.want), "MachineID=%q", tt.want)
+		require.Equal(t, tt.match, Fleet{MachineID: tt.want}.PinnedTo(id), "MachineID=%q", tt.want)
+	}
+	require.True(t, MatchMachineID("short", "short"), "an ID of 8 characters or fewer matches only in full")
+	require.False(t, MatchMachineID("01234567", "0123"))
+}

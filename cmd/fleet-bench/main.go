@@ -6,6 +6,7 @@
 //
 //	fleet-bench -mode=full  -out=BENCHMARKS.md   # make bench: under 20 minutes on 2 cores
 //	fleet-bench -mode=quick                      # make bench-quick: under 2 minutes, prints only
+//	fleet-bench -only=bulk -bulk=3x500 -out=BENCHMARKS.md  # bulk start on real hosts against systemd alone
 package main
 
 import (
@@ -43,7 +44,11 @@ func main() {
 func run() error {
 	mode := flag.String("mode", "quick", "quick (under 2 minutes, prints only unless -out) or full (every workload and the real-systemd figures)")
 	out := flag.String("out", "", "markdown file whose sections to rewrite (BENCHMARKS.md)")
-	only := flag.String("only", "", "run only 'scale' or 'real'")
+	only := flag.String("only", "", "run only 'scale', 'real' or 'bulk'")
+	bulkRuns := flag.String("bulk", "", "with -only bulk: the runs, as HOSTSxUNITS[,...] (3x500,10x300)")
+	perfDir := flag.String("bulk-perf", "", "a directory: the bulk benchmark records `perf record -a -g` of the machine there during each of our bulk starts")
+	before := flag.String("before-fleetctl", "", "a fleetctl binary of an earlier commit: the bulk benchmark times it first, on the same hosts")
+	fleetV1 := flag.String("fleetv1-fleetctl", "", "CoreOS fleet v1.0's fleetctl binary: the bulk benchmark also runs it against our API on its first hosts")
 	dir := flag.String("dir", "", "work directory for etcd's data and the processes' logs (default: a new temporary directory, removed afterwards)")
 	noFsync := flag.Bool("no-fsync", false, "run etcd without fsync (not representative; for comparing)")
 	sizes := flag.String("scale", "", "run these cluster-scale workloads instead of the mode's, as MACHINESxUNITS[,...] (1000x10000)")
@@ -65,7 +70,7 @@ func run() error {
 	}
 	var saved savedFigures
 	defer func() {
-		if *save != "" && (saved.Scale != nil || saved.Real != nil) {
+		if *save != "" && (saved.Scale != nil || saved.Real != nil || saved.Bulk != nil) {
 			if b, err := json.MarshalIndent(saved, "", "  "); err == nil {
 				_ = os.WriteFile(*save, b, 0o644)
 			}
@@ -77,11 +82,13 @@ func run() error {
 	agentTTL, leaderTTL := def.AgentTTL, def.EngineLeaderTTL
 	var workloads []bench.Workload
 	real := bench.RealConfig{}
+	var bulk []bench.BulkRun
 	switch *mode {
 	case "quick":
 		workloads = []bench.Workload{{Name: "quick", Machines: 200, Units: 2000, Probes: 10, ListRuns: 5,
 			FailoverPercent: 5, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: 30 * time.Second}}
 		real = bench.RealConfig{}
+		bulk = []bench.BulkRun{{Hosts: 3, Units: 100}}
 	case "full":
 		workloads = []bench.Workload{
 			{Name: "1,000 machines", Machines: 1000, Units: 10000, Probes: 50, ListRuns: 20,
@@ -90,6 +97,7 @@ func run() error {
 				FailoverPercent: 1, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: 4 * time.Minute},
 		}
 		real = bench.RealConfig{Units: 1000, IdleWindow: 60 * time.Second, LatencyRuns: 50}
+		bulk = []bench.BulkRun{{Hosts: 3, Units: 500}, {Hosts: 10, Units: 300}}
 	default:
 		return fmt.Errorf("-mode must be quick or full, not %q", *mode)
 	}
@@ -106,6 +114,16 @@ func run() error {
 			}
 			workloads = append(workloads, bench.Workload{Name: fmt.Sprintf("%d machines", m), Machines: m, Units: u, Probes: 20, ListRuns: 10,
 				FailoverPercent: 1, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: d})
+		}
+	}
+	if *bulkRuns != "" {
+		bulk = nil
+		for _, s := range strings.Split(*bulkRuns, ",") {
+			var h, u int
+			if _, err := fmt.Sscanf(s, "%dx%d", &h, &u); err != nil || h <= 0 || u <= 0 || u > 1000 {
+				return fmt.Errorf("-bulk: %q is not HOSTSxUNITS (units at most 1000)", s)
+			}
+			bulk = append(bulk, bench.BulkRun{Hosts: h, Units: u})
 		}
 	}
 	cwd, err := os.Getwd()
@@ -154,6 +172,31 @@ func run() error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if *only == "" && *mode == "quick" && os.Geteuid() != 0 {
+		log.Info("skipping the small bulk run on real hosts: booting them needs root")
+		bulk = nil
+	}
+	if (*only == "" || *only == "bulk") && len(bulk) > 0 {
+		root, err := bench.FindModuleRoot(cwd)
+		if err != nil {
+			return err
+		}
+		r, err := bench.RunBulk(ctx, bench.BulkConfig{Runs: bulk, ModuleRoot: root, FleetV1: *fleetV1, Before: *before, PerfDir: *perfDir}, log)
+		if err != nil {
+			return fmt.Errorf("bulk on real hosts: %w", err)
+		}
+		saved.Bulk = r
+		md := bench.BulkMarkdown(env, r)
+		fmt.Println(md)
+		if *out != "" {
+			if err := bench.WriteSection(*out, bench.BulkSection, md); err != nil {
+				return err
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if (*only == "" && real.Units+real.LatencyRuns > 0) || *only == "real" {
 		if *only == "real" && real.Units+real.LatencyRuns == 0 {
 			real = bench.RealConfig{Units: 100, IdleWindow: 10 * time.Second, LatencyRuns: 10}
@@ -182,6 +225,7 @@ type savedFigures struct {
 	Env   bench.Env
 	Scale []*bench.ScaleResult `json:",omitempty"`
 	Real  *bench.RealResult    `json:",omitempty"`
+	Bulk  *bench.BulkResult    `json:",omitempty"`
 }
 
 // renderSaved rewrites out's sections from figures saved earlier.
@@ -207,7 +251,16 @@ func renderSaved(path, out string) error {
 		md := bench.RealMarkdown(f.Env, f.Real)
 		fmt.Println(md)
 		if out != "" {
-			return bench.WriteSection(out, bench.RealSection, md)
+			if err := bench.WriteSection(out, bench.RealSection, md); err != nil {
+				return err
+			}
+		}
+	}
+	if f.Bulk != nil {
+		md := bench.BulkMarkdown(f.Env, f.Bulk)
+		fmt.Println(md)
+		if out != "" {
+			return bench.WriteSection(out, bench.BulkSection, md)
 		}
 	}
 	return nil
