@@ -33,9 +33,10 @@
 //
 // # Signals
 //
-// Subscribe opens a connection of its own, calls Manager.Subscribe on it and
-// reads signals itself, rather than through go-systemd's
-// SetPropertiesSubscriber, because go-systemd's dispatcher drops updates when
+// Subscribe reads signals itself (on a bus with a connection of its own and
+// Manager.Subscribe on it; on the private socket from the Manager's
+// connection, which gets every signal unasked), rather than through
+// go-systemd's SetPropertiesSubscriber, because go-systemd's dispatcher drops updates when
 // the subscriber's channel is full (it only reports "update channel is full"
 // on an error channel), keeps one subscriber per connection, and does not
 // match UnitRemoved at all. Names are coalesced in a set while the reader is
@@ -58,5 +59,7 @@
 // first argument; the subscription takes the unit name from there, and
 // godbus gets only replies, JobRemoved (go-systemd's job results) and the
 // bus daemon's own signals. On the private socket one connection serves
-// both go-systemd's calls and its job signals.
+// go-systemd's calls, its job signals and the subscriptions: systemd builds
+// every signal once per connection, so each connection fleetd holds costs
+// systemd too.
 package systemd

@@ -22,8 +22,11 @@ const (
 // "re-read this unit": it carries no state, and changes that happen while
 // the reader is busy are coalesced into one delivery per unit.
 //
-// Subscribe uses a D-Bus connection of its own. The channel closes when ctx
-// ends, the Manager is closed, that connection is lost, or the Manager's
+// On systemd's private socket Subscribe reads the Manager's own
+// connection, which systemd sends every signal to anyway: a connection of
+// its own would double what systemd sends. On a bus it uses a connection of
+// its own, with a match rule. The channel closes when ctx ends, the Manager
+// is closed, the subscription's connection is lost, or the Manager's
 // connection is (systemd re-executed: on a bus the subscription's own
 // connection survives that, but not systemd's memory of it). A caller that
 // wants to go on subscribes again, which waits for systemd to be back, and
@@ -33,6 +36,17 @@ func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
 	sess, err := m.current(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to systemd: %w", err)
+	}
+	if m.direct {
+		changed := newNameSet()
+		sess.units.add(changed)
+		out := make(chan string)
+		go func() {
+			defer close(out)
+			defer sess.units.remove(changed)
+			coalesce(ctx, sess.lost, m.life.Done(), changed, out)
+		}()
+		return out, nil
 	}
 	var (
 		c      *dbus.Conn
@@ -75,27 +89,17 @@ const (
 	subscribeAttempts = 10
 )
 
-// subscribe asks systemd to send its signals to c. On a bus, the bus daemon
-// forwards only what c's match rules select; systemd's private socket sends
-// every signal to every connection.
+// subscribe asks systemd, on a bus, to send its signals to c: the bus
+// daemon forwards only what c's match rules select.
 func (m *Manager) subscribe(ctx context.Context, c *dbus.Conn) error {
-	if !m.direct {
-		err := c.AddMatchSignalContext(ctx,
-			dbus.WithMatchSender("org.freedesktop.systemd1"),
-			dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
-			dbus.WithMatchMember("PropertiesChanged"),
-			dbus.WithMatchPathNamespace(dbus.ObjectPath(strings.TrimSuffix(unitPathPrefix, "/"))),
-			dbus.WithMatchArg(0, unitInterface))
-		if err != nil {
-			return fmt.Errorf("add match: %w", err)
-		}
-	}
-	if m.direct {
-		// systemd sends its signals to every private-socket connection
-		// unasked ("direct bus connections subscribe by default"), and
-		// seen on systemd 252: Manager.Subscribe on one gets no reply for
-		// the first seconds after the connection's process started.
-		return nil
+	err := c.AddMatchSignalContext(ctx,
+		dbus.WithMatchSender("org.freedesktop.systemd1"),
+		dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
+		dbus.WithMatchMember("PropertiesChanged"),
+		dbus.WithMatchPathNamespace(dbus.ObjectPath(strings.TrimSuffix(unitPathPrefix, "/"))),
+		dbus.WithMatchArg(0, unitInterface))
+	if err != nil {
+		return fmt.Errorf("add match: %w", err)
 	}
 	// Without Subscribe, systemd sends unit signals to no bus client.
 	obj := c.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
@@ -103,6 +107,36 @@ func (m *Manager) subscribe(ctx context.Context, c *dbus.Conn) error {
 		return fmt.Errorf("Manager.Subscribe: %w", err)
 	}
 	return nil
+}
+
+// watchers are the subscriptions fed from a session's own connection (on
+// the private socket). changed runs in godbus's reader and never blocks.
+type watchers struct {
+	mu   sync.Mutex
+	sets map[*nameSet]bool
+}
+
+func (w *watchers) add(s *nameSet) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sets == nil {
+		w.sets = map[*nameSet]bool{}
+	}
+	w.sets[s] = true
+}
+
+func (w *watchers) remove(s *nameSet) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.sets, s)
+}
+
+func (w *watchers) changed(unit string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for s := range w.sets {
+		s.add(unit)
+	}
 }
 
 // nameSet holds unit names waiting to be handed out, each once, in the
