@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -106,6 +107,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 
 	// Unit files, then one link call, one enable call and one reload for all
 	// that changed.
+	a.prefetchBodies(ctx, items)
 	var link []*item
 	for _, it := range items {
 		if !it.scheduled || it.busy != nil || it.err != nil || a.refuseHostUnit(ctx, it) {
@@ -280,6 +282,33 @@ func (a *Agent) body(ctx context.Context, hash string) (string, error) {
 	}
 	a.bodies[hash] = b
 	return b, nil
+}
+
+// prefetchBodies reads the bodies the batch needs and the cache lacks in
+// as few requests as etcd allows, rather than one per unit. What it cannot
+// read is left to body, which says why per unit.
+func (a *Agent) prefetchBodies(ctx context.Context, items []*item) {
+	var missing []string
+	seen := map[string]bool{}
+	for _, it := range items {
+		h := it.want.Hash
+		if !it.scheduled || it.busy != nil || it.err != nil || seen[h] {
+			continue
+		}
+		if _, ok := a.bodies[h]; !ok {
+			seen[h] = true
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) < 2 {
+		return
+	}
+	bodies, err := a.reg.BodiesOf(ctx, missing)
+	if err != nil {
+		a.log.Debug("read unit bodies; reading them one by one", "err", err, "bodies", len(missing))
+		return
+	}
+	maps.Copy(a.bodies, bodies)
 }
 
 // pruneBodies forgets bodies no scheduled unit uses.
