@@ -12,7 +12,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin
 export CGO_ENABLED := 0
 
-.PHONY: all build version test functional lint demo demo-down deps clean bench bench-quick
+.PHONY: all build version test functional chaos lint demo demo-down deps clean bench bench-quick
 
 all: build
 
@@ -35,6 +35,19 @@ test: deps lint build
 # they measure (failover, takeover, time to active). `make test` runs them too.
 functional: deps build
 	$(GO) test -count=1 -timeout 20m -v ./functional/...
+
+# The long chaos run (root, Debian 12): 5 hosts, a 3-member etcd, 50 units,
+# CHAOS_ROUNDS rounds of random faults (etcd down CHAOS_ETCD_OUTAGE at a
+# time, agent_ttl CHAOS_TTL); prints the seed, faults, violations and worst
+# convergence. `make test` runs a short one with a fixed seed. Replay: make
+# chaos CHAOS_SEED=<seed>.
+CHAOS_SEED        ?= random
+CHAOS_ROUNDS      ?= 12
+CHAOS_ETCD_OUTAGE ?= 20s
+CHAOS_TTL         ?= 5s
+chaos: deps build
+	FLEET_CHAOS_SEED=$(CHAOS_SEED) FLEET_CHAOS_ROUNDS=$(CHAOS_ROUNDS) FLEET_CHAOS_ETCD_OUTAGE=$(CHAOS_ETCD_OUTAGE) FLEET_CHAOS_TTL=$(CHAOS_TTL) \
+	  $(GO) test -count=1 -timeout 60m -v -run '^TestChaos$$' ./functional/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^vendor/')); \

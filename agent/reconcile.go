@@ -549,6 +549,10 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 	}
 	if err := a.presence.PublishStates(ctx, publish); err != nil {
 		for _, it := range changed {
+			// A write that timed out may still have been applied: etcd
+			// holds either state now, so the retry writes whatever systemd
+			// says then, even if it is what was published before.
+			delete(a.published, it.name)
 			it.fail(err)
 		}
 		return

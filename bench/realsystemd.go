@@ -147,8 +147,8 @@ func fleetdPID(ctx context.Context, h *hosts.Host) (string, error) {
 func (r *RealResult) manyUnits(ctx context.Context, c *platform.Cluster, cl api.Client, obs *observer, cfg RealConfig, log *slog.Logger) error {
 	h := c.Host("h2")
 	// h2's fleetd runs no engine: what is measured is its agent (and API).
-	conf := map[string]string{"etcd_servers": c.EtcdServers, "public_ip": h.IP, "api_listen": h.IP + ":" + platform.APIPort,
-		"api_insecure": "true", "metadata": "hostname=" + h.Name, "disable_engine": "true"}
+	conf := c.FleetConf(h)
+	conf["disable_engine"] = "true"
 	if err := c.InstallFleet(ctx, h, conf); err != nil {
 		return err
 	}

@@ -88,13 +88,18 @@ func loadAPISecurity(cfg Config) (apiSecurity, error) {
 	return sec, nil
 }
 
-// CheckAPIFiles reads the certificates and tokens the API's configuration
-// names, as Run does at its start. A reload checks them first, so that a
-// broken tokens file keeps the running configuration instead of stopping
-// fleetd.
-func CheckAPIFiles(cfg Config) error {
-	_, err := loadAPISecurity(cfg)
-	return err
+// CheckAPISecurity reads the certificates and tokens the API's
+// configuration names and checks that the listeners ls may serve with them,
+// as Run does at its start. A reload checks them first, so that a broken
+// tokens file, or a configuration that would leave a reachable listener
+// open, keeps the running configuration instead of stopping fleetd.
+func CheckAPISecurity(cfg Config, ls []net.Listener) error {
+	sec, err := loadAPISecurity(cfg)
+	if err != nil {
+		return err
+	}
+	// Run warns about what is allowed; here only refusals matter.
+	return sec.checkListeners(cfg, ls, slog.New(slog.DiscardHandler))
 }
 
 // clientUsable reports whether a certificate may authenticate a TLS client.

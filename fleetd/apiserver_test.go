@@ -168,7 +168,7 @@ func TestLoadAPISecurityErrors(t *testing.T) {
 			tt.set(&cfg)
 			_, err := loadAPISecurity(cfg)
 			require.ErrorIs(t, err, ErrUsage)
-			require.Equal(t, err, CheckAPIFiles(cfg), "what a reload checks")
+			require.Equal(t, err, CheckAPISecurity(cfg, nil), "what a reload checks")
 			want := tt.err
 			if strings.Contains(want, "%s") {
 				want = strings.ReplaceAll(want, "%s", cfg.APITokensFile)
@@ -223,6 +223,7 @@ func TestCheckListeners(t *testing.T) {
 			} else {
 				require.NoError(t, err)
 			}
+			require.Equal(t, err, CheckAPISecurity(cfg, tt.listeners), "a reload refuses what a start refuses")
 			if tt.warning == "" {
 				require.Empty(t, logs.String())
 				return

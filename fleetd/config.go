@@ -48,6 +48,7 @@ type Config struct {
 	EngineLeaderTTL         time.Duration // engine_leader_ttl
 	MachineGCAfter          time.Duration // machine_gc_after: placements kept for an absent machine are dropped after this
 	EngineGCInterval        time.Duration // engine_gc_interval: period of the engine leader's etcd hygiene
+	EngineBodyGrace         time.Duration // engine_body_grace: how long a unit body stays unreferenced before it is collected
 	DisableEngine           bool          // disable_engine
 	UnitsDirectory          string        // units_directory
 	APISocket               string        // api_socket: unix socket path ("" = none unless socket-activated)
@@ -77,6 +78,7 @@ func DefaultConfig() Config {
 		EngineLeaderTTL:         2 * time.Second,
 		MachineGCAfter:          24 * time.Hour,
 		EngineGCInterval:        5 * time.Minute,
+		EngineBodyGrace:         time.Minute,
 		UnitsDirectory:          "/run/fleet/units",
 		APISocket:               "/var/run/fleet.sock",
 	}
@@ -145,6 +147,7 @@ func fields() []field {
 		{"engine_leader_ttl", "engine leadership TTL (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineLeaderTTL })},
 		{"machine_gc_after", "drop the placements kept for a machine absent this long (global and MachineID-pinned units; seconds or duration)", dur(func(c *Config) *time.Duration { return &c.MachineGCAfter })},
 		{"engine_gc_interval", "period of the engine leader's etcd hygiene: unused unit bodies, long-absent machines, compaction (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineGCInterval })},
+		{"engine_body_grace", "how long a unit body must stay unreferenced (by any unit or placement) before the engine leader deletes it (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.EngineBodyGrace })},
 		{"disable_engine", "never run the engine on this machine", func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			c.DisableEngine = b
@@ -227,8 +230,8 @@ func (c Config) validate() error {
 	if c.AgentTTL < 2*time.Second {
 		return fmt.Errorf("%w: agent_ttl %s is below etcd's minimum lease of 2s", ErrUsage, c.AgentTTL)
 	}
-	if c.MachineGCAfter <= 0 || c.EngineGCInterval <= 0 {
-		return fmt.Errorf("%w: machine_gc_after and engine_gc_interval must be positive", ErrUsage)
+	if c.MachineGCAfter <= 0 || c.EngineGCInterval <= 0 || c.EngineBodyGrace <= 0 {
+		return fmt.Errorf("%w: machine_gc_after, engine_gc_interval and engine_body_grace must be positive", ErrUsage)
 	}
 	if c.EngineAtMostOnceMargin <= 0 {
 		return fmt.Errorf("%w: engine_at_most_once_margin must be positive", ErrUsage)

@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	if !cfg.DisableEngine {
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
 			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
-			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter,
+			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter, BodyGrace: cfg.EngineBodyGrace,
 			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin})
 		m.watchCluster(reg, e, me.ID)
 	} else {

@@ -49,14 +49,16 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("FLEETCTL_ENDPOINT selects the API", func(t *testing.T) {
-		remote := "http://" + h2.IP + ":" + platform.APIPort
-		out, err := h1.Exec(ctx, "env", "FLEETCTL_ENDPOINT="+remote, "fleetctl", "list-machines", "--no-legend", "--full")
+		remote := "https://" + h2.IP + ":" + platform.APIPort
+		// The cluster is secured: a remote endpoint needs the CA and a token.
+		creds := []string{"FLEETCTL_CA_FILE=" + platform.HostCAFile, "FLEETCTL_TOKEN=" + e.Security.AdminToken}
+		out, err := h1.Exec(ctx, append(append([]string{"env"}, creds...), "FLEETCTL_ENDPOINT="+remote, "fleetctl", "list-machines", "--no-legend", "--full")...)
 		require.NoError(t, err, "%s", out)
 		require.Equal(t, 3, strings.Count(strings.TrimSpace(string(out)), "\n")+1, "%s", out)
 		out, err = h1.Exec(ctx, "env", "FLEETCTL_ENDPOINT=http://127.0.0.1:1", "FLEETCTL_REQUEST_TIMEOUT=1s", "fleetctl", "list-machines")
 		require.Error(t, err)
 		require.Contains(t, string(out), "127.0.0.1:1", "the error names the endpoint it tried")
-		out, err = h1.Exec(ctx, "env", "FLEETCTL_ENDPOINT=http://127.0.0.1:1", "fleetctl", "--endpoint", remote, "list-machines")
+		out, err = h1.Exec(ctx, append(append([]string{"env"}, creds...), "FLEETCTL_ENDPOINT=http://127.0.0.1:1", "fleetctl", "--endpoint", remote, "list-machines")...)
 		require.NoError(t, err, "--endpoint wins over FLEETCTL_ENDPOINT: %s", out)
 	})
 

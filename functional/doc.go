@@ -9,8 +9,11 @@
 // The scenarios come in groups that each boot their hosts once: TestCluster
 // (commands, API, scheduling rules; no failures), TestHostFailures (hosts
 // killed, replaced, cut off; fleetd stopped), TestEtcdFailures (a member
-// lost, the whole etcd cluster down), TestDockerInHost and
-// TestEmbeddedEtcd. Scenarios that need a feature fleet lacks, or that a
+// lost, the whole etcd cluster down), TestHygiene (the engine leader's
+// etcd upkeep with short periods; engine versions), TestDockerInHost,
+// TestEmbeddedEtcd, and TestChaos (seeded rounds of random faults on five
+// hosts with 50 units, every host's systemd sampled against fleet's
+// invariants; see chaos_test.go). Scenarios that need a feature fleet lacks, or that a
 // known bug breaks, are listed in one place, pending_test.go.
 //
 // Each scenario prints what it measures (time to active, failover, takeover)

@@ -200,15 +200,32 @@ func (e *env) requireNoStops(t *testing.T, since time.Time, hs []*hosts.Host, na
 // (the oldest key of fleet's election), or "" when there is none.
 func (e *env) engineLeader(t *testing.T) string {
 	t.Helper()
+	id, err := e.engineLeaderID(e.ctx)
+	require.NoError(t, err)
+	return id
+}
+
+// engineLeaderID is engineLeader for callers that outlive an etcd outage:
+// it fails when no etcd member answers.
+func (e *env) engineLeaderID(ctx context.Context) (string, error) {
 	prefix := "/_coreos.com/fleet/engine/leader/"
 	end := prefix[:len(prefix)-1] + string(prefix[len(prefix)-1]+1)
 	body := fmt.Sprintf(`{"key":%q,"range_end":%q,"sort_order":"ASCEND","sort_target":"CREATE","limit":1}`,
 		b64(prefix), b64(end))
+	tlsCfg, err := e.EtcdTLSConfig()
+	if err != nil {
+		return "", err
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	defer hc.CloseIdleConnections()
 	for _, ep := range strings.Split(e.EtcdServers, ",") {
-		ctx, cancel := context.WithTimeout(e.ctx, time.Second)
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep+"/v3/kv/range", strings.NewReader(body))
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			return "", err
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			cancel()
 			continue // a member that is down
@@ -221,14 +238,15 @@ func (e *env) engineLeader(t *testing.T) string {
 			continue
 		}
 		if len(r.Kvs) == 0 {
-			return ""
+			return "", nil
 		}
 		v, err := base64.StdEncoding.DecodeString(r.Kvs[0].Value)
-		require.NoError(t, err)
-		return string(v)
+		if err != nil {
+			return "", fmt.Errorf("engine leader key: %w", err)
+		}
+		return string(v), nil
 	}
-	t.Fatalf("no etcd member of %s answers", e.EtcdServers)
-	return ""
+	return "", fmt.Errorf("no etcd member of %s answers", e.EtcdServers)
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

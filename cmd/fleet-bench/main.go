@@ -44,7 +44,7 @@ func main() {
 func run() error {
 	mode := flag.String("mode", "quick", "quick (under 2 minutes, prints only unless -out) or full (every workload and the real-systemd figures)")
 	out := flag.String("out", "", "markdown file whose sections to rewrite (BENCHMARKS.md)")
-	only := flag.String("only", "", "run only 'scale', 'real' or 'bulk'")
+	only := flag.String("only", "", "run only 'scale', 'real', 'bulk' or 'tls' (the cost of TLS and authentication, plain against secured)")
 	bulkRuns := flag.String("bulk", "", "with -only bulk: the runs, as HOSTSxUNITS[,...] (3x500,10x300)")
 	perfDir := flag.String("bulk-perf", "", "a directory: the bulk benchmark records `perf record -a -g` of the machine there during each of our bulk starts")
 	before := flag.String("before-fleetctl", "", "a fleetctl binary of an earlier commit: the bulk benchmark times it first, on the same hosts")
@@ -213,6 +213,23 @@ func run() error {
 		fmt.Println(md)
 		if *out != "" {
 			if err := bench.WriteSection(*out, bench.RealSection, md); err != nil {
+				return err
+			}
+		}
+	}
+	if (*only == "" && *mode == "full") || *only == "tls" {
+		tc := bench.TLSCostConfig{LatencyRuns: 30, Units: 1000, ListRuns: 20}
+		if tc.ModuleRoot, err = bench.FindModuleRoot(cwd); err != nil {
+			return err
+		}
+		fs, err := bench.RunTLSCost(ctx, tc, log)
+		if err != nil {
+			return fmt.Errorf("TLS cost: %w", err)
+		}
+		md := bench.TLSMarkdown(env, fs)
+		fmt.Println(md)
+		if *out != "" {
+			if err := bench.WriteSection(*out, bench.TLSSection, md); err != nil {
 				return err
 			}
 		}

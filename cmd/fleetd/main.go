@@ -90,8 +90,8 @@ func run(ctx context.Context, cfg fleetd.Config, hup <-chan os.Signal, listeners
 					log.Error("reload: configuration not loaded; keeping the running one", "err", err)
 					continue
 				}
-				if err := fleetd.CheckAPIFiles(c); err != nil {
-					log.Error("reload: API certificates or tokens not loaded; keeping the running configuration", "err", err)
+				if err := fleetd.CheckAPISecurity(c, listeners); err != nil {
+					log.Error("reload: API certificates, tokens or listeners refused; keeping the running configuration", "err", err)
 					continue
 				}
 				next = &c

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -47,12 +48,18 @@ func run(ctx context.Context, args []string) error {
 	cfg := hosts.Config{BinDir: bin, Docker: true, Log: log}
 	switch cmd {
 	case "down":
-		return hosts.Cleanup(ctx, cfg)
+		if err := hosts.Cleanup(ctx, cfg); err != nil {
+			return err
+		}
+		return os.RemoveAll(pkiDir)
 	case "up":
 		return up(ctx, cfg, *n, bin, *unitFile, *dist)
 	}
 	return fmt.Errorf("unknown command %q: want up or down", cmd)
 }
+
+// pkiDir keeps the demo cluster's CA, certificates and tokens while it runs.
+var pkiDir = filepath.Join(hosts.DefaultWorkDir, "demo-pki")
 
 func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile, dist string) error {
 	t0 := time.Now()
@@ -69,10 +76,11 @@ func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile, dist string
 		return fmt.Errorf("read example unit: %w", err)
 	}
 	step("booting %d hosts (the first run builds a Debian rootfs with debootstrap, about a minute)", n)
-	c, err := platform.Start(ctx, platform.Options{Hosts: cfg, N: n, DistDir: dist})
+	c, err := platform.Start(ctx, platform.Options{Hosts: cfg, N: n, DistDir: dist, PKIDir: pkiDir})
 	if err != nil {
 		return err
 	}
+	step("secured: a fresh CA in %s; every fleetd serves its API over TLS (port %s) with tokens and client certificates; h1's embedded etcd serves TLS and requires client certificates", pkiDir, platform.APIPort)
 	for _, h := range c.Hosts() {
 		step("%s: %s machine-id %s, fleetd running as fleet.service", h.Name, h.IP, h.MachineID)
 	}
@@ -112,11 +120,31 @@ func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile, dist string
 	if err != nil {
 		return fmt.Errorf("the container did not appear: %w", err)
 	}
+	// An operator's workstation: fleetctl on this machine, over TLS with a token.
+	remote := "https://" + h1.IP + ":" + platform.APIPort
+	ws := exec.CommandContext(ctx, filepath.Join(bin, "fleetctl"), "--endpoint", remote,
+		"--ca-file", c.Security.CAFile, "--token-file", c.Security.AdminTokenFile, "list-machines")
+	fmt.Printf("\n$ %s\n", strings.Join(ws.Args, " "))
+	out, err = ws.CombinedOutput()
+	fmt.Print(string(out))
+	if err != nil {
+		return fmt.Errorf("fleetctl over TLS with the admin token: %w", err)
+	}
+	noCreds := exec.CommandContext(ctx, filepath.Join(bin, "fleetctl"), "--endpoint", remote, "--ca-file", c.Security.CAFile, "list-units")
+	fmt.Printf("\n$ %s   # no token\n", strings.Join(noCreds.Args, " "))
+	out, err = noCreds.CombinedOutput()
+	fmt.Print(string(out))
+	if err == nil {
+		return fmt.Errorf("fleetctl without credentials was let in")
+	}
 	fmt.Printf(`
-The cluster stays up. Run fleetctl inside a host, e.g.:
-  nsenter -t $(cut -d' ' -f1 %[1]s/state/h1/leader.pid) -a fleetctl list-units
+The cluster stays up, secured. From this machine (tokens: admin.token, read.token):
+  export FLEETCTL_ENDPOINT=%[2]s FLEETCTL_CA_FILE=%[1]s/ca.pem FLEETCTL_TOKEN_FILE=%[1]s/admin.token
+  %[3]s/fleetctl list-units
+Inside a host, as root, fleetctl uses fleetd's unix socket and needs no credentials:
+  nsenter -t $(cut -d' ' -f1 %[4]s/state/h1/leader.pid) -a fleetctl list-units
 Tear it down with: make demo-down
-`, hosts.DefaultWorkDir)
+`, pkiDir, remote, bin, hosts.DefaultWorkDir)
 	step("demo done")
 	return nil
 }

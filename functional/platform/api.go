@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/seed-a1ce88ea/fleet/internal/hosts"
+	"github.com/seed-a1ce88ea/fleet/internal/pki"
 )
 
 // The wire objects of fleet's v1 API, as a client outside fleet sees them.
@@ -56,17 +58,37 @@ type Machine struct {
 // process) at the host's api_listen address.
 type API struct {
 	// Base is the API's root URL: http://<host IP>:APIPort/fleet/v1.
-	Base string
-	hc   *http.Client
+	Base  string
+	hc    *http.Client
+	token string // bearer token sent with every request, if any
 }
 
-// API returns the API of host h.
+// API returns the API of host h; on a secured cluster over TLS with the
+// admin token.
 func (c *Cluster) API(h *hosts.Host) *API {
+	if c.Security == nil {
+		return c.APIWith(h, nil, "")
+	}
+	tlsCfg, err := pki.ClientConfig(c.Security.CAFile, "", "")
+	if err != nil { // the CA was written by Start: unreadable is a broken machine
+		panic(fmt.Sprintf("platform: %v", err))
+	}
+	return c.APIWith(h, tlsCfg, c.Security.AdminToken)
+}
+
+// APIWith returns the API of host h reached with tlsCfg (https; nil: plain
+// http) and the bearer token (none if empty).
+func (c *Cluster) APIWith(h *hosts.Host, tlsCfg *tls.Config, token string) *API {
+	scheme := "http://"
+	if tlsCfg != nil {
+		scheme = "https://"
+	}
 	return &API{
-		Base: "http://" + net.JoinHostPort(h.IP, APIPort) + "/fleet/v1",
+		Base: scheme + net.JoinHostPort(h.IP, APIPort) + "/fleet/v1",
 		// No keep-alive: a host may be killed or cut off under a pooled
 		// connection, and every request must say what it finds now.
-		hc: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+		hc:    &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: tlsCfg}},
+		token: token,
 	}
 }
 
@@ -83,6 +105,9 @@ func (a *API) Do(ctx context.Context, method, path, body string) (int, []byte, e
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {

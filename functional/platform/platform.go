@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,8 +66,13 @@ type Cluster struct {
 	// EtcdServers is what every fleetd's etcd_servers says (or, with fleetd's
 	// embedded etcd, where the first host serves it).
 	EtcdServers string
-	etcd        *etcdserver.Server
-	units       map[string]string // fleet.service and fleet.socket as installed
+	// Security holds the cluster's CA, certificates and tokens; nil with
+	// Options.Insecure.
+	Security *Security
+	etcd     *etcdserver.Server
+	units    map[string]string // fleet.service and fleet.socket as installed
+	etcdTLS  bool              // fleetds reach etcd over TLS with their peer certificate
+	ownPKI   bool              // Security.Dir was made by Start: Close removes it
 }
 
 // Close stops the hosts, then the in-process etcd if any.
@@ -74,6 +80,9 @@ func (c *Cluster) Close() error {
 	err := c.Cluster.Close()
 	if c.etcd != nil {
 		c.etcd.Close()
+	}
+	if c.ownPKI {
+		err = errors.Join(err, os.RemoveAll(c.Security.Dir))
 	}
 	return err
 }
@@ -95,8 +104,18 @@ type Options struct {
 	// operator installs (the module's dist/); default: copies built in.
 	DistDir string
 	// Conf adds fleet.conf keys for every host (the defaults are etcd,
-	// public_ip, api_listen, metadata=hostname=<name>).
+	// public_ip, api_listen, metadata=hostname=<name>, and the keys of
+	// Security).
 	Conf map[string]string
+	// Insecure runs the cluster as before fleet had security: plain HTTP
+	// with api_insecure=true, etcd without TLS. By default the cluster is
+	// secured as the README's multi-machine set-up says: a fresh CA, TLS and
+	// tokens on every fleetd's API, and TLS with client certificates on etcd.
+	Insecure bool
+	// PKIDir keeps the cluster's credentials (Security) in this directory,
+	// emptied first, after Close too; by default a temporary directory that
+	// Close removes.
+	PKIDir string
 }
 
 // Start boots the hosts and starts fleetd on each, then waits until every
@@ -113,11 +132,38 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 			units[name] = string(b)
 		}
 	}
+	var sec *Security
+	ownPKI := false
+	if !o.Insecure {
+		dir := o.PKIDir
+		if dir == "" {
+			d, err := os.MkdirTemp("", "fleet-pki-")
+			if err != nil {
+				return nil, fmt.Errorf("cluster credentials: %w", err)
+			}
+			dir, ownPKI = d, true
+		} else if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("cluster credentials: %w", err)
+		}
+		var etcdHosts []string
+		if o.Hosts.Etcd > 0 {
+			etcdHosts = o.Hosts.EtcdCertHosts()
+		}
+		var err error
+		if sec, err = NewSecurity(dir, etcdHosts); err != nil {
+			return nil, err
+		}
+		o.Hosts.EtcdTLS = sec.EtcdTLS
+	}
 	hc, err := hosts.Start(ctx, o.Hosts, o.N)
 	if err != nil {
+		if ownPKI {
+			_ = os.RemoveAll(sec.Dir)
+		}
 		return nil, err
 	}
-	c := &Cluster{Cluster: hc, EtcdServers: o.EtcdServers, units: units}
+	c := &Cluster{Cluster: hc, EtcdServers: o.EtcdServers, units: units, Security: sec, ownPKI: ownPKI}
+	c.etcdTLS = sec != nil && hc.EtcdEndpoints() != ""
 	switch {
 	case hc.EtcdEndpoints() != "":
 		c.EtcdServers, o.EtcdServers = hc.EtcdEndpoints(), hc.EtcdEndpoints()
@@ -144,17 +190,29 @@ func (c *Cluster) startFleet(ctx context.Context, o Options) error {
 		return nil
 	}
 	embedded := c.EtcdServers == ""
+	scheme := "http://"
 	if embedded {
-		c.EtcdServers = "http://" + hs[0].IP + ":2379"
+		// h1's etcd serves the other hosts, so it serves TLS; unless a test
+		// keeps it on loopback.
+		c.etcdTLS = c.Security != nil && o.Conf["embedded_etcd_client_urls"] == ""
+		if c.etcdTLS {
+			scheme = "https://"
+		}
+		c.EtcdServers = scheme + hs[0].IP + ":2379"
 	}
 	for i, h := range hs {
 		conf := c.FleetConf(h)
 		if i == 0 && embedded {
 			delete(conf, "etcd_servers")
-			conf["embedded_etcd_client_urls"] = "http://127.0.0.1:2379,http://" + h.IP + ":2379"
-			// A single member has no peers to reach it; fleetd refuses a
-			// plain peer URL beyond loopback.
+			conf["embedded_etcd_client_urls"] = scheme + "127.0.0.1:2379," + scheme + h.IP + ":2379"
+			// A single member has no peers to reach it: its peer URL stays
+			// on loopback, where it needs no TLS.
 			conf["embedded_etcd_peer_url"] = "http://127.0.0.1:2380"
+			if c.etcdTLS {
+				conf["embedded_etcd_cert_file"] = HostCertFile
+				conf["embedded_etcd_key_file"] = HostKeyFile
+				conf["embedded_etcd_client_ca_file"] = HostCAFile
+			}
 		}
 		for k, v := range o.Conf {
 			conf[k] = v
@@ -167,26 +225,40 @@ func (c *Cluster) startFleet(ctx context.Context, o Options) error {
 }
 
 // FleetConf returns the fleet.conf keys of host h: etcd_servers, public_ip,
-// api_listen (h's IP, APIPort), metadata=hostname=<h's name> and
-// api_insecure=true: the API is plain and open on the test network, which
-// fleetd refuses without it (a secured cluster overrides it with the TLS
-// and token keys).
+// api_listen (h's IP, APIPort), metadata=hostname=<h's name>, and on a
+// secured cluster the keys of the credentials InstallFleet installs (else
+// api_insecure=true, which an open listener on the test network needs).
 func (c *Cluster) FleetConf(h *hosts.Host) map[string]string {
-	return map[string]string{
+	conf := map[string]string{
 		"etcd_servers": c.EtcdServers,
 		"public_ip":    h.IP,
 		"api_listen":   h.IP + ":" + APIPort,
-		"api_insecure": "true",
 		"metadata":     "hostname=" + h.Name,
 	}
+	if c.Security == nil {
+		conf["api_insecure"] = "true"
+		return conf
+	}
+	maps.Copy(conf, APIConf())
+	if c.etcdTLS {
+		maps.Copy(conf, EtcdClientConf())
+	}
+	return conf
 }
 
 // InstallFleet installs fleet into h as an operator would: fleetd and
 // fleetctl in /usr/bin (links to the bind-mounted binaries),
 // /etc/fleet/fleet.conf from conf, fleet.service and fleet.socket in
-// /etc/systemd/system, enabled and started. It returns once they are
-// started, not once the machine is registered.
+// /etc/systemd/system, enabled and started. On a secured cluster it also
+// installs h's credentials (Security.InstallHost), which FleetConf's keys
+// name. It returns once fleet is started, not once the machine is
+// registered.
 func (c *Cluster) InstallFleet(ctx context.Context, h *hosts.Host, conf map[string]string) error {
+	if c.Security != nil {
+		if err := c.Security.InstallHost(h); err != nil {
+			return err
+		}
+	}
 	if err := c.WriteFleetConf(h, conf); err != nil {
 		return err
 	}
@@ -305,10 +377,18 @@ func Wait(ctx context.Context, timeout time.Duration, cond func() bool) error {
 }
 
 // BuildBinaries builds static fleetd, fleetctl and the hello container
-// payload into dir, from the module whose root is moduleRoot.
+// payload into dir, from the module whose root is moduleRoot. fleetd and
+// fleetctl carry the VERSION file's version, as release builds do: a plain
+// build says "dev", which engines treat as no version at all, so the
+// version rules would go untested.
 func BuildBinaries(ctx context.Context, moduleRoot, dir string) error {
+	v, err := os.ReadFile(filepath.Join(moduleRoot, "VERSION"))
+	if err != nil {
+		return fmt.Errorf("version of the binaries: %w", err)
+	}
+	ldflags := "-X main.version=" + strings.TrimSpace(string(v))
 	for name, pkg := range map[string]string{"fleetd": "./cmd/fleetd", "fleetctl": "./cmd/fleetctl", "hello": "./functional/fixtures/hello"} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(dir, name), pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = moduleRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

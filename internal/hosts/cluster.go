@@ -117,7 +117,10 @@ func (c *Cluster) start(ctx context.Context, n int) error {
 	// etcd starts alongside the hosts' boot; its members get addresses of their own on the bridge.
 	etcdDone := make(chan error, 1)
 	if c.cfg.Etcd > 0 {
-		c.etcd = newEtcdMembers(c.cfg, c.log)
+		var err error
+		if c.etcd, err = newEtcdMembers(c.cfg, c.log); err != nil {
+			return err
+		}
 		for _, m := range c.etcd {
 			if err := ip(ctx, "addr", "add", m.IP+"/24", "dev", c.cfg.Bridge); err != nil {
 				return fmt.Errorf("etcd member %s address: %w", m.Name, err)

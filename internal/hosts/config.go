@@ -75,6 +75,9 @@ type Config struct {
 	// ports 2379 and 2380, with its data under WorkDir/state/eI. Start returns once the cluster is
 	// healthy. See Cluster.Etcd.
 	Etcd int
+	// EtcdTLS, with Etcd, makes the members serve clients and peers over TLS only and require
+	// client certificates signed by its CA, as a secured production etcd does.
+	EtcdTLS *EtcdTLS
 	// Log receives progress at Info and details at Debug. Default: discard.
 	Log *slog.Logger
 }
@@ -118,6 +121,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Etcd < 0 || c.Etcd > MaxEtcdMembers {
 		return c, fmt.Errorf("hosts: Etcd %d: want 0 to %d members", c.Etcd, MaxEtcdMembers)
 	}
+	if c.EtcdTLS != nil {
+		if c.Etcd == 0 {
+			return c, errors.New("hosts: EtcdTLS without Etcd members")
+		}
+		if err := c.EtcdTLS.check(); err != nil {
+			return c, err
+		}
+	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
@@ -150,4 +161,19 @@ func (c Config) hostIP(i int) string { return c.Subnet + "." + strconv.Itoa(10+i
 func machineID(name string) string {
 	sum := md5.Sum([]byte(namePrefix + name))
 	return hex.EncodeToString(sum[:])
+}
+
+// EtcdCertHosts returns the addresses a certificate of c's etcd members (Config.EtcdTLS) must
+// name: every member's, and the bridge's, because the members run on the machine, not in hosts, so
+// their connections to each other leave from the bridge's address, and etcd checks a peer's
+// certificate against the address it connects from.
+func (c Config) EtcdCertHosts() []string {
+	if c.Subnet == "" {
+		c.Subnet = DefaultSubnet
+	}
+	ips := []string{c.gatewayIP()}
+	for i := range c.Etcd {
+		ips = append(ips, c.etcdIP(i+1))
+	}
+	return ips
 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/seed-a1ce88ea/fleet/internal/pki"
 )
 
 // etcdBin is Debian's etcd-server (3.4): a real etcd cluster, as an operator runs it, not the
@@ -30,6 +32,50 @@ const (
 	// etcdReadyTimeout bounds the wait for a cluster to elect a leader and serve.
 	etcdReadyTimeout = time.Minute
 )
+
+// EtcdTLS holds the files of a TLS etcd cluster (Config.EtcdTLS), PEM, paths on the machine.
+type EtcdTLS struct {
+	// CAFile signs every member's and client's certificate; members trust only it.
+	CAFile string
+	// CertFile and KeyFile are every member's certificate, for clients and peers alike: it must
+	// name every member's IP and be good for both server and client authentication.
+	CertFile, KeyFile string
+	// ClientCertFile and ClientKeyFile are the certificate the harness itself uses to check the
+	// members' health.
+	ClientCertFile, ClientKeyFile string
+}
+
+func (t *EtcdTLS) check() error {
+	for name, f := range map[string]string{"CAFile": t.CAFile, "CertFile": t.CertFile, "KeyFile": t.KeyFile,
+		"ClientCertFile": t.ClientCertFile, "ClientKeyFile": t.ClientKeyFile} {
+		if f == "" {
+			return fmt.Errorf("hosts: EtcdTLS.%s is required", name)
+		}
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("hosts: EtcdTLS.%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// flags are etcd's flags for serving clients and peers with t.
+func (t *EtcdTLS) flags() []string {
+	return []string{
+		"--cert-file", t.CertFile, "--key-file", t.KeyFile,
+		"--client-cert-auth", "--trusted-ca-file", t.CAFile,
+		"--peer-cert-file", t.CertFile, "--peer-key-file", t.KeyFile,
+		"--peer-client-cert-auth", "--peer-trusted-ca-file", t.CAFile,
+	}
+}
+
+// httpClient is a client of members served with t.
+func (t *EtcdTLS) httpClient() (*http.Client, error) {
+	cfg, err := pki.ClientConfig(t.CAFile, t.ClientCertFile, t.ClientKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("hosts: etcd client: %w", err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}, nil
+}
 
 // MaxEtcdMembers is the largest Config.Etcd: member eI has address .(1+i), below the hosts' .11 up.
 const MaxEtcdMembers = 9
@@ -49,7 +95,9 @@ type EtcdMember struct {
 	PeerURL string
 
 	initialCluster string // name=peerURL,... of every member
-	dir            string // WorkDir/state/eI: data/, etcd.log, etcd.pid
+	tls            *EtcdTLS
+	client         *http.Client // for Healthy and IsLeader
+	dir            string       // WorkDir/state/eI: data/, etcd.log, etcd.pid
 	log            *slog.Logger
 
 	op   sync.Mutex // serializes Start, Stop and Kill
@@ -59,8 +107,16 @@ type EtcdMember struct {
 }
 
 // newEtcdMembers describes members e1..eN of cfg's cluster.
-func newEtcdMembers(cfg Config, log *slog.Logger) []*EtcdMember {
+func newEtcdMembers(cfg Config, log *slog.Logger) ([]*EtcdMember, error) {
 	ms := make([]*EtcdMember, cfg.Etcd)
+	scheme, client := "http://", http.DefaultClient
+	if cfg.EtcdTLS != nil {
+		var err error
+		if client, err = cfg.EtcdTLS.httpClient(); err != nil {
+			return nil, err
+		}
+		scheme = "https://"
+	}
 	var peers []string
 	for i := range ms {
 		name := fmt.Sprintf("e%d", i+1)
@@ -68,17 +124,19 @@ func newEtcdMembers(cfg Config, log *slog.Logger) []*EtcdMember {
 		ms[i] = &EtcdMember{
 			Name:      name,
 			IP:        ip,
-			ClientURL: "http://" + net.JoinHostPort(ip, "2379"),
-			PeerURL:   "http://" + net.JoinHostPort(ip, "2380"),
+			ClientURL: scheme + net.JoinHostPort(ip, "2379"),
+			PeerURL:   scheme + net.JoinHostPort(ip, "2380"),
 			dir:       filepath.Join(cfg.stateDir(), name),
 			log:       log.With("etcd", name),
+			tls:       cfg.EtcdTLS,
+			client:    client,
 		}
 		peers = append(peers, name+"="+ms[i].PeerURL)
 	}
 	for _, m := range ms {
 		m.initialCluster = strings.Join(peers, ",")
 	}
-	return ms
+	return ms, nil
 }
 
 // Running reports whether the member's process runs.
@@ -111,7 +169,7 @@ func (m *EtcdMember) Start(ctx context.Context) error {
 	fmt.Fprintf(logf, "=== fleet-hosts: starting %s at %s\n", m.Name, time.Now().Format(time.RFC3339Nano))
 	// Flags, not ETCD_* variables: the environment is clean (commandInCgroups), and a data
 	// directory that already holds a member makes etcd ignore the --initial-* flags.
-	cmd, err := commandInCgroups(cgroupDirs(m.Name), nil, etcdBin,
+	args := []string{
 		"--name", m.Name,
 		"--data-dir", filepath.Join(m.dir, "data"),
 		"--listen-client-urls", m.ClientURL,
@@ -124,7 +182,11 @@ func (m *EtcdMember) Start(ctx context.Context) error {
 		"--heartbeat-interval", etcdHeartbeat,
 		"--election-timeout", etcdElection,
 		"--logger", "zap", "--log-outputs", "stderr",
-	)
+	}
+	if m.tls != nil {
+		args = append(args, m.tls.flags()...)
+	}
+	cmd, err := commandInCgroups(cgroupDirs(m.Name), nil, etcdBin, args...)
 	if err != nil {
 		return fmt.Errorf("start etcd %s: %w", m.Name, err)
 	}
@@ -151,7 +213,7 @@ func (m *EtcdMember) Start(ctx context.Context) error {
 func (m *EtcdMember) waitListening(ctx context.Context, done <-chan struct{}) error {
 	ctx, cancel := context.WithTimeout(ctx, etcdReadyTimeout)
 	defer cancel()
-	addr := strings.TrimPrefix(m.ClientURL, "http://")
+	addr := strings.TrimPrefix(strings.TrimPrefix(m.ClientURL, "http://"), "https://")
 	for {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
@@ -240,7 +302,7 @@ func (m *EtcdMember) Healthy(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := m.client.Do(req)
 	if err != nil {
 		return false
 	}
@@ -259,7 +321,7 @@ func (m *EtcdMember) IsLeader(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := m.client.Do(req)
 	if err != nil {
 		return false
 	}

@@ -1,0 +1,48 @@
+package functional
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The parts of the chaos run that need no hosts.
+
+func TestChaosSchedule(t *testing.T) {
+	r := &chaosRunner{cfg: chaosConfig{kinds: faultKinds}, kinds: rand.New(rand.NewPCG(chaosDefaultSeed, 0x5eed))}
+	var all []string
+	var rounds [][]string
+	for range chaosDefaultRounds {
+		k := r.draw(chaosFaultsPerRound)
+		require.Len(t, k, chaosFaultsPerRound)
+		require.Len(t, slices.Compact(slices.Clone(k)), chaosFaultsPerRound, "a round's faults are distinct: %v", k)
+		rounds = append(rounds, k)
+		all = append(all, k...)
+	}
+	slices.Sort(all)
+	want := slices.Clone(faultKinds)
+	slices.Sort(want)
+	require.Equal(t, want, all, "the short run injects every kind of fault once")
+	// What the default seed is chosen for: a re-executed systemd whose
+	// agent must start units at once, the other host being killed.
+	require.Equal(t, []string{faultReexec, faultHostKill}, rounds[0])
+}
+
+func TestParseSystemctlShow(t *testing.T) {
+	out := "ActiveState=active\nMainPID=42\nActiveEnterTimestampMonotonic=123\nId=chaos-a.service\n\n" +
+		"Id=chaos-b@1.service\nActiveState=inactive\nMainPID=0\nActiveEnterTimestampMonotonic=0\n"
+	got := parseShow(out)
+	require.Equal(t, map[string]unitRun{
+		"chaos-a.service":   {active: "active", pid: "42", since: "123"},
+		"chaos-b@1.service": {active: "inactive", pid: "0", since: "0"},
+	}, got)
+	require.True(t, got["chaos-a.service"].running())
+	require.False(t, got["chaos-b@1.service"].running())
+	require.False(t, unitRun{active: "activating"}.running(), "a unit starting has not converged")
+	require.True(t, unitRun{active: "activating"}.copy(), "but it is a copy")
+	require.True(t, unitRun{active: "deactivating"}.running(), "a unit still stopping is a copy")
+	require.False(t, unitRun{active: "failed"}.copy())
+	require.Empty(t, parseShow(""))
+}
