@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -106,6 +107,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 
 	// Unit files, then one link call, one enable call and one reload for all
 	// that changed.
+	a.prefetchBodies(ctx, items)
 	var link []*item
 	for _, it := range items {
 		if !it.scheduled || it.busy != nil || it.err != nil || a.refuseHostUnit(ctx, it) {
@@ -280,6 +282,33 @@ func (a *Agent) body(ctx context.Context, hash string) (string, error) {
 	}
 	a.bodies[hash] = b
 	return b, nil
+}
+
+// prefetchBodies reads the bodies the batch needs and the cache lacks in
+// as few requests as etcd allows, rather than one per unit. What it cannot
+// read is left to body, which says why per unit.
+func (a *Agent) prefetchBodies(ctx context.Context, items []*item) {
+	var missing []string
+	seen := map[string]bool{}
+	for _, it := range items {
+		h := it.want.Hash
+		if !it.scheduled || it.busy != nil || it.err != nil || seen[h] {
+			continue
+		}
+		if _, ok := a.bodies[h]; !ok {
+			seen[h] = true
+			missing = append(missing, h)
+		}
+	}
+	if len(missing) < 2 {
+		return
+	}
+	bodies, err := a.reg.BodiesOf(ctx, missing)
+	if err != nil {
+		a.log.Debug("read unit bodies; reading them one by one", "err", err, "bodies", len(missing))
+		return
+	}
+	maps.Copy(a.bodies, bodies)
 }
 
 // pruneBodies forgets bodies no scheduled unit uses.
@@ -480,9 +509,9 @@ func (a *Agent) unload(ctx context.Context, name string) error {
 	return a.presence.DeleteState(ctx, name)
 }
 
-// publish reads the state of items in one call and publishes each that
-// differs from what etcd holds. A unit with a job running is published with
-// the hash the job is for.
+// publish reads the state of items in one call and publishes those that
+// differ from what etcd holds, in one write. A unit with a job running is
+// published with the hash the job is for.
 func (a *Agent) publish(ctx context.Context, items []*item) {
 	if len(items) == 0 {
 		return
@@ -494,6 +523,8 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 		}
 		return
 	}
+	var changed []*item
+	var publish []registry.UnitState
 	for _, it := range items {
 		hash := it.want.Hash
 		if it.busy != nil {
@@ -510,16 +541,25 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 		if a.published[it.name] == s {
 			continue
 		}
-		if err := a.presence.PublishState(ctx, s); err != nil {
+		changed = append(changed, it)
+		publish = append(publish, s)
+	}
+	if len(publish) == 0 {
+		return
+	}
+	if err := a.presence.PublishStates(ctx, publish); err != nil {
+		for _, it := range changed {
 			// A write that timed out may still have been applied: etcd
 			// holds either state now, so the retry writes whatever systemd
 			// says then, even if it is what was published before.
 			delete(a.published, it.name)
 			it.fail(err)
-			continue
 		}
-		a.published[it.name] = s
-		it.log.Debug("published unit state", "load", s.LoadState, "active", s.ActiveState, "sub", s.SubState)
+		return
+	}
+	for i, s := range publish {
+		a.published[s.Name] = s
+		changed[i].log.Debug("published unit state", "load", s.LoadState, "active", s.ActiveState, "sub", s.SubState)
 	}
 }
 

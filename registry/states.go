@@ -34,6 +34,30 @@ func (p *Presence) PublishState(ctx context.Context, s UnitState) error {
 	return nil
 }
 
+// PublishStates records the states of many units under the machine's
+// lease, in one transaction per maxTxnOps states: an agent that started a
+// hundred units reports them in one write, not a hundred. On an error,
+// states of earlier transactions may have been written; publishing them
+// again does no harm.
+func (p *Presence) PublishStates(ctx context.Context, states []UnitState) error {
+	for len(states) > 0 {
+		batch := states[:min(len(states), maxTxnOps)]
+		states = states[len(batch):]
+		ops := make([]clientv3.Op, len(batch))
+		for i, s := range batch {
+			s.Machine = p.m.ID
+			ops[i] = clientv3.OpPut(p.r.keys.state(s.Machine, s.Name), mustJSON(s), clientv3.WithLease(p.lease))
+		}
+		rctx, cancel := p.r.reqCtx(ctx)
+		_, err := p.r.cli.Txn(rctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("publish states of %d units (%s...): %w", len(batch), batch[0].Name, err)
+		}
+	}
+	return nil
+}
+
 // DeleteState removes a unit's published state on this machine.
 func (p *Presence) DeleteState(ctx context.Context, name string) error {
 	ctx, cancel := p.r.reqCtx(ctx)

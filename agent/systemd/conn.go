@@ -41,8 +41,11 @@ type session struct {
 	conn *sddbus.Conn
 	sys  *dbus.Conn // conn's call connection, for calls go-systemd lacks
 	lost chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup // watch
+	// units feeds the subscriptions of a private-socket session (see
+	// Subscribe); unused on a bus.
+	units *watchers
+	once  sync.Once
+	wg    sync.WaitGroup // watch
 	// onLost runs once, when the session is marked lost, before lost
 	// closes: the Manager stops handing it out.
 	onLost func()
@@ -106,8 +109,22 @@ var busGone = map[string]bool{
 // connCtx bounds the connections' life, ctx the dial.
 func (m *Manager) dialSession(ctx, connCtx context.Context) (*session, error) {
 	var conns []*dbus.Conn
+	units := &watchers{}
+	keep := keepJobSignals
+	if m.direct {
+		unit := unitChanges(units.changed)
+		keep = func(h *signalHeader) bool { return keepJobSignals(h) || unit(h) }
+	}
 	c, err := sddbus.NewConnection(func() (*dbus.Conn, error) {
-		dc, err := m.dial(ctx, connCtx)
+		// go-systemd asks for a connection for calls and one for job
+		// signals. On the private socket systemd sends every signal to
+		// every connection, so a second one would only double what
+		// systemd sends and fleetd skims; one serves both.
+		if m.direct && len(conns) > 0 {
+			conns = append(conns, conns[0])
+			return conns[0], nil
+		}
+		dc, err := m.dial(ctx, connCtx, keep)
 		if err == nil {
 			conns = append(conns, dc)
 		}
@@ -119,7 +136,7 @@ func (m *Manager) dialSession(ctx, connCtx context.Context) (*session, error) {
 		}
 		return nil, err
 	}
-	s := &session{conn: c, sys: conns[0], lost: make(chan struct{})}
+	s := &session{conn: c, sys: conns[0], lost: make(chan struct{}), units: units}
 	s.onLost = func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()

@@ -33,9 +33,10 @@
 //
 // # Signals
 //
-// Subscribe opens a connection of its own, calls Manager.Subscribe on it and
-// reads signals with godbus directly, rather than through go-systemd's
-// SetPropertiesSubscriber, because go-systemd's dispatcher drops updates when
+// Subscribe reads signals itself (on a bus with a connection of its own and
+// Manager.Subscribe on it; on the private socket from the Manager's
+// connection, which gets every signal unasked), rather than through
+// go-systemd's SetPropertiesSubscriber, because go-systemd's dispatcher drops updates when
 // the subscriber's channel is full (it only reports "update channel is full"
 // on an error channel), keeps one subscriber per connection, and does not
 // match UnitRemoved at all. Names are coalesced in a set while the reader is
@@ -50,4 +51,15 @@
 // this). Every change of a unit's LoadState, ActiveState or SubState comes
 // with a PropertiesChanged, including the last one before the unit is
 // collected, so nothing the agent publishes is missed.
+//
+// Every connection reads systemd through a skimmer (skim.go): systemd's
+// private socket sends every signal to every connection, and godbus would
+// decode each in full (reflection, a map per PropertiesChanged) before
+// anyone looks at it. The skimmer reads only each signal's header and
+// first argument; the subscription takes the unit name from there, and
+// godbus gets only replies, JobRemoved (go-systemd's job results) and the
+// bus daemon's own signals. On the private socket one connection serves
+// go-systemd's calls, its job signals and the subscriptions: systemd builds
+// every signal once per connection, so each connection fleetd holds costs
+// systemd too.
 package systemd

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -13,7 +14,6 @@ import (
 const (
 	unitPathPrefix = "/org/freedesktop/systemd1/unit/"
 	unitInterface  = "org.freedesktop.systemd1.Unit"
-	propsChanged   = "org.freedesktop.DBus.Properties.PropertiesChanged"
 )
 
 // Subscribe delivers the name of every unit whose properties systemd says
@@ -22,8 +22,11 @@ const (
 // "re-read this unit": it carries no state, and changes that happen while
 // the reader is busy are coalesced into one delivery per unit.
 //
-// Subscribe uses a D-Bus connection of its own. The channel closes when ctx
-// ends, the Manager is closed, that connection is lost, or the Manager's
+// On systemd's private socket Subscribe reads the Manager's own
+// connection, which systemd sends every signal to anyway: a connection of
+// its own would double what systemd sends. On a bus it uses a connection of
+// its own, with a match rule. The channel closes when ctx ends, the Manager
+// is closed, the subscription's connection is lost, or the Manager's
 // connection is (systemd re-executed: on a bus the subscription's own
 // connection survives that, but not systemd's memory of it). A caller that
 // wants to go on subscribes again, which waits for systemd to be back, and
@@ -34,20 +37,29 @@ func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to systemd: %w", err)
 	}
+	if m.direct {
+		changed := newNameSet()
+		sess.units.add(changed)
+		out := make(chan string)
+		go func() {
+			defer close(out)
+			defer sess.units.remove(changed)
+			coalesce(ctx, sess.lost, m.life.Done(), changed, out)
+		}()
+		return out, nil
+	}
 	var (
 		c      *dbus.Conn
 		cancel context.CancelFunc
-		sigs   chan *dbus.Signal
 	)
+	changed := newNameSet()
 	// A systemd that does not answer must not hold the agent forever:
 	// bound each attempt and redial.
 	for attempt := 1; ; attempt++ {
 		var connCtx context.Context
 		connCtx, cancel = context.WithCancel(m.life)
-		c, err = m.dial(ctx, connCtx)
+		c, err = m.dial(ctx, connCtx, unitChanges(changed.add))
 		if err == nil {
-			sigs = make(chan *dbus.Signal, 256)
-			c.Signal(sigs)
 			actx, acancel := context.WithTimeout(ctx, subscribeTimeout)
 			err = m.subscribe(actx, c)
 			acancel()
@@ -66,7 +78,7 @@ func (m *Manager) Subscribe(ctx context.Context) (<-chan string, error) {
 		defer close(out)
 		defer cancel()
 		defer func() { _ = c.Close() }() // also ends systemd's subscription of c
-		coalesce(ctx, sess.lost, sigs, out)
+		coalesce(ctx, sess.lost, c.Context().Done(), changed, out)
 	}()
 	return out, nil
 }
@@ -77,27 +89,17 @@ const (
 	subscribeAttempts = 10
 )
 
-// subscribe asks systemd to send its signals to c. On a bus, the bus daemon
-// forwards only what c's match rules select; systemd's private socket sends
-// every signal to every connection.
+// subscribe asks systemd, on a bus, to send its signals to c: the bus
+// daemon forwards only what c's match rules select.
 func (m *Manager) subscribe(ctx context.Context, c *dbus.Conn) error {
-	if !m.direct {
-		err := c.AddMatchSignalContext(ctx,
-			dbus.WithMatchSender("org.freedesktop.systemd1"),
-			dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
-			dbus.WithMatchMember("PropertiesChanged"),
-			dbus.WithMatchPathNamespace(dbus.ObjectPath(strings.TrimSuffix(unitPathPrefix, "/"))),
-			dbus.WithMatchArg(0, unitInterface))
-		if err != nil {
-			return fmt.Errorf("add match: %w", err)
-		}
-	}
-	if m.direct {
-		// systemd sends its signals to every private-socket connection
-		// unasked ("direct bus connections subscribe by default"), and
-		// seen on systemd 252: Manager.Subscribe on one gets no reply for
-		// the first seconds after the connection's process started.
-		return nil
+	err := c.AddMatchSignalContext(ctx,
+		dbus.WithMatchSender("org.freedesktop.systemd1"),
+		dbus.WithMatchInterface("org.freedesktop.DBus.Properties"),
+		dbus.WithMatchMember("PropertiesChanged"),
+		dbus.WithMatchPathNamespace(dbus.ObjectPath(strings.TrimSuffix(unitPathPrefix, "/"))),
+		dbus.WithMatchArg(0, unitInterface))
+	if err != nil {
+		return fmt.Errorf("add match: %w", err)
 	}
 	// Without Subscribe, systemd sends unit signals to no bus client.
 	obj := c.Object("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
@@ -107,54 +109,101 @@ func (m *Manager) subscribe(ctx context.Context, c *dbus.Conn) error {
 	return nil
 }
 
-// coalesce reads signals as fast as they come (so godbus never queues them
-// behind a slow reader) and hands unit names to out, each at most once while
-// it waits to be taken. It returns when ctx ends, stop closes or sigs
-// closes.
-func coalesce(ctx context.Context, stop <-chan struct{}, sigs <-chan *dbus.Signal, out chan<- string) {
-	pending := map[string]bool{}
-	var order []string
+// watchers are the subscriptions fed from a session's own connection (on
+// the private socket). changed runs in godbus's reader and never blocks.
+type watchers struct {
+	mu   sync.Mutex
+	sets map[*nameSet]bool
+}
+
+func (w *watchers) add(s *nameSet) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sets == nil {
+		w.sets = map[*nameSet]bool{}
+	}
+	w.sets[s] = true
+}
+
+func (w *watchers) remove(s *nameSet) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.sets, s)
+}
+
+func (w *watchers) changed(unit string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for s := range w.sets {
+		s.add(unit)
+	}
+}
+
+// nameSet holds unit names waiting to be handed out, each once, in the
+// order they first came. add never blocks: it runs in godbus's reader.
+type nameSet struct {
+	wake chan struct{} // one token: "a name was added"
+
+	mu      sync.Mutex
+	pending map[string]bool
+	order   []string
+}
+
+func newNameSet() *nameSet {
+	return &nameSet{wake: make(chan struct{}, 1), pending: map[string]bool{}}
+}
+
+func (s *nameSet) add(name string) {
+	s.mu.Lock()
+	if !s.pending[name] {
+		s.pending[name] = true
+		s.order = append(s.order, name)
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns the name waiting longest.
+func (s *nameSet) take() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.order) == 0 {
+		return "", false
+	}
+	n := s.order[0]
+	delete(s.pending, n)
+	s.order[0] = ""
+	s.order = s.order[1:]
+	return n, true
+}
+
+// coalesce hands the names of changed to out, each at most once while it
+// waits, so a slow reader costs neither memory nor dropped changes. It
+// returns when ctx ends or stop or gone closes.
+func coalesce(ctx context.Context, stop, gone <-chan struct{}, changed *nameSet, out chan<- string) {
 	for {
+		next, ok := changed.take()
 		var send chan<- string
-		var next string
-		if len(order) > 0 {
-			send, next = out, order[0]
+		var wake <-chan struct{}
+		if ok {
+			send = out
+		} else {
+			wake = changed.wake
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-stop:
 			return
-		case s, ok := <-sigs:
-			if !ok {
-				return
-			}
-			if name, ok := changedUnit(s); ok && !pending[name] {
-				pending[name] = true
-				order = append(order, name)
-			}
+		case <-gone:
+			return
+		case <-wake:
 		case send <- next:
-			delete(pending, next)
-			order[0] = ""
-			order = order[1:]
 		}
 	}
-}
-
-// changedUnit returns the unit a PropertiesChanged signal of the Unit
-// interface is about.
-func changedUnit(s *dbus.Signal) (string, bool) {
-	if s.Name != propsChanged || len(s.Body) == 0 {
-		return "", false
-	}
-	if iface, _ := s.Body[0].(string); iface != unitInterface {
-		return "", false
-	}
-	p := string(s.Path)
-	if !strings.HasPrefix(p, unitPathPrefix) {
-		return "", false
-	}
-	return unescapePath(p[len(unitPathPrefix):])
 }
 
 // unescapePath reverses systemd's object path escaping of a unit name

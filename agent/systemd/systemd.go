@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -62,7 +63,7 @@ type Config struct {
 // during the call; jobs are waited for across the gap (see StartUnit).
 // Subscriptions end, so their owner re-reads what it watches.
 type Manager struct {
-	dial     func(ctx, connCtx context.Context) (*dbus.Conn, error)
+	dial     func(ctx, connCtx context.Context, keep skimFilter) (*dbus.Conn, error)
 	direct   bool // private socket: systemd sends every signal, there is no bus to add matches to
 	unitsDir string
 	fsDir    string          // unitsDir as this process sees it
@@ -102,7 +103,9 @@ func Connect(ctx context.Context, cfg Config) (*Manager, error) {
 	if m.direct {
 		addr, hello = privateSocket, false
 	}
-	m.dial = func(ctx, connCtx context.Context) (*dbus.Conn, error) { return dial(ctx, connCtx, addr, hello) }
+	m.dial = func(ctx, connCtx context.Context, keep skimFilter) (*dbus.Conn, error) {
+		return dial(ctx, connCtx, addr, hello, keep)
+	}
 	s, err := m.dialSession(ctx, life)
 	if err != nil {
 		cancel()
@@ -114,9 +117,10 @@ func Connect(ctx context.Context, cfg Config) (*Manager, error) {
 }
 
 // dial opens one authenticated D-Bus connection to addr that lives until
-// connCtx ends or it is closed; ctx bounds the handshake.
-func dial(ctx, connCtx context.Context, addr string, hello bool) (*dbus.Conn, error) {
-	c, err := dbus.Dial(addr, dbus.WithContext(connCtx))
+// connCtx ends or it is closed; ctx bounds the handshake. Signals reach
+// godbus only if keep lets them through (see skimmer).
+func dial(ctx, connCtx context.Context, addr string, hello bool, keep skimFilter) (*dbus.Conn, error) {
+	c, err := open(ctx, connCtx, addr, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +136,27 @@ func dial(ctx, connCtx context.Context, addr string, hello bool) (*dbus.Conn, er
 			_ = c.Close()
 			return nil, errors.Join(err, ctx.Err())
 		}
+	}
+	return c, nil
+}
+
+// open connects to addr. A plain unix socket path (what fleet dials:
+// systemd's private socket, a host's system bus) is read through a
+// skimmer; other addresses are left to godbus as they are.
+func open(ctx, connCtx context.Context, addr string, keep skimFilter) (*dbus.Conn, error) {
+	p, ok := strings.CutPrefix(addr, "unix:path=")
+	if !ok || strings.ContainsAny(p, ",%") {
+		return dbus.Dial(addr, dbus.WithContext(connCtx))
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", p)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c, err := dbus.NewConn(newSkimmer(nc, keep), dbus.WithContext(connCtx))
+	if err != nil {
+		_ = nc.Close()
+		return nil, err
 	}
 	return c, nil
 }

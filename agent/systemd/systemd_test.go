@@ -1,8 +1,12 @@
 package systemd
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -11,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 	"github.com/stretchr/testify/require"
 
@@ -346,49 +351,116 @@ func TestUnescapePath(t *testing.T) {
 	}
 }
 
-func TestCoalesce(t *testing.T) {
-	changed := func(unit, iface string) *dbus.Signal {
-		return &dbus.Signal{
-			Name: propsChanged,
-			Path: dbus.ObjectPath(unitPathPrefix + strings.ReplaceAll(unit, ".", "_2e")),
-			Body: []any{iface, map[string]dbus.Variant{}, []string{}},
+// TestSkim feeds the skimmer a stream as systemd would send it and checks
+// what godbus gets out of it and what the filter sees.
+func TestSkim(t *testing.T) {
+	signal := func(path dbus.ObjectPath, iface, member string, body ...any) *dbus.Message {
+		m := &dbus.Message{Type: dbus.TypeSignal, Headers: map[dbus.HeaderField]dbus.Variant{
+			dbus.FieldPath:      dbus.MakeVariant(path),
+			dbus.FieldInterface: dbus.MakeVariant(iface),
+			dbus.FieldMember:    dbus.MakeVariant(member),
+		}, Body: body}
+		if len(body) > 0 {
+			m.Headers[dbus.FieldSignature] = dbus.MakeVariant(dbus.SignatureOf(body...))
+		}
+		return m
+	}
+	changed := func(unit, iface string) *dbus.Message {
+		return signal(dbus.ObjectPath(unitPathPrefix+sddbus.PathBusEscape(unit)),
+			"org.freedesktop.DBus.Properties", "PropertiesChanged",
+			iface, map[string]dbus.Variant{"ActiveState": dbus.MakeVariant("active"), "MainPID": dbus.MakeVariant(uint32(7))}, []string{})
+	}
+	reply := &dbus.Message{Type: dbus.TypeMethodReply, Headers: map[dbus.HeaderField]dbus.Variant{
+		dbus.FieldReplySerial: dbus.MakeVariant(uint32(3)),
+		dbus.FieldSignature:   dbus.MakeVariant(dbus.SignatureOf(dbus.ObjectPath(""))),
+	}, Body: []any{dbus.ObjectPath("/org/freedesktop/systemd1/job/9")}}
+	jobRemoved := signal("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "JobRemoved",
+		uint32(9), dbus.ObjectPath("/org/freedesktop/systemd1/job/9"), "a.service", "done")
+	nameAcquired := signal("/org/freedesktop/DBus", busInterface, "NameAcquired", ":1.7")
+
+	var stream bytes.Buffer
+	stream.WriteString("REJECTED EXTERNAL\r\nOK 0123456789abcdef\r\n")
+	for i, m := range []*dbus.Message{
+		changed("a.service", unitInterface),
+		changed("b.service", "org.freedesktop.systemd1.Service"), // not the Unit interface
+		reply,
+		changed("a.service", unitInterface),
+		signal("/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "UnitNew", "c.service", dbus.ObjectPath(unitPathPrefix+"c_2eservice")),
+		signal("/org/freedesktop/systemd1/job/7", "org.freedesktop.DBus.Properties", "PropertiesChanged", unitInterface),
+		jobRemoved,
+		nameAcquired,
+		changed("c-x.service", unitInterface),
+	} {
+		order := binary.ByteOrder(binary.LittleEndian)
+		if i%2 == 1 {
+			order = binary.BigEndian
+		}
+		require.NoError(t, m.EncodeTo(&stream, order))
+	}
+	raw := stream.Bytes()
+
+	read := func(keep skimFilter) (string, []*dbus.Message) {
+		s := newSkimmer(nopCloser{bytes.NewReader(raw)}, keep)
+		in := bufio.NewReader(s)
+		var lines string
+		for range 2 {
+			l, err := in.ReadString('\n')
+			require.NoError(t, err)
+			lines += l
+		}
+		// Like godbus: the auth reader is dropped, and messages are read
+		// from the stream itself.
+		require.Zero(t, in.Buffered())
+		var msgs []*dbus.Message
+		for {
+			m, err := dbus.DecodeMessage(s)
+			if errors.Is(err, io.EOF) {
+				return lines, msgs
+			}
+			require.NoError(t, err)
+			msgs = append(msgs, m)
 		}
 	}
-	sigs := make(chan *dbus.Signal, 10)
-	sigs <- changed("a.service", unitInterface)
-	sigs <- changed("b.service", "org.freedesktop.systemd1.Service") // not the Unit interface
-	sigs <- changed("a.service", unitInterface)
-	sigs <- &dbus.Signal{Name: "org.freedesktop.systemd1.Manager.UnitNew", Path: "/org/freedesktop/systemd1", Body: []any{"c.service", dbus.ObjectPath(unitPathPrefix + "c_2eservice")}}
-	sigs <- &dbus.Signal{Name: propsChanged, Path: "/org/freedesktop/systemd1/job/7", Body: []any{unitInterface}}
-	sigs <- changed("c.service", unitInterface)
-	sigs <- changed("a.service", unitInterface)
 
+	var units []string
+	lines, msgs := read(unitChanges(func(u string) { units = append(units, u) }))
+	require.Equal(t, "REJECTED EXTERNAL\r\nOK 0123456789abcdef\r\n", lines)
+	require.Equal(t, []string{"a.service", "a.service", "c-x.service"}, units)
+	require.Len(t, msgs, 2)
+	require.Equal(t, dbus.TypeMethodReply, msgs[0].Type)
+	require.Equal(t, []any{dbus.ObjectPath("/org/freedesktop/systemd1/job/9")}, msgs[0].Body)
+	require.Equal(t, nameAcquired.Body, msgs[1].Body)
+
+	_, msgs = read(keepJobSignals)
+	require.Len(t, msgs, 3)
+	require.Equal(t, dbus.TypeMethodReply, msgs[0].Type)
+	require.Equal(t, jobRemoved.Body, msgs[1].Body)
+	require.Equal(t, nameAcquired.Body, msgs[2].Body)
+}
+
+type nopCloser struct{ io.Reader }
+
+func (nopCloser) Write(p []byte) (int, error) { return len(p), nil }
+func (nopCloser) Close() error                { return nil }
+
+func TestNameSet(t *testing.T) {
+	s := newNameSet()
+	for _, n := range []string{"a.service", "b.service", "a.service", "c.service", "a.service"} {
+		s.add(n)
+	}
 	out := make(chan string)
-	done := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		coalesce(ctx, nil, sigs, out)
+		coalesce(ctx, nil, nil, s, out)
 	}()
-	// Nobody reads until every signal is in: a waits once, in first place.
-	require.Eventually(t, func() bool { return len(sigs) == 0 }, time.Second, time.Millisecond)
-	time.Sleep(10 * time.Millisecond)
-	var got []string
-	for len(got) < 2 {
-		select {
-		case n := <-out:
-			got = append(got, n)
-		case <-done:
-			t.Fatalf("coalesce returned with %v delivered", got)
-		}
-	}
-	require.Equal(t, []string{"a.service", "c.service"}, got)
-	select {
-	case n := <-out:
-		t.Fatalf("unexpected %q", n)
-	case <-time.After(50 * time.Millisecond):
-	}
+	// Each name once, in the order it first came; a name taken may come again.
+	require.Equal(t, "a.service", <-out)
+	s.add("a.service")
+	require.Equal(t, "b.service", <-out)
+	require.Equal(t, "c.service", <-out)
+	require.Equal(t, "a.service", <-out)
 	cancel()
 	<-done
 }
