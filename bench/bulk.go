@@ -122,18 +122,11 @@ const unitsDir = "/root/bulk"
 // systemd alone on the same hosts. It needs root, and waits for the
 // machine-wide hosts lock if other tests hold it.
 func RunBulk(ctx context.Context, cfg BulkConfig, log *slog.Logger) (*BulkResult, error) {
-	if os.Geteuid() != 0 {
-		return nil, errors.New("the bulk benchmark needs root (it boots systemd-nspawn hosts)")
-	}
-	binDir, err := os.MkdirTemp("", "fleet-bench-bin")
+	binDir, err := hostBinaries(ctx, cfg.ModuleRoot, "bulk", log)
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(binDir)
-	log.Info("building fleetd and fleetctl for the hosts")
-	if err := platform.BuildBinaries(ctx, cfg.ModuleRoot, binDir); err != nil {
-		return nil, err
-	}
 	r := &BulkResult{}
 	for i, run := range cfg.Runs {
 		fleetV1 := ""

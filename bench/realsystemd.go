@@ -43,10 +43,7 @@ func RunReal(ctx context.Context, cfg RealConfig, log *slog.Logger) (*RealResult
 	defer cancel()
 	start := time.Now()
 	r := &RealResult{Hosts: 3, Units: cfg.Units}
-	if os.Geteuid() != 0 {
-		return nil, errors.New("the real-systemd benchmark needs root (it boots systemd-nspawn hosts)")
-	}
-	binDir, err := os.MkdirTemp("", "fleet-bench-bin")
+	binDir, err := hostBinaries(ctx, cfg.ModuleRoot, "real-systemd", log)
 	if err != nil {
 		return nil, err
 	}
@@ -56,10 +53,6 @@ func RunReal(ctx context.Context, cfg RealConfig, log *slog.Logger) (*RealResult
 		return nil, err
 	}
 	defer os.RemoveAll(etcdDir)
-	log.Info("building fleetd for the hosts")
-	if err := platform.BuildBinaries(ctx, cfg.ModuleRoot, binDir); err != nil {
-		return nil, err
-	}
 	log.Info("booting 3 hosts (waits for the machine-wide hosts lock if other tests hold it)")
 	t := time.Now()
 	c, err := platform.Start(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Log: log}, N: 3, EtcdDir: etcdDir})
@@ -338,4 +331,23 @@ func FindModuleRoot(dir string) (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// hostBinaries builds the fleetd and fleetctl that real-host benchmarks
+// install into their hosts, into a new directory; remove it when done. It
+// refuses without root: the hosts are systemd-nspawn containers.
+func hostBinaries(ctx context.Context, moduleRoot, benchmark string, log *slog.Logger) (string, error) {
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("the %s benchmark needs root (it boots systemd-nspawn hosts)", benchmark)
+	}
+	binDir, err := os.MkdirTemp("", "fleet-bench-bin")
+	if err != nil {
+		return "", err
+	}
+	log.Info("building fleetd and fleetctl for the hosts")
+	if err := platform.BuildBinaries(ctx, moduleRoot, binDir); err != nil {
+		os.RemoveAll(binDir)
+		return "", err
+	}
+	return binDir, nil
 }

@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -42,17 +41,11 @@ type TLSFigures struct {
 // secured (TLS API with a token, etcd over TLS with client certificates),
 // and measures start-to-active and list-units with fleetctl in both.
 func RunTLSCost(ctx context.Context, cfg TLSCostConfig, log *slog.Logger) ([]TLSFigures, error) {
-	if os.Geteuid() != 0 {
-		return nil, errors.New("the TLS cost benchmark needs root (it boots systemd-nspawn hosts)")
-	}
-	binDir, err := os.MkdirTemp("", "fleet-bench-bin")
+	binDir, err := hostBinaries(ctx, cfg.ModuleRoot, "TLS cost", log)
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(binDir)
-	if err := platform.BuildBinaries(ctx, cfg.ModuleRoot, binDir); err != nil {
-		return nil, err
-	}
 	var out []TLSFigures
 	for _, secure := range []bool{false, true} {
 		f, err := tlsCostOnce(ctx, cfg, binDir, secure, log)
