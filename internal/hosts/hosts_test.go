@@ -32,6 +32,11 @@ import (
 // TestStartAfterKilledRun.
 const helperEnv = "FLEET_HOSTS_TEST_KILLED_RUN"
 
+// testTimeout bounds a test, waiting for the machine-wide hosts lock
+// included: under go test -p 2 the functional suite (several minutes of
+// clusters, one after another) may hold it most of that time.
+const testTimeout = 20 * time.Minute
+
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "1" {
 		os.Exit(killedRunHelper())
@@ -115,7 +120,7 @@ func reach(ctx context.Context, h *hosts.Host, addr string) error {
 
 func TestCluster(t *testing.T) {
 	requireHosts(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	cfg := testConfig(t)
 	c := startCluster(t, ctx, cfg, 2)
@@ -304,7 +309,7 @@ func requireNoLeftovers(t *testing.T, ctx context.Context) {
 
 func TestDocker(t *testing.T) {
 	requireHosts(t, true)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	cfg := testConfig(t)
 	cfg.Docker = true
@@ -350,7 +355,7 @@ func helloContext(t *testing.T, ctx context.Context) string {
 // checks that the next Start removes everything it left.
 func TestStartAfterKilledRun(t *testing.T) {
 	requireHosts(t, true)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	cfg := testConfig(t)
 	require.NoError(t, hosts.EnsureRootfs(ctx, cfg))
@@ -390,7 +395,7 @@ func TestStartAfterKilledRun(t *testing.T) {
 // killedRunHelper starts a cluster of 2 hosts and dockerd, runs a container of the image built from
 // the context in $FLEET_HOSTS_TEST_HELLO from a unit in h1, prints "ready" and waits to be killed.
 func killedRunHelper() int {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	c, err := hosts.Start(ctx, hosts.Config{Docker: true}, 2)
 	if err == nil {
@@ -471,7 +476,7 @@ func alive(pid int, start string) bool {
 // The host's journal outlives it.
 func TestEtcd(t *testing.T) {
 	requireHosts(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	cfg := testConfig(t)
 	cfg.Etcd = 3
@@ -557,7 +562,7 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 // with the host; the image is there on a host added later.
 func TestDockerInHost(t *testing.T) {
 	requireHosts(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	cfg := testConfig(t)
 	cfg.DockerInHost = true
