@@ -3,12 +3,8 @@ package fleetctl
 import (
 	"errors"
 	"fmt"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
@@ -75,12 +71,5 @@ func (a *app) etcdRegistry() (*registry.Registry, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	timeout := time.Duration(a.timeout)
-	eps := a.etcdEndpoints()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: timeout, Logger: zap.NewNop(), TLS: tlsCfg})
-	if err != nil {
-		return nil, nil, usageErrorf("etcd endpoints %s: %v", strings.Join(eps, ","), err)
-	}
-	reg := registry.New(cli, registry.WithPrefix(a.prefix), registry.WithRequestTimeout(timeout))
-	return reg, func() { _ = cli.Close() }, nil
+	return a.dialEtcd(tlsCfg, nil)
 }

@@ -358,28 +358,12 @@ func (a *app) client(ctx context.Context) (api.Client, func(), error) {
 		if token != "" {
 			fmt.Fprintln(a.stderr, "WARNING: the API token is not used with --driver=etcd")
 		}
-		eps := a.etcdEndpoints()
-		cfg := clientv3.Config{
-			Endpoints:   eps,
-			DialTimeout: timeout,
-			Logger:      zap.NewNop(),
-			TLS:         tlsCfg,
-		}
-		if a.debug {
-			cfg.Logger = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(a.stderr), zap.DebugLevel))
-		}
-		if tun != nil {
-			cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-				return tun.dial(ctx, "tcp", addr)
-			}))
-		}
-		cli, err := clientv3.New(cfg)
+		reg, closeEtcd, err := a.dialEtcd(tlsCfg, tun)
 		if err != nil {
 			release()
-			return nil, nil, usageErrorf("etcd endpoints %s: %v", strings.Join(eps, ","), err)
+			return nil, nil, err
 		}
-		reg := registry.New(cli, registry.WithPrefix(a.prefix), registry.WithRequestTimeout(timeout))
-		return api.NewRegistryClient(reg), func() { _ = cli.Close(); release() }, nil
+		return api.NewRegistryClient(reg), func() { closeEtcd(); release() }, nil
 	default:
 		ep := a.endpoint
 		if ep == "" {
@@ -413,6 +397,33 @@ func (a *app) client(ctx context.Context) (api.Client, func(), error) {
 		}
 		return c, release, nil
 	}
+}
+
+// dialEtcd connects to etcd's --endpoint URLs with tlsCfg, through tun when
+// it is not nil. The returned func closes the connection.
+func (a *app) dialEtcd(tlsCfg *tls.Config, tun *sshConn) (*registry.Registry, func(), error) {
+	timeout := time.Duration(a.timeout)
+	eps := a.etcdEndpoints()
+	cfg := clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: timeout,
+		Logger:      zap.NewNop(),
+		TLS:         tlsCfg,
+	}
+	if a.debug {
+		cfg.Logger = zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(a.stderr), zap.DebugLevel))
+	}
+	if tun != nil {
+		cfg.DialOptions = append(cfg.DialOptions, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return tun.dial(ctx, "tcp", addr)
+		}))
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, nil, usageErrorf("etcd endpoints %s: %v", strings.Join(eps, ","), err)
+	}
+	reg := registry.New(cli, registry.WithPrefix(a.prefix), registry.WithRequestTimeout(timeout))
+	return reg, func() { _ = cli.Close() }, nil
 }
 
 // tlsConfig reads --ca-file, --cert-file and --key-file; nil when none is
