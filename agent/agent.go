@@ -29,6 +29,9 @@ type Config struct {
 	// else that behaves like one (see UnitManager). Required.
 	Systemd UnitManager
 	// Log receives state changes at Info, retries at Warn. Default: discard.
+	// The agent adds unit= where it applies; the caller labels the logger
+	// with the machine (fleetd labels everything it logs), so that a line
+	// carries machine= once.
 	Log *slog.Logger
 	// AtMostOnceDefault applies to units that do not set [X-Fleet]
 	// AtMostOnce= (fleet.conf agent_at_most_once_default): see lease.go.
@@ -116,7 +119,7 @@ func New(cfg Config) *Agent {
 		presence:  cfg.Presence,
 		sd:        cfg.Systemd,
 		machine:   id,
-		log:       cfg.Log.With("machine", id),
+		log:       cfg.Log,
 		queue:     newQueue(),
 		desired:   map[string]registry.Placement{},
 		bodies:    map[string]string{},
