@@ -113,12 +113,11 @@ func New(cfg Config) *Agent {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	id := cfg.Presence.Machine().ID
-	a := &Agent{
+	return &Agent{
 		reg:       cfg.Registry,
 		presence:  cfg.Presence,
 		sd:        cfg.Systemd,
-		machine:   id,
+		machine:   cfg.Presence.Machine().ID,
 		log:       cfg.Log,
 		queue:     newQueue(),
 		desired:   map[string]registry.Placement{},
@@ -129,10 +128,10 @@ func New(cfg Config) *Agent {
 		slots:     make(chan struct{}, maxJobs),
 		running:   map[string]*job{},
 		finished:  map[string]*job{},
+
+		atMostOnceDefault: cfg.AtMostOnceDefault,
+		amo:               map[string]amoEntry{},
 	}
-	a.atMostOnceDefault = cfg.AtMostOnceDefault
-	a.amo = map[string]amoEntry{}
-	return a
 }
 
 // Stats returns the agent's counters.
