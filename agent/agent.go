@@ -29,6 +29,9 @@ type Config struct {
 	// else that behaves like one (see UnitManager). Required.
 	Systemd UnitManager
 	// Log receives state changes at Info, retries at Warn. Default: discard.
+	// The agent adds unit= where it applies; the caller labels the logger
+	// with the machine (fleetd labels everything it logs), so that a line
+	// carries machine= once.
 	Log *slog.Logger
 	// AtMostOnceDefault applies to units that do not set [X-Fleet]
 	// AtMostOnce= (fleet.conf agent_at_most_once_default): see lease.go.
@@ -110,13 +113,12 @@ func New(cfg Config) *Agent {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	id := cfg.Presence.Machine().ID
-	a := &Agent{
+	return &Agent{
 		reg:       cfg.Registry,
 		presence:  cfg.Presence,
 		sd:        cfg.Systemd,
-		machine:   id,
-		log:       cfg.Log.With("machine", id),
+		machine:   cfg.Presence.Machine().ID,
+		log:       cfg.Log,
 		queue:     newQueue(),
 		desired:   map[string]registry.Placement{},
 		bodies:    map[string]string{},
@@ -126,10 +128,10 @@ func New(cfg Config) *Agent {
 		slots:     make(chan struct{}, maxJobs),
 		running:   map[string]*job{},
 		finished:  map[string]*job{},
+
+		atMostOnceDefault: cfg.AtMostOnceDefault,
+		amo:               map[string]amoEntry{},
 	}
-	a.atMostOnceDefault = cfg.AtMostOnceDefault
-	a.amo = map[string]amoEntry{}
-	return a
 }
 
 // Stats returns the agent's counters.

@@ -589,16 +589,8 @@ func TestEtcdOutage(t *testing.T) {
 	h := hosttest.Host(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := etcdserver.Config{
-		DataDir:    t.TempDir(),
-		ClientURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", freePort(t))},
-		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		Fast:       true,
-	}
-	srv, err := etcdserver.Start(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Close() }) // the member running at the end
-	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second})
+	etcd := startEtcdMember(ctx, t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.srv.Endpoints(), DialTimeout: 5 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = cli.Close() })
 	e := newEnvWith(t, h, cli)
@@ -611,15 +603,14 @@ func TestEtcdOutage(t *testing.T) {
 	e.states.waitActive(b, hb, "active", "running", 0)
 	pid := e.show(a, "MainPID")
 
-	srv.Close()
+	etcd.srv.Close()
 	down := time.Now()
 	_, _ = e.systemctl("kill", "--signal=KILL", b)
 	time.Sleep(2 * time.Second)
 	require.Equal(t, "active", e.show(a, "ActiveState"))
 	require.Equal(t, pid, e.show(a, "MainPID"), "nothing restarted during the outage")
 
-	srv, err = etcdserver.Start(ctx, cfg)
-	require.NoError(t, err)
+	etcd.restart(ctx)
 	t.Logf("etcd was down for %v", time.Since(down).Round(time.Millisecond))
 	back := time.Now()
 	// The state watch of the test may have ended with the outage: read.
@@ -637,6 +628,33 @@ func TestEtcdOutage(t *testing.T) {
 	}, waitTimeout, 20*time.Millisecond, "the failure during the outage is published")
 	t.Logf("etcd back -> failure during the outage published: %v", time.Since(back).Round(time.Millisecond))
 	require.Equal(t, pid, e.show(a, "MainPID"))
+}
+
+// etcdMember is an etcd member of a test's own, which the test stops and
+// starts again on the same data and addresses: an etcd outage.
+type etcdMember struct {
+	t   *testing.T
+	cfg etcdserver.Config
+	srv *etcdserver.Server // the member running now
+}
+
+func startEtcdMember(ctx context.Context, t *testing.T) *etcdMember {
+	m := &etcdMember{t: t, cfg: etcdserver.Config{
+		DataDir:    t.TempDir(),
+		ClientURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", freePort(t))},
+		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		Fast:       true,
+	}}
+	m.restart(ctx)
+	t.Cleanup(func() { m.srv.Close() }) // the member running at the end
+	return m
+}
+
+// restart starts the member again after srv.Close.
+func (m *etcdMember) restart(ctx context.Context) {
+	srv, err := etcdserver.Start(ctx, m.cfg)
+	require.NoError(m.t, err)
+	m.srv = srv
 }
 
 func freePort(t *testing.T) int {

@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"google.golang.org/grpc/backoff"
 
 	"github.com/seed-a1ce88ea/fleet/agent/internal/hosttest"
-	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
@@ -25,17 +23,9 @@ func TestAtMostOnceWhileLeaseInDoubt(t *testing.T) {
 	h := hosttest.Host(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := etcdserver.Config{
-		DataDir:    t.TempDir(),
-		ClientURLs: []string{fmt.Sprintf("http://127.0.0.1:%d", freePort(t))},
-		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		Fast:       true,
-	}
-	srv, err := etcdserver.Start(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { srv.Close() }) // the member running at the end
+	etcd := startEtcdMember(ctx, t)
 	// Reconnect within a second, as fleetd's client does.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second,
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.srv.Endpoints(), DialTimeout: 5 * time.Second,
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
 			MinConnectTimeout: time.Second,
@@ -56,7 +46,7 @@ func TestAtMostOnceWhileLeaseInDoubt(t *testing.T) {
 	pids := map[string]string{plain: e.show(plain, "MainPID"), pinned: e.show(pinned, "MainPID")}
 
 	down := time.Now() // Close stops serving at once, then takes a while
-	srv.Close()
+	etcd.srv.Close()
 	require.Eventually(t, func() bool { return e.show(amo, "ActiveState") == "inactive" }, e.ttl, 20*time.Millisecond,
 		"the at-most-once unit stops while the lease is in doubt")
 	stopped := time.Now()
@@ -69,8 +59,7 @@ func TestAtMostOnceWhileLeaseInDoubt(t *testing.T) {
 		require.Equal(t, pid, e.show(u, "MainPID"), "%s runs on untouched", u)
 	}
 
-	srv, err = etcdserver.Start(ctx, cfg)
-	require.NoError(t, err)
+	etcd.restart(ctx)
 	back := time.Now()
 	require.Eventually(t, func() bool { return e.show(amo, "ActiveState") == "active" }, waitTimeout, 20*time.Millisecond,
 		"the at-most-once unit starts again once the lease is renewed")

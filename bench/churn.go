@@ -70,7 +70,7 @@ func RunChurn(ctx context.Context, cli *clientv3.Client, endpoint string, c Chur
 		if err != nil {
 			return nil, err
 		}
-		a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: NewMemorySystemd(), Log: log})
+		a := agent.New(agent.Config{Registry: reg, Presence: p, Systemd: NewMemorySystemd(), Log: log.With("machine", p.Machine().ID)})
 		done := make(chan struct{})
 		go func() { defer close(done); _ = a.Run(ctx) }()
 		stopAll = append(stopAll, func() { <-done; p.Close() })

@@ -29,20 +29,17 @@ func (m *Manager) HostUnit(ctx context.Context, name string) (string, error) {
 	if _, err := m.filePath(name); err != nil {
 		return "", fmt.Errorf("look for host unit: %w", err)
 	}
-	var props map[string]any
-	err := m.call(ctx, func(c *sddbus.Conn) error {
-		var err error
-		props, err = c.GetUnitPropertiesContext(ctx, name)
-		return err
-	})
-	if err != nil {
-		return "", fmt.Errorf("look for host unit %s: %w", name, wrapDBus(err))
+	// Two properties, not the Unit interface's hundred-odd: LoadState,
+	// and FragmentPath only when systemd found something.
+	load, err := m.unitProperty(ctx, name, "LoadState")
+	if err != nil || load == "not-found" {
+		return "", err
 	}
-	load, _ := props["LoadState"].(string)
-	frag, _ := props["FragmentPath"].(string)
+	frag, err := m.unitProperty(ctx, name, "FragmentPath")
+	if err != nil {
+		return "", err
+	}
 	switch {
-	case load == "not-found":
-		return "", nil
 	case frag != "" && m.fleets(frag):
 		return "", nil
 	case load == "masked" && frag != "":
@@ -57,6 +54,21 @@ func (m *Manager) HostUnit(ctx context.Context, name string) (string, error) {
 	// Not loadable for another reason (bad-setting, error) and without a
 	// file: nothing of the host's to shadow.
 	return "", nil
+}
+
+// unitProperty reads one string property of name's Unit interface.
+func (m *Manager) unitProperty(ctx context.Context, name, prop string) (string, error) {
+	var p *sddbus.Property
+	err := m.call(ctx, func(c *sddbus.Conn) error {
+		var err error
+		p, err = c.GetUnitPropertyContext(ctx, name, prop)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("look for host unit %s: %w", name, wrapDBus(err))
+	}
+	v, _ := p.Value.Value().(string)
+	return v, nil
 }
 
 // fleets reports whether frag, a unit file path as systemd sees it, is
