@@ -151,16 +151,10 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1, perfDir 
 	}
 	defer os.RemoveAll(etcdDir)
 	log.Info("booting hosts (waits for the machine-wide hosts lock if other tests hold it)", "hosts", run.Hosts)
-	c, err := platform.Start(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Log: log}, N: run.Hosts, EtcdDir: etcdDir})
-	if c != nil {
-		defer func() {
-			if err := c.Close(); err != nil {
-				log.Warn("close hosts", "err", err)
-			}
-		}()
-	}
+	c, closeHosts, err := bootHosts(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Log: log}, N: run.Hosts, EtcdDir: etcdDir}, log)
+	defer closeHosts()
 	if err != nil {
-		return nil, fmt.Errorf("boot hosts: %w", err)
+		return nil, err
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(c.EtcdServers, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {

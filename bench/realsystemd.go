@@ -55,16 +55,10 @@ func RunReal(ctx context.Context, cfg RealConfig, log *slog.Logger) (*RealResult
 	defer os.RemoveAll(etcdDir)
 	log.Info("booting 3 hosts (waits for the machine-wide hosts lock if other tests hold it)")
 	t := time.Now()
-	c, err := platform.Start(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Log: log}, N: 3, EtcdDir: etcdDir})
-	if c != nil {
-		defer func() {
-			if err := c.Close(); err != nil {
-				log.Warn("close hosts", "err", err)
-			}
-		}()
-	}
+	c, closeHosts, err := bootHosts(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Log: log}, N: 3, EtcdDir: etcdDir}, log)
+	defer closeHosts()
 	if err != nil {
-		return nil, fmt.Errorf("boot hosts: %w", err)
+		return nil, err
 	}
 	r.BootTime = time.Since(t)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(c.EtcdServers, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
@@ -350,4 +344,22 @@ func hostBinaries(ctx context.Context, moduleRoot, benchmark string, log *slog.L
 		return "", err
 	}
 	return binDir, nil
+}
+
+// bootHosts starts the hosts (and etcd) of a real-host benchmark. closeHosts,
+// never nil, shuts them down, logging a failure; defer it before checking err.
+func bootHosts(ctx context.Context, opts platform.Options, log *slog.Logger) (*platform.Cluster, func(), error) {
+	c, err := platform.Start(ctx, opts)
+	closeHosts := func() {
+		if c == nil {
+			return
+		}
+		if err := c.Close(); err != nil {
+			log.Warn("close hosts", "err", err)
+		}
+	}
+	if err != nil {
+		return nil, closeHosts, fmt.Errorf("boot hosts: %w", err)
+	}
+	return c, closeHosts, nil
 }

@@ -60,16 +60,10 @@ func RunTLSCost(ctx context.Context, cfg TLSCostConfig, log *slog.Logger) ([]TLS
 func tlsCostOnce(ctx context.Context, cfg TLSCostConfig, binDir string, secure bool, log *slog.Logger) (TLSFigures, error) {
 	f := TLSFigures{Secure: secure, Units: cfg.Units}
 	log.Info("booting 3 hosts and a 3-member etcd", "secure", secure)
-	c, err := platform.Start(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Etcd: 3, Log: log}, N: 3, Insecure: !secure})
-	if c != nil {
-		defer func() {
-			if err := c.Close(); err != nil {
-				log.Warn("close hosts", "err", err)
-			}
-		}()
-	}
+	c, closeHosts, err := bootHosts(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Etcd: 3, Log: log}, N: 3, Insecure: !secure}, log)
+	defer closeHosts()
 	if err != nil {
-		return f, fmt.Errorf("boot hosts: %w", err)
+		return f, err
 	}
 	h1 := c.Hosts()[0]
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + binDir, "FLEETCTL_ENDPOINT=http://" + h1.IP + ":" + platform.APIPort}

@@ -591,6 +591,7 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 			stop()
 			return nil
 		case reply := <-e.countReq:
+			stop()
 			reply <- st.counts()
 			continue
 		case <-release:

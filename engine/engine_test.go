@@ -306,24 +306,33 @@ func TestEngineDeposedLeaderWritesNothing(t *testing.T) {
 	}
 }
 
+// versionedEngines is the version tests' cluster: one machine, start runs
+// an engine of the given version (GCInterval gc), stored reads the version
+// recorded in etcd.
+func versionedEngines(t *testing.T, gc time.Duration) (ctx context.Context, reg *registry.Registry,
+	start func(version string) (*engine.Engine, context.CancelFunc), stored func() string) {
+	reg = registry.New(etcdtest.Start(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	register(t, ctx, reg, "m1", nil, 5*time.Second)
+	start = func(version string) (*engine.Engine, context.CancelFunc) {
+		return startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e-" + version, Version: version,
+			LeaderTTL: time.Second, ReconcileInterval: 200 * time.Millisecond, GCInterval: gc})
+	}
+	stored = func() string {
+		v, _, err := reg.EngineVersion(ctx)
+		require.NoError(t, err)
+		return v
+	}
+	return ctx, reg, start, stored
+}
+
 // TestEngineVersionGuard: the highest engine version that led is recorded;
 // an older engine never leads; a newer one leads and records itself; a
 // version that does not parse (a development build) leads without being
 // recorded.
 func TestEngineVersionGuard(t *testing.T) {
-	reg := registry.New(etcdtest.Start(t).Client(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	register(t, ctx, reg, "m1", nil, 5*time.Second)
-	start := func(version string) (*engine.Engine, context.CancelFunc) {
-		return startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e-" + version, Version: version,
-			LeaderTTL: time.Second, ReconcileInterval: 200 * time.Millisecond})
-	}
-	stored := func() string {
-		v, _, err := reg.EngineVersion(ctx)
-		require.NoError(t, err)
-		return v
-	}
+	ctx, reg, start, stored := versionedEngines(t, 0)
 
 	v2, stop := start("v2.0.0")
 	require.Eventually(t, v2.Leading, 5*time.Second, 10*time.Millisecond)
@@ -465,19 +474,7 @@ func TestEngineReportsEachPlanWritten(t *testing.T) {
 // claims the cluster, and when an older build recorded it, the record is
 // treated as absent, so a real engine leads and replaces it.
 func TestEngineVersionDigitsOnly(t *testing.T) {
-	reg := registry.New(etcdtest.Start(t).Client(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	register(t, ctx, reg, "m1", nil, 5*time.Second)
-	start := func(version string) (*engine.Engine, context.CancelFunc) {
-		return startEngineWith(t, ctx, engine.Config{Registry: reg, ID: "e-" + version, Version: version,
-			LeaderTTL: time.Second, ReconcileInterval: 200 * time.Millisecond, GCInterval: -1})
-	}
-	stored := func() string {
-		v, _, err := reg.EngineVersion(ctx)
-		require.NoError(t, err)
-		return v
-	}
+	ctx, reg, start, stored := versionedEngines(t, -1)
 
 	hash, stop := start("3146401")
 	require.Eventually(t, hash.Leading, 5*time.Second, 10*time.Millisecond)

@@ -44,7 +44,7 @@ func (r rejection) ok() bool { return r.kind == rejNone }
 // machine running a unit it replaces displaces that unit (see displaces).
 // For the replaced unit it is one: it may not run where its replacer runs.
 func (s *Scheduler) check(u *ustate, m *mstate) rejection {
-	if id := u.Fleet.MachineID; id != "" && !matchMachineID(m.ID, id) {
+	if id := u.Fleet.MachineID; id != "" && !unit.MatchMachineID(m.ID, id) {
 		return rejection{kind: rejMachineID}
 	}
 	if u.pool != nil && !u.pool.has(m) {
@@ -87,12 +87,6 @@ func (s *Scheduler) displaces(u *ustate, m *mstate) bool {
 		}
 	}
 	return false
-}
-
-// matchMachineID is fleet's rule: the full machine ID, or its 8-character
-// short form as fleetctl prints it. Other prefixes do not match.
-func matchMachineID(machineID, want string) bool {
-	return unit.MatchMachineID(machineID, want)
 }
 
 const shortIDLen = 8

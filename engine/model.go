@@ -596,18 +596,14 @@ func parkable(u *ustate, id string) bool {
 	if !u.wants() || u.Invalid != "" {
 		return false
 	}
-	return u.Fleet.Global || pinned(u, id) || u.AtMostOnce
-}
-
-func pinned(u *ustate, id string) bool {
-	return u.Fleet.MachineID != "" && matchMachineID(id, u.Fleet.MachineID)
+	return u.Fleet.Global || u.Fleet.PinnedTo(id) || u.AtMostOnce
 }
 
 // held reports whether u's placement on the absent machine id is parked
 // only because u runs at most once: it could run elsewhere, but not before
 // its copy on id has surely stopped.
 func held(u *ustate, id string) bool {
-	return u.AtMostOnce && !u.Fleet.Global && !pinned(u, id)
+	return u.AtMostOnce && !u.Fleet.Global && !u.Fleet.PinnedTo(id)
 }
 
 // Held returns the absent machines with held placements (see held), sorted.

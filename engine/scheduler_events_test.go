@@ -361,7 +361,7 @@ func checkInvariants(t *testing.T, h *harness) {
 			m := s.machines[id]
 			require.NotNil(t, m, "%s on gone machine %s", name, id)
 			if u.Fleet.MachineID != "" {
-				require.True(t, matchMachineID(id, u.Fleet.MachineID), "%s MachineID", name)
+				require.True(t, unit.MatchMachineID(id, u.Fleet.MachineID), "%s MachineID", name)
 			}
 			require.True(t, u.Fleet.MatchesMetadata(m.Metadata), "%s metadata on %s", name, id)
 			for _, peer := range u.Fleet.MachineOf {
