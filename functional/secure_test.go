@@ -117,14 +117,8 @@ func TestSecureCluster(t *testing.T) {
 
 	t.Run("a client certificate of role read lists but cannot start", func(t *testing.T) {
 		e.scenario(t)
-		ca, err := pki.LoadCA(sec.CAFile, filepath.Join(sec.Dir, "ca-key.pem"))
+		cert, key, err := sec.Issue("auditor", pki.CertRequest{Kind: pki.Client, CommonName: "auditor", Role: pki.RoleRead})
 		require.NoError(t, err)
-		certPEM, keyPEM, err := ca.Issue(pki.CertRequest{Kind: pki.Client, CommonName: "auditor", Role: pki.RoleRead, Validity: time.Hour})
-		require.NoError(t, err)
-		dir := t.TempDir()
-		cert, key := filepath.Join(dir, "auditor.pem"), filepath.Join(dir, "auditor-key.pem")
-		require.NoError(t, os.WriteFile(cert, certPEM, 0o600))
-		require.NoError(t, os.WriteFile(key, keyPEM, 0o600))
 		env := []string{"FLEETCTL_ENDPOINT=" + endpoint(h2), "FLEETCTL_CA_FILE=" + sec.CAFile, "FLEETCTL_CERT_FILE=" + cert, "FLEETCTL_KEY_FILE=" + key}
 		out, err := workstation(t, env, "list-units")
 		require.NoError(t, err, out)
