@@ -10,6 +10,8 @@ import (
 
 // TestEmbeddedEtcd runs fleet with no etcd configured, on one host: fleetd
 // runs an embedded single-member etcd, so one machine is a working cluster.
+// The same host also runs what its own systemd does to fleetd
+// (systemdOnTheHost).
 func TestEmbeddedEtcd(t *testing.T) {
 	e := boot(t, spec{hosts: 1, etcd: etcdEmbedded, docker: dockerShared,
 		conf: map[string]string{"embedded_etcd_client_urls": "http://127.0.0.1:2379"}})
@@ -37,4 +39,6 @@ func TestEmbeddedEtcd(t *testing.T) {
 		require.Contains(t, e.fleetctl(t, h1, "list-units", "--no-legend"), "hello.service")
 		require.Equal(t, pid, mainPID(t, e.ctx, h1, "hello.service"), "the unit keeps running")
 	})
+
+	e.systemdOnTheHost(t, h1)
 }

@@ -117,14 +117,8 @@ func TestSecureCluster(t *testing.T) {
 
 	t.Run("a client certificate of role read lists but cannot start", func(t *testing.T) {
 		e.scenario(t)
-		ca, err := pki.LoadCA(sec.CAFile, filepath.Join(sec.Dir, "ca-key.pem"))
+		cert, key, err := sec.Issue("auditor", pki.CertRequest{Kind: pki.Client, CommonName: "auditor", Role: pki.RoleRead})
 		require.NoError(t, err)
-		certPEM, keyPEM, err := ca.Issue(pki.CertRequest{Kind: pki.Client, CommonName: "auditor", Role: pki.RoleRead, Validity: time.Hour})
-		require.NoError(t, err)
-		dir := t.TempDir()
-		cert, key := filepath.Join(dir, "auditor.pem"), filepath.Join(dir, "auditor-key.pem")
-		require.NoError(t, os.WriteFile(cert, certPEM, 0o600))
-		require.NoError(t, os.WriteFile(key, keyPEM, 0o600))
 		env := []string{"FLEETCTL_ENDPOINT=" + endpoint(h2), "FLEETCTL_CA_FILE=" + sec.CAFile, "FLEETCTL_CERT_FILE=" + cert, "FLEETCTL_KEY_FILE=" + key}
 		out, err := workstation(t, env, "list-units")
 		require.NoError(t, err, out)
@@ -143,19 +137,10 @@ func TestSecureCluster(t *testing.T) {
 	})
 
 	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
-		dir := t.TempDir()
-		caPEM, caKeyPEM, err := pki.CreateCA("rogue CA", 2*time.Hour)
+		// Another cluster's credentials: an admin client certificate of a CA this one does not trust.
+		rogue, err := platform.NewSecurity(t.TempDir(), nil)
 		require.NoError(t, err)
-		caFile, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
-		require.NoError(t, os.WriteFile(caFile, caPEM, 0o600))
-		require.NoError(t, os.WriteFile(caKey, caKeyPEM, 0o600))
-		rogue, err := pki.LoadCA(caFile, caKey)
-		require.NoError(t, err)
-		certPEM, keyPEM, err := rogue.Issue(pki.CertRequest{Kind: pki.Client, CommonName: "admin", Role: pki.RoleAdmin, Validity: time.Hour})
-		require.NoError(t, err)
-		cert, key := filepath.Join(dir, "rogue.pem"), filepath.Join(dir, "rogue-key.pem")
-		require.NoError(t, os.WriteFile(cert, certPEM, 0o600))
-		require.NoError(t, os.WriteFile(key, keyPEM, 0o600))
+		cert, key := rogue.AdminCertFile, rogue.AdminKeyFile
 
 		pair, err := tls.LoadX509KeyPair(cert, key)
 		require.NoError(t, err)

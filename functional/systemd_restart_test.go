@@ -8,17 +8,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a1ce88ea/fleet/functional/platform"
+	"github.com/seed-a1ce88ea/fleet/internal/hosts"
 )
 
-// TestSystemdOnTheHost runs what a machine's own systemd does to fleetd on
-// one host: systemd re-executing itself (a systemd upgrade), and units of
-// the host's own that fleet must not shadow. fleetd talks to systemd over
-// its private socket here, as in production.
-func TestSystemdOnTheHost(t *testing.T) {
-	e := boot(t, spec{hosts: 1, etcd: etcdEmbedded, docker: dockerShared,
-		conf: map[string]string{"embedded_etcd_client_urls": "http://127.0.0.1:2379"}})
-	h1 := e.Host("h1")
-
+// systemdOnTheHost runs what a machine's own systemd does to fleetd on h1:
+// systemd re-executing itself (a systemd upgrade), and units of the host's
+// own that fleet must not shadow. fleetd talks to systemd over its private
+// socket here, as in production. TestEmbeddedEtcd runs it on its one host.
+func (e *env) systemdOnTheHost(t *testing.T, h1 *hosts.Host) {
 	t.Run("daemon-reexec leaves units running and fleet working", func(t *testing.T) {
 		e.scenario(t)
 		writeUnit(t, h1, "before.service", sleeperUnit)

@@ -67,7 +67,7 @@ func NewSecurity(dir string, etcdHosts []string) (*Security, error) {
 	if s.ca, err = pki.LoadCA(s.CAFile, caKey); err != nil {
 		return nil, fmt.Errorf("security: %w", err)
 	}
-	if s.AdminCertFile, s.AdminKeyFile, err = s.issue("admin", pki.CertRequest{Kind: pki.Client, CommonName: "admin", Role: pki.RoleAdmin}); err != nil {
+	if s.AdminCertFile, s.AdminKeyFile, err = s.Issue("admin", pki.CertRequest{Kind: pki.Client, CommonName: "admin", Role: pki.RoleAdmin}); err != nil {
 		return nil, err
 	}
 	for _, tok := range []*string{&s.AdminToken, &s.ReadToken} {
@@ -82,7 +82,7 @@ func NewSecurity(dir string, etcdHosts []string) (*Security, error) {
 		return nil, err
 	}
 	if len(etcdHosts) > 0 {
-		cert, key, err := s.issue("etcd", pki.CertRequest{Kind: pki.Peer, CommonName: "etcd", Hosts: etcdHosts})
+		cert, key, err := s.Issue("etcd", pki.CertRequest{Kind: pki.Peer, CommonName: "etcd", Hosts: etcdHosts})
 		if err != nil {
 			return nil, err
 		}
@@ -92,8 +92,9 @@ func NewSecurity(dir string, etcdHosts []string) (*Security, error) {
 	return s, nil
 }
 
-// issue writes a certificate and its key as dir/name.pem and dir/name-key.pem.
-func (s *Security) issue(name string, req pki.CertRequest) (certFile, keyFile string, err error) {
+// Issue signs a certificate for req with the cluster's CA and writes it
+// and its key as Dir/name.pem and Dir/name-key.pem.
+func (s *Security) Issue(name string, req pki.CertRequest) (certFile, keyFile string, err error) {
 	req.Validity = certValidity
 	certPEM, keyPEM, err := s.ca.Issue(req)
 	if err != nil {
@@ -111,7 +112,7 @@ func (s *Security) Tokens() string {
 // InstallHost writes h's peer certificate (for its name and IP), the CA and
 // the tokens file into h, where APIConf and EtcdClientConf name them.
 func (s *Security) InstallHost(h *hosts.Host) error {
-	cert, key, err := s.issue("fleetd-"+h.Name, pki.CertRequest{Kind: pki.Peer, CommonName: h.Name, Hosts: []string{h.IP, h.Name}})
+	cert, key, err := s.Issue("fleetd-"+h.Name, pki.CertRequest{Kind: pki.Peer, CommonName: h.Name, Hosts: []string{h.IP, h.Name}})
 	if err != nil {
 		return err
 	}
