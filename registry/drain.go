@@ -1,0 +1,162 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ErrDraining is returned by Drain when the machine is draining already.
+var ErrDraining = errors.New("machine is draining already")
+
+// ErrNotDraining is returned by Undrain when the machine is not draining.
+var ErrNotDraining = errors.New("machine is not draining")
+
+// Drain reasons: who asked for it. A drain asked by an operator is undone
+// only by an operator; one asked by the reboot coordinator is undone by it
+// once the machine is back.
+const (
+	DrainByUser   = "user"
+	DrainByReboot = "reboot"
+)
+
+// DrainRecord is a machine being drained, stored at P/drain/<machine ID>
+// without a lease: it outlives the machine's presence, so a drained machine
+// that reboots comes back drained until it is undrained.
+//
+// The engine leader places nothing new on a draining machine and moves its
+// movable units elsewhere (make-before-break where the unit allows);
+// Deadline, when set, is when the rest is stopped. Done is set by the engine
+// leader once nothing movable is left on the machine.
+type DrainRecord struct {
+	Machine       string    `json:"-"`
+	Since         time.Time `json:"since"`
+	Deadline      time.Time `json:"deadline,omitzero"`
+	IncludeGlobal bool      `json:"includeGlobal,omitempty"`
+	By            string    `json:"by"`                 // DrainByUser or DrainByReboot
+	Identity      string    `json:"identity,omitempty"` // the API caller who asked
+	Done          time.Time `json:"done,omitzero"`
+	Rev           int64     `json:"-"` // mod revision, for SetDrainDone's fence
+}
+
+// Draining reports whether the machine is still being drained.
+func (d DrainRecord) Draining() bool { return d.Done.IsZero() }
+
+func (k keys) drains() string                { return k.prefix + "drain/" }
+func (k keys) drainMachine(id string) string { return k.drains() + id }
+
+func decodeDrain(id string, v []byte) (DrainRecord, error) {
+	var d DrainRecord
+	if err := json.Unmarshal(v, &d); err != nil {
+		return d, fmt.Errorf("decode drain record of %s: %w", id, err)
+	}
+	d.Machine = id
+	return d, nil
+}
+
+func validMachineID(id string) error {
+	if id == "" || strings.Contains(id, "/") {
+		return fmt.Errorf("invalid machine ID %q", id)
+	}
+	return nil
+}
+
+// Drain starts draining machine d.Machine. It fails with ErrDraining when a
+// drain record exists already, and writes nothing then.
+func (r *Registry) Drain(ctx context.Context, d DrainRecord) error {
+	if err := validMachineID(d.Machine); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	if d.By == "" {
+		d.By = DrainByUser
+	}
+	d.Done = time.Time{}
+	key := r.keys.drainMachine(d.Machine)
+	resp, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, mustJSON(d))})
+	if err != nil {
+		return fmt.Errorf("drain %s: %w", d.Machine, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("drain %s: %w", d.Machine, ErrDraining)
+	}
+	return nil
+}
+
+// Undrain ends the drain of machine id: it may take placements again. It
+// fails with ErrNotDraining when there is no drain record.
+func (r *Registry) Undrain(ctx context.Context, id string) error {
+	if err := validMachineID(id); err != nil {
+		return fmt.Errorf("undrain: %w", err)
+	}
+	ctx, cancel := r.reqCtx(ctx)
+	defer cancel()
+	resp, err := r.cli.Delete(ctx, r.keys.drainMachine(id))
+	if err != nil {
+		return fmt.Errorf("undrain %s: %w", id, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("undrain %s: %w", id, ErrNotDraining)
+	}
+	return nil
+}
+
+// DrainOf returns machine id's drain record; ok is false when it is not
+// draining.
+func (r *Registry) DrainOf(ctx context.Context, id string) (d DrainRecord, ok bool, err error) {
+	resp, err := r.get(ctx, r.keys.drainMachine(id))
+	if err != nil {
+		return d, false, fmt.Errorf("read drain of %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return d, false, nil
+	}
+	d, err = decodeDrain(id, resp.Kvs[0].Value)
+	d.Rev = resp.Kvs[0].ModRevision
+	return d, err == nil, err
+}
+
+// Drains returns every drain record by machine ID, and the revision read.
+func (r *Registry) Drains(ctx context.Context) (map[string]DrainRecord, int64, error) {
+	resp, err := r.get(ctx, r.keys.drains(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("read drains: %w", err)
+	}
+	out := make(map[string]DrainRecord, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		id := strings.TrimPrefix(string(kv.Key), r.keys.drains())
+		d, err := decodeDrain(id, kv.Value)
+		if err != nil {
+			return nil, 0, err
+		}
+		d.Rev = kv.ModRevision
+		out[id] = d
+	}
+	return out, resp.Header.Revision, nil
+}
+
+// SetDrainDone records, fenced by the leadership and by the record being the
+// one read (d.Rev), that nothing movable is left on d.Machine.
+func (r *Registry) SetDrainDone(ctx context.Context, lead *Leadership, d DrainRecord, at time.Time) error {
+	key := r.keys.drainMachine(d.Machine)
+	d.Done = at
+	resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence(), clientv3.Compare(clientv3.ModRevision(key), "=", d.Rev)},
+		[]clientv3.Op{clientv3.OpPut(key, mustJSON(d))})
+	if err != nil {
+		return fmt.Errorf("mark drain of %s done: %w", d.Machine, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("mark drain of %s done: %w (or the record changed)", d.Machine, ErrNotLeader)
+	}
+	return nil
+}
+
+// WatchDrains streams drain record changes after rev; Key is the machine ID.
+func (r *Registry) WatchDrains(ctx context.Context, rev int64) <-chan Event[DrainRecord] {
+	return watchPrefix(ctx, r.cli, r.keys.drains(), rev, decodeDrain)
+}

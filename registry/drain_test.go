@@ -1,0 +1,49 @@
+package registry_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a1ce88ea/fleet/registry"
+)
+
+// TestDrainRecord: a drain is set once, read back, marked done only by the
+// leader on the record it read, and undone once.
+func TestDrainRecord(t *testing.T) {
+	reg, ctx := newRegistry(t)
+	events := reg.WatchDrains(ctx, 0)
+	since := time.Now().UTC().Truncate(time.Second)
+	d := registry.DrainRecord{Machine: "m1", Since: since, Deadline: since.Add(time.Minute), Identity: "alice"}
+	require.NoError(t, reg.Drain(ctx, d))
+	require.ErrorIs(t, reg.Drain(ctx, d), registry.ErrDraining)
+	require.Error(t, reg.Drain(ctx, registry.DrainRecord{Machine: "a/b"}))
+
+	got, ok, err := reg.DrainOf(ctx, "m1")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.True(t, got.Draining())
+	require.Equal(t, registry.DrainByUser, got.By)
+	require.True(t, got.Deadline.Equal(since.Add(time.Minute)))
+	ev := <-events
+	require.Equal(t, "m1", ev.Key)
+	require.Equal(t, "alice", ev.Value.Identity)
+
+	lead, err := reg.Campaign(ctx, "engine-a", time.Second)
+	require.NoError(t, err)
+	defer func() { _ = lead.Resign(ctx) }()
+	stale := got
+	stale.Rev--
+	require.Error(t, reg.SetDrainDone(ctx, lead, stale, time.Now()), "a record changed since it was read is not marked")
+	require.NoError(t, reg.SetDrainDone(ctx, lead, got, time.Now()))
+	all, _, err := reg.Drains(ctx)
+	require.NoError(t, err)
+	require.False(t, all["m1"].Draining())
+
+	require.NoError(t, reg.Undrain(ctx, "m1"))
+	require.ErrorIs(t, reg.Undrain(ctx, "m1"), registry.ErrNotDraining)
+	_, ok, err = reg.DrainOf(ctx, "m1")
+	require.NoError(t, err)
+	require.False(t, ok)
+}
