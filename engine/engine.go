@@ -270,7 +270,15 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	reg := e.cfg.Registry
 	ticker := time.NewTicker(e.cfg.ReconcileInterval)
 	defer ticker.Stop()
-	var st *leaderState
+	st := newLeaderState()
+	st.atMostOnceDefault = e.cfg.AtMostOnceDefault
+	st.dr.feed = newDrainFeed(reg, e.log)
+	wg.Go(func() { st.dr.feed.run(ctx) })
+	select {
+	case <-st.dr.feed.ready: // the first plan must know which machines are draining
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	for ctx.Err() == nil {
 		unitRev, machineRev, err := e.sync(ctx, lead, &st)
 		if errors.Is(err, registry.ErrNotLeader) {
@@ -333,6 +341,8 @@ type leaderState struct {
 
 	atMostOnceDefault bool
 	leftAt            map[string]time.Time // absent machine -> when this term saw its held placements (Scheduler.Held)
+
+	dr drainRun // drains and moves (drain_leader.go)
 }
 
 // fleetBody is a unit body reduced to what scheduling needs: its [X-Fleet]
@@ -519,6 +529,7 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 		st.sched.RefreshReasons()
 	}
 	st.pending = map[string]registry.Unit{}
+	st.stepDrains(time.Now())
 	plan := st.sched.Plan()
 	want := st.sched.Unplaced()
 	st.reasons = reasons
@@ -526,7 +537,11 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 	e.unplaced = maps.Clone(want)
 	e.mu.Unlock()
 	e.log.Debug("cluster read", "units", len(units), "machines", len(machines), "placements", len(placements), "took", time.Since(start))
-	return unitRev, machineRev, e.write(ctx, lead, st, plan.Ops, reasonDiff(reasons, want), start)
+	if err := e.write(ctx, lead, st, plan.Ops, reasonDiff(reasons, want), start); err != nil {
+		return 0, 0, err
+	}
+	e.finishDrains(ctx, lead, st)
+	return unitRev, machineRev, nil
 }
 
 // resync feeds the scheduler the differences between its model and etcd.
@@ -598,6 +613,7 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 			if err := e.release(ctx, lead, st); err != nil {
 				return err
 			}
+		case <-st.drainKick():
 		case ev, ok := <-unitEvents:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
@@ -763,6 +779,7 @@ func (e *Engine) fetchPending(ctx context.Context, st *leaderState) error {
 
 // decide plans what the events touched and writes it.
 func (e *Engine) decide(ctx context.Context, lead *registry.Leadership, st *leaderState, start time.Time) error {
+	st.stepDrains(start)
 	plan := st.sched.Plan()
 	var rops []registry.UnplacedOp
 	for _, name := range sortedKeys(plan.Unplaced) {
@@ -781,7 +798,11 @@ func (e *Engine) decide(ctx context.Context, lead *registry.Leadership, st *lead
 		delete(e.unplaced, name)
 	}
 	e.mu.Unlock()
-	return e.write(ctx, lead, st, plan.Ops, rops, start)
+	if err := e.write(ctx, lead, st, plan.Ops, rops, start); err != nil {
+		return err
+	}
+	e.finishDrains(ctx, lead, st)
+	return nil
 }
 
 // reasonDiff returns the writes that turn the stored reasons into want.

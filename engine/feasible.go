@@ -22,6 +22,7 @@ const (
 	rejMachineOf            // a MachineOf peer does not run on the machine
 	rejConflict             // a unit there matches the unit's Conflicts, or the other way round
 	rejReplaced             // a unit there replaces this one
+	rejDraining             // the machine is draining: it takes no new unit (drain.go)
 )
 
 // rejection is one machine's answer for one unit: why not, and which other
@@ -44,6 +45,9 @@ func (r rejection) ok() bool { return r.kind == rejNone }
 // machine running a unit it replaces displaces that unit (see displaces).
 // For the replaced unit it is one: it may not run where its replacer runs.
 func (s *Scheduler) check(u *ustate, m *mstate) rejection {
+	if s.drainRejects(u, m) {
+		return rejection{kind: rejDraining, other: m.ID}
+	}
 	if id := u.Fleet.MachineID; id != "" && !unit.MatchMachineID(m.ID, id) {
 		return rejection{kind: rejMachineID}
 	}
@@ -197,6 +201,9 @@ func (s *Scheduler) whyNowhere(u *ustate) string {
 	}
 	others := map[rejectKind]map[string]bool{}
 	for _, m := range cands {
+		if m.ID == s.dr.skip {
+			continue
+		}
 		r := s.check(u, m)
 		if r.ok() {
 			continue
@@ -225,8 +232,14 @@ func (s *Scheduler) whyNowhere(u *ustate) string {
 			parts = append(parts, "replaced by "+listNames(names))
 		}
 	}
-	if len(parts) == 0 {
+	draining := others[rejDraining]
+	switch {
+	case len(parts) == 0 && draining != nil:
+		return "draining: " + listNames(draining) + " (the only machines that may take it)"
+	case len(parts) == 0:
 		return "no machine can take it"
+	case draining != nil:
+		return strings.Join(parts, "; ") + " " + where + "; draining: " + listNames(draining)
 	}
 	return strings.Join(parts, "; ") + " " + where
 }
@@ -358,6 +371,9 @@ func (s *Scheduler) stays(u *ustate, m *mstate) bool {
 	if u.Invalid != "" {
 		// Its options are unknown: keep what runs, as it is.
 		return true
+	}
+	if stay, ok := s.staysMoving(u, m); ok {
+		return stay
 	}
 	if !u.Fleet.Global && u.on.len() > 1 {
 		// Duplicates (a leader that crashed mid-write, a resync): the first

@@ -99,6 +99,8 @@ type Scheduler struct {
 	stale      map[string]struct{} // unplaced units whose reason may have changed
 	staleSmall bool                // a machine left or changed: refresh reasons of units with few candidates
 
+	dr drainState // drains and moves, see drain.go
+
 	plan    Plan
 	cleared map[string]struct{}
 	epoch   int // counts plans, see ustate.moves
@@ -501,7 +503,7 @@ func (s *Scheduler) placeNext() {
 func (s *Scheduler) best(u *ustate) *mstate {
 	var found, fallback *mstate
 	try := func(m *mstate) bool {
-		if !s.check(u, m).ok() {
+		if u.on.has(m.ID) || !s.check(u, m).ok() {
 			return true
 		}
 		if s.displaces(u, m) {
@@ -549,6 +551,9 @@ func (s *Scheduler) runRefresh() {
 		}
 		for _, id := range u.on.ids() {
 			want := registry.Placement{Machine: id, Name: name, Hash: u.Hash, DesiredState: u.State}
+			if s.stoppedForMove(u, id) {
+				want.DesiredState = registry.StateLoaded
+			}
 			if cur, _ := u.on.get(id); cur != want {
 				u.on.put(want)
 				s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Put: true, Placement: want})

@@ -160,3 +160,27 @@ func (r *Registry) SetDrainDone(ctx context.Context, lead *Leadership, d DrainRe
 func (r *Registry) WatchDrains(ctx context.Context, rev int64) <-chan Event[DrainRecord] {
 	return watchPrefix(ctx, r.cli, r.keys.drains(), rev, decodeDrain)
 }
+
+// Machine states as list-machines shows them (the "state" field of the API's
+// machines).
+const (
+	MachineActive    = "active"
+	MachineDraining  = "draining"
+	MachineDrained   = "drained"
+	MachineRebooting = "rebooting"
+)
+
+// StateOf returns a machine's state from its drain record (nil: none) and
+// whether the reboot coordinator holds a reboot slot for it: rebooting wins,
+// then draining or drained, else active.
+func StateOf(d *DrainRecord, rebooting bool) string {
+	switch {
+	case rebooting:
+		return MachineRebooting
+	case d == nil:
+		return MachineActive
+	case d.Draining():
+		return MachineDraining
+	}
+	return MachineDrained
+}
