@@ -358,8 +358,10 @@ func (s *Scheduler) stepDrain(rec registry.DrainRecord, now time.Time, state Sta
 			st.Staying[f.Name] = fmt.Sprintf("runs next to its MachineOf peer %s, which stays: %s", peer, why)
 			continue
 		}
-		// It leaves with its peer (unplace has it checked).
-		st.Moving = append(st.Moving, f.Name)
+		if p := s.units[peer]; p == nil || !p.on.has(m.ID) {
+			continue // its peer left: the check unplace queued takes it off in this plan
+		}
+		st.Moving = append(st.Moving, f.Name) // it leaves with its peer
 	}
 	if len(st.Moving) == 0 || expired {
 		for _, g := range globals {
@@ -528,10 +530,13 @@ func (s *Scheduler) whyNowhereBut(u *ustate, skip string) string {
 	s.dr.skip = skip
 	defer func() { s.dr.skip = "" }()
 	why := s.whyNowhere(u)
-	if why == "no machine can take it" || why == "no machines are present" {
-		return "no other machine can take it"
+	switch {
+	case why != "no machine can take it" && why != "no machines are present":
+		return why
+	case u.pool != nil:
+		return "no other machine has metadata " + describeSelector(u.Fleet.MachineMetadata)
 	}
-	return why
+	return "no other machine can take it"
 }
 
 // Drains returns the drain records the scheduler holds.
