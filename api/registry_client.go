@@ -73,6 +73,9 @@ func (c *registryClient) Machines(ctx context.Context) ([]Machine, error) {
 		}
 		out[i] = wireMachine(m)
 	}
+	if err := c.machineStates(ctx, out, nil); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 

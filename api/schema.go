@@ -50,6 +50,9 @@ type Machine struct {
 	ID        string            `json:"id"`
 	PrimaryIP string            `json:"primaryIP"`
 	Metadata  map[string]string `json:"metadata"`
+	// State (an extension of fleet's schema) is active, draining, drained
+	// or rebooting (registry.StateOf).
+	State string `json:"state,omitempty"`
 }
 
 // UnitPage is one page of GET /fleet/v1/units. NextPageToken is absent on

@@ -171,6 +171,11 @@ func (s *server) routes() []route {
 		}},
 		{"/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery}},
 		{"/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events}},
+		{"/fleet/v1/machines/{id}/drain", map[string]http.HandlerFunc{
+			http.MethodPost:   s.drainMachine,
+			http.MethodDelete: s.undrainMachine,
+		}},
+		{"/fleet/v1/units/{name}/move", map[string]http.HandlerFunc{http.MethodPost: s.moveUnit}},
 	}
 }
 

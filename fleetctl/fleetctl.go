@@ -237,6 +237,9 @@ Version:
 		a.completionCommand(),
 		a.versionCommand(),
 		a.resetEngineVersionCommand(),
+		a.drainCommand(),
+		a.undrainCommand(),
+		a.mvCommand(),
 	)
 	addPrefixAliases(root)
 	return root

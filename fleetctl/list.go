@@ -152,6 +152,7 @@ func machineColumns() columns[api.Machine] {
 		},
 		"ip":       func(m api.Machine, _ view) string { return m.PrimaryIP },
 		"metadata": func(m api.Machine, _ view) string { return machine.FormatMetadata(m.Metadata) },
+		"state":    func(m api.Machine, _ view) string { return m.State },
 	}
 }
 
