@@ -151,6 +151,14 @@ type checker struct {
 	worstTwice time.Duration // the longest an AtMostOnce unit ran twice
 	samples    int
 	firstAt    time.Time // of the first systemd sample
+
+	// Set before run by groups that reuse the sampler (TestDrain): the
+	// units sampled (default chaos-*), the period (default
+	// chaosSampleEvery), and a hook called with every systemd sample, under
+	// the checker's lock.
+	pattern  string
+	every    time.Duration
+	onSample func(at time.Time, hosts map[*hosts.Host]hostSample)
 }
 
 func newChecker(t *testing.T, e *env, units []chaosUnit) *checker {
@@ -191,7 +199,11 @@ func (c *checker) run(ctx context.Context) {
 }
 
 func (c *checker) loop(ctx context.Context, sample func(context.Context, int)) {
-	tick := time.NewTicker(chaosSampleEvery)
+	every := c.every
+	if every <= 0 {
+		every = chaosSampleEvery
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for i := 0; ; i++ {
 		sample(ctx, i)
@@ -218,7 +230,11 @@ func (c *checker) sampleSystemd(ctx context.Context, _ int) {
 			}
 			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
-			units, err := systemdUnits(sctx, h, "chaos-*")
+			pattern := c.pattern
+			if pattern == "" {
+				pattern = "chaos-*"
+			}
+			units, err := systemdUnits(sctx, h, pattern)
 			if err != nil || h.Leader() != boot {
 				return // re-executing, booting or killed meanwhile: not known
 			}
@@ -269,6 +285,9 @@ func (c *checker) sampleSystemd(ctx context.Context, _ int) {
 		}
 	}
 	c.sampledAt = now
+	if c.onSample != nil {
+		c.onSample(now, c.hosts)
+	}
 	for _, u := range c.units {
 		if !u.atMostOnce {
 			continue
