@@ -70,6 +70,9 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 		"PUT /fleet/v1/machines":               auth.RoleAdmin,
 		"POST /fleet/v1/events":                auth.RoleAdmin,
 		"GET /fleet/v1/nothing":                auth.RoleRead, // 404 for a reader
+		"POST /fleet/v1/machines/{id}/drain":   auth.RoleAdmin,
+		"DELETE /fleet/v1/machines/{id}/drain": auth.RoleAdmin,
+		"POST /fleet/v1/units/{name}/move":     auth.RoleAdmin,
 		"GET /":                                auth.RoleAdmin,
 	}
 	var routed []string

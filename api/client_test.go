@@ -42,7 +42,7 @@ func TestClientRoundTrip(t *testing.T) {
 
 			ms, err := cl.Machines(ctx)
 			require.NoError(t, err)
-			require.Equal(t, []api.Machine{{ID: "m1", PrimaryIP: "10.0.0.1", Metadata: map[string]string{"disk": "ssd"}}}, ms)
+			require.Equal(t, []api.Machine{{ID: "m1", PrimaryIP: "10.0.0.1", Metadata: map[string]string{"disk": "ssd"}, State: "active"}}, ms)
 
 			warnings, err := cl.CreateUnit(ctx, &api.Unit{Name: "hello.service", Options: append(helloOpts[:2:2],
 				&api.UnitOption{Section: "X-Fleet", Name: "Bogus", Value: "1"})})

@@ -31,8 +31,8 @@ func TestMachineMetadataPatch(t *testing.T) {
 			ms, err := cl.Machines(ctx)
 			require.NoError(t, err)
 			require.Equal(t, []api.Machine{
-				{ID: "m1", PrimaryIP: "10.0.0.1", Metadata: map[string]string{"role": "web", "disk": "ssd"}},
-				{ID: "m2", PrimaryIP: "10.0.0.2", Metadata: map[string]string{"disk": "ssd"}},
+				{ID: "m1", PrimaryIP: "10.0.0.1", Metadata: map[string]string{"role": "web", "disk": "ssd"}, State: "active"},
+				{ID: "m2", PrimaryIP: "10.0.0.2", Metadata: map[string]string{"disk": "ssd"}, State: "active"},
 			}, ms)
 
 			// An invalid operation anywhere applies none.

@@ -109,7 +109,7 @@ func TestServerJSONShapes(t *testing.T) {
 	machines := call(t, srv.URL, "GET", "/fleet/v1/machines", "").json(t)
 	require.Equal(t, []string{"machines"}, keys(machines))
 	m0 := machines["machines"].([]any)[0].(map[string]any)
-	require.Equal(t, []string{"id", "metadata", "primaryIP"}, keys(m0))
+	require.Equal(t, []string{"id", "metadata", "primaryIP", "state"}, keys(m0))
 	require.Equal(t, map[string]any{"role": "web"}, m0["metadata"])
 	require.Equal(t, "10.0.0.3", m0["primaryIP"])
 

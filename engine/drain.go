@@ -512,8 +512,10 @@ func (s *Scheduler) PreviewDrain(id string, includeGlobal bool) DrainPlan {
 		case u.on.has(id):
 			peer := u.Fleet.MachineOf[0]
 			plan.Stay[name] = fmt.Sprintf("runs next to its MachineOf peer %s, which stays", peer)
-		case u.reason != "":
+		case u.reason != "" && s.blocked(u) != "":
 			plan.Unplaced[name] = u.reason
+		case u.reason != "":
+			plan.Unplaced[name] = s.whyNowhereBut(u, id)
 		default:
 			plan.Move = append(plan.Move, name)
 		}

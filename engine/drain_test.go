@@ -222,7 +222,7 @@ func TestDrainFollowersAndPreview(t *testing.T) {
 
 	plan := NewScheduler(Snapshot{Machines: snap.Machines, Units: snap.Units, Placements: slices.Collect(maps.Values(h.etcd))}).PreviewDrain("m1", false)
 	require.Equal(t, []string{"db.service", "side.service"}, plan.Move)
-	require.Equal(t, map[string]string{"only.service": "draining: m1 (the only machines that may take it)"}, plan.Unplaced)
+	require.Equal(t, map[string]string{"only.service": "no other machine has metadata role=x"}, plan.Unplaced)
 
 	h.agents()
 	h.s.SetDrain(registry.DrainRecord{Machine: "m1"})

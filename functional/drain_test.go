@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -167,6 +168,24 @@ func TestDrain(t *testing.T) {
 				require.Zero(t, missed, "%s is active somewhere at every sample (make-before-break)", n)
 			}
 		}
+		// The journals say precisely when each copy stopped and started
+		// (the hosts share one clock): make-before-break starts the new
+		// copy before the old one stops, break-before-make the other way.
+		p, err := a.WaitActive(ctx, 10*time.Second, func(p platform.Placement) bool { return p.Count() == len(all) })
+		require.NoError(t, err)
+		for _, n := range all {
+			stopped := journalAt(t, ctx, victim, start, "Stopped "+n, false)
+			started := journalAt(t, ctx, e.byID(t, p.On(n)), start, "Started "+n, true)
+			require.False(t, stopped.IsZero() || started.IsZero(), "%s: stopped %v on the drained host, started %v on %s", n, stopped, started, p.On(n))
+			handover := started.Sub(stopped)
+			if slices.Contains(plain, n) {
+				require.Negative(t, handover, "%s started elsewhere before it stopped on the drained host", n)
+				figure(t, "drain: overlap (journal) "+n, -handover, "new copy started before the old one stopped")
+			} else {
+				require.Positive(t, handover, "%s stopped on the drained host before it started elsewhere", n)
+				figure(t, "drain: gap (journal) "+n, handover, "break-before-make: old copy stopped -> new copy started")
+			}
+		}
 		ck.mu.Lock()
 		twice := ck.counts[invAtMostOnce]
 		ck.mu.Unlock()
@@ -177,8 +196,6 @@ func TestDrain(t *testing.T) {
 		for n, u := range left {
 			require.False(t, u.copy(), "%s still runs on the drained host", n)
 		}
-		p, err := a.WaitActive(ctx, 10*time.Second, func(p platform.Placement) bool { return p.Count() == len(all) })
-		require.NoError(t, err)
 		for _, n := range all {
 			require.NotEqual(t, victim.MachineID, p.On(n), n)
 		}
@@ -228,4 +245,31 @@ func TestDrain(t *testing.T) {
 		require.Error(t, err, "a move to where it runs already is refused:\n%s", out)
 		require.Contains(t, out, "runs on "+to.MachineID+" already")
 	})
+}
+
+// journalAt returns when h's systemd logged msg ("Started x.service") for
+// the first (or last) time since since; zero if it did not.
+func journalAt(t *testing.T, ctx context.Context, h *hosts.Host, since time.Time, msg string, first bool) time.Time {
+	t.Helper()
+	out, err := h.Exec(ctx, "journalctl", "--no-pager", "-q", "-o", "short-unix", "_PID=1",
+		"--since", fmt.Sprintf("@%d", since.Unix()-1))
+	require.NoError(t, err, string(out))
+	var at time.Time
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, ": "+msg) {
+			continue
+		}
+		stamp, _, _ := strings.Cut(line, " ")
+		sec, err := strconv.ParseFloat(stamp, 64)
+		if err != nil {
+			continue
+		}
+		if ts := time.Unix(0, int64(sec*1e9)); ts.After(since) {
+			at = ts
+			if first {
+				break
+			}
+		}
+	}
+	return at
 }
