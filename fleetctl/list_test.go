@@ -111,8 +111,8 @@ func TestListJSON(t *testing.T) {
 	var ms []api.Machine
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ms))
 	require.Equal(t, []api.Machine{
-		{ID: m1, PrimaryIP: "10.0.0.3", Metadata: map[string]string{"disk": "ssd", "role": "web"}},
-		{ID: m2, PrimaryIP: "10.0.0.4", Metadata: map[string]string{}},
+		{ID: m1, PrimaryIP: "10.0.0.3", Metadata: map[string]string{"disk": "ssd", "role": "web"}, State: "active"},
+		{ID: m2, PrimaryIP: "10.0.0.4", Metadata: map[string]string{}, State: "active"},
 	}, ms)
 
 	// An empty cluster lists an empty array, and a legend only.

@@ -236,8 +236,12 @@ func TestDrain(t *testing.T) {
 		took := time.Since(start)
 		time.Sleep(time.Second)
 		gap, missed := gaps.result(plain[0])
-		figure(t, "mv: fleetctl mv of a plain unit", took, out)
+		figure(t, "mv: fleetctl mv of a plain unit", took, strings.TrimSpace(out))
 		require.Zero(t, missed, "moved with no gap (longest %s)", gap)
+		stopped := journalAt(t, ctx, e.byID(t, from), start, "Stopped "+plain[0], false)
+		started := journalAt(t, ctx, to, start, "Started "+plain[0], true)
+		require.Negative(t, started.Sub(stopped), "started on %s before it stopped on %s", to.Name, from)
+		figure(t, "mv: overlap (journal) "+plain[0], stopped.Sub(started), "new copy started before the old one stopped")
 		p, err = a.WaitActive(ctx, 10*time.Second, func(p platform.Placement) bool { return p.On(plain[0]) == to.MachineID })
 		require.NoError(t, err, "runs only on the target")
 
