@@ -44,7 +44,9 @@ type drainState struct {
 	skip   string                          // machine whyNowhere leaves out (whyNowhereBut)
 }
 
-// StateFunc returns the state machine's agent last published for unit.
+// StateFunc returns the state machine's agent last published for unit; ok
+// is false when it published none. A caller that does not know yet answers
+// ActiveState "unknown", ok true: a copy then counts as running, not active.
 type StateFunc func(machine, unit string) (registry.UnitState, bool)
 
 // DrainStatus is where one drain stands after a step.
@@ -184,16 +186,11 @@ func isActive(st registry.UnitState, ok bool, hash string) bool {
 	return ok && st.ActiveState == "active" && st.Reason == "" && (st.Hash == "" || st.Hash == hash)
 }
 
-// stillRunning reports whether a published state says a copy may still run.
+// stillRunning reports whether a copy may still run: its agent published a
+// state that is not stopped (one not known yet counts as running). No state
+// at all means its agent forgot the unit: it is not there.
 func stillRunning(st registry.UnitState, ok bool) bool {
-	if !ok {
-		return false
-	}
-	switch st.ActiveState {
-	case "active", "activating", "deactivating", "reloading", "refreshing":
-		return true
-	}
-	return false
+	return ok && st.ActiveState != "inactive" && st.ActiveState != "failed"
 }
 
 // moveResult is where one unit's move off one machine stands.

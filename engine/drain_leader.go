@@ -27,14 +27,17 @@ type drainFeed struct {
 	// term's first plan must know which machines are draining.
 	ready chan struct{}
 
+	wake chan struct{} // capacity 1: the leader loop changed wanted
+
 	mu     sync.Mutex
+	wanted bool // the leader loop waits for states (a drain done but moving a unit again)
 	drains map[string]registry.DrainRecord
 	moves  map[string]registry.MoveRecord
 	states map[[2]string]registry.UnitState // (machine, unit), while active
 }
 
 func newDrainFeed(reg *registry.Registry, log *slog.Logger) *drainFeed {
-	return &drainFeed{reg: reg, log: log, kick: make(chan struct{}, 1), ready: make(chan struct{})}
+	return &drainFeed{reg: reg, log: log, kick: make(chan struct{}, 1), wake: make(chan struct{}, 1), ready: make(chan struct{})}
 }
 
 func (f *drainFeed) poke() {
@@ -156,6 +159,9 @@ func (f *drainFeed) follow(ctx context.Context, first *bool) error {
 			}
 			f.mu.Unlock()
 		case <-deadline:
+		case <-f.wake:
+			stopTimer()
+			continue // only whether states are followed may change
 		}
 		stopTimer()
 		f.poke()
@@ -168,7 +174,7 @@ func (f *drainFeed) activity() (active bool, next time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
-	active = len(f.moves) > 0
+	active = len(f.moves) > 0 || f.wanted
 	for _, d := range f.drains {
 		if !d.Draining() {
 			continue
@@ -190,6 +196,22 @@ func splitStateKey(k string) (machine, unit string, ok bool) {
 	return "", "", false
 }
 
+// want tells the feed whether the leader loop waits for states beyond what
+// the records say: a drain marked done moves a unit again (a machine joined
+// that takes a unit which had nowhere to go).
+func (f *drainFeed) want(v bool) {
+	f.mu.Lock()
+	changed := f.wanted != v
+	f.wanted = v
+	f.mu.Unlock()
+	if changed {
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // records returns copies of the drain and move records.
 func (f *drainFeed) records() (map[string]registry.DrainRecord, map[string]registry.MoveRecord) {
 	f.mu.Lock()
@@ -201,6 +223,10 @@ func (f *drainFeed) records() (map[string]registry.DrainRecord, map[string]regis
 func (f *drainFeed) state(machine, unit string) (registry.UnitState, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.states == nil {
+		// Not followed (yet): a copy may run, and is not known active.
+		return registry.UnitState{Name: unit, Machine: machine, ActiveState: "unknown"}, true
+	}
 	s, ok := f.states[[2]string{machine, unit}]
 	return s, ok
 }
@@ -265,6 +291,11 @@ func (st *leaderState) stepDrains(now time.Time) {
 		s.SetMove(moves[name])
 	}
 	st.dr.drains, st.dr.moves = s.StepDrains(now, st.dr.feed.state)
+	moving := false
+	for _, ds := range st.dr.drains {
+		moving = moving || len(ds.Moving) > 0
+	}
+	st.dr.feed.want(moving)
 }
 
 // finishDrains, once the step's plan is written, marks drains with nothing
