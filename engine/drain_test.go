@@ -155,6 +155,12 @@ func TestDrainBreakBeforeMake(t *testing.T) {
 			require.Equal(t, registry.StateLoaded, h.etcd[[2]string{"m1", tc.u.Name}].DesiredState)
 			require.Equal(t, []string{"m1"}, h.where()[tc.u.Name], "still running as far as the engine knows")
 
+			// A state not known yet (the leader has just started following
+			// states) counts as running.
+			h.states[[2]string{"m1", tc.u.Name}] = registry.UnitState{ActiveState: "unknown"}
+			h.step()
+			require.Equal(t, []string{"m1"}, h.where()[tc.u.Name])
+
 			h.agents() // m1 reports it inactive
 			st = h.step()
 			require.True(t, st.Done)
