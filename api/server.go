@@ -105,6 +105,8 @@ type server struct {
 //	GET    /fleet/v1/units/{name}/status   text of systemctl status
 //	GET    /fleet/v1/units/{name}/journal  journal text, ?lines=N ?follow=true ?output=MODE
 //	GET    /fleet/v1/events                cluster events, one JSON object per line, until closed
+//	POST   /fleet/v1/machines/{id}/drain   drain a machine (201, the plan); DELETE ends it (204)
+//	POST   /fleet/v1/units/{name}/move     move a unit to {"machineID"} (202); see Drainer
 //
 // Collections come in pages of 100 with fleet's page tokens; a bad token is
 // a 400. PUT follows fleet: a body with options creates the unit (409

@@ -29,4 +29,10 @@
 // The engine leaves running units to the agents: an agent runs what its
 // machine's schedule lists and stops the rest, which is how a machine that
 // comes back after its units moved stops its stale copies.
+//
+// Drains and moves (StepDrains, drain.go) take units off a machine before
+// each plan: a draining machine takes no new unit, and each unit leaves it
+// make-before-break (started elsewhere and reported active first) or, when
+// two copies must never run together, break-before-make; PreviewDrain and
+// CheckMove answer the API's checks before a drain or move is recorded.
 package engine
