@@ -16,8 +16,9 @@ import (
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
-// drainPoll is how often a blocking drain or mv reads the cluster again.
-const drainPoll = 500 * time.Millisecond
+// drainPoll is how often a blocking drain or mv reads the cluster again
+// (the machines, and the states of the drained machines' units only).
+const drainPoll = 250 * time.Millisecond
 
 // moveWait bounds how long a blocking mv waits for the unit to be active on
 // its new machine.
@@ -125,8 +126,8 @@ func sortedNames(m map[string]string) []string {
 	return out
 }
 
-// waitDrained prints, per machine, the units left on it whenever they
-// change, until every machine reads drained.
+// waitDrained prints, per machine, the units its agent still reports
+// whenever they change, until every machine reads drained.
 func (a *app) waitDrained(ctx context.Context, c api.Client, ids []string) error {
 	start := time.Now()
 	left := map[string]string{} // machine -> units last printed
@@ -136,7 +137,7 @@ func (a *app) waitDrained(ctx context.Context, c api.Client, ids []string) error
 		if err != nil {
 			return err
 		}
-		units, err := c.Units(ctx)
+		states, err := c.UnitStates(ctx, api.StateFilter{MachineIDs: pending})
 		if err != nil {
 			return err
 		}
@@ -146,10 +147,10 @@ func (a *app) waitDrained(ctx context.Context, c api.Client, ids []string) error
 		}
 		var still []string
 		for _, id := range pending {
-			var on []string
-			for _, u := range units {
-				if u.MachineID == id {
-					on = append(on, u.Name)
+			var on []string // what its agent still reports
+			for _, s := range states {
+				if s.MachineID == id {
+					on = append(on, s.Name)
 				}
 			}
 			if s := state[id]; s != registry.MachineDraining && s != "" {
