@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"sort"
 	"time"
 
@@ -537,6 +536,3 @@ func (s *Scheduler) whyNowhereBut(u *ustate, skip string) string {
 	}
 	return "no other machine can take it"
 }
-
-// Drains returns the drain records the scheduler holds.
-func (s *Scheduler) Drains() map[string]registry.DrainRecord { return maps.Clone(s.dr.drains) }

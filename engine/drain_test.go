@@ -84,7 +84,7 @@ func (h *drainHarness) on(id string) []string {
 // drains, as engine.sync does.
 func (h *drainHarness) resume(snap Snapshot) {
 	snap.Placements = slices.Collect(maps.Values(h.etcd))
-	drains := h.s.Drains()
+	drains := maps.Clone(h.s.dr.drains)
 	h.s = NewScheduler(snap)
 	for _, id := range sortedKeys(drains) {
 		h.s.SetDrain(drains[id])
