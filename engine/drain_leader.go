@@ -319,7 +319,7 @@ func (e *Engine) finishDrains(ctx context.Context, lead *registry.Leadership, st
 		rec.Done = at
 		st.dr.feed.drained(rec)
 		st.sched.SetDrain(rec)
-		e.log.Info("machine drained", "machine", ds.Machine, "staying", len(ds.Staying), "by", rec.By,
+		e.log.Info("machine drained", "machine", ds.Machine, "staying", sortedKeys(ds.Staying), "by", rec.By,
 			"took", at.Sub(rec.Since).Round(time.Millisecond))
 	}
 	for _, ms := range st.dr.moves {
