@@ -169,17 +169,16 @@ func (f *drainFeed) follow(ctx context.Context, first *bool) error {
 }
 
 // activity reports whether a drain or move is in progress, and the next
-// deadline of a drain in progress (zero: none).
+// deadline of a drain (zero: none).
 func (f *drainFeed) activity() (active bool, next time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
 	active = len(f.moves) > 0 || f.wanted
 	for _, d := range f.drains {
-		if !d.Draining() {
-			continue
-		}
-		active = true
+		active = active || d.Draining()
+		// A drain done may still hold units that had nowhere to go: they
+		// stop at its deadline too.
 		if !d.Deadline.IsZero() && d.Deadline.After(now) && (next.IsZero() || d.Deadline.Before(next)) {
 			next = d.Deadline
 		}
