@@ -95,4 +95,16 @@ func TestEngineDrain(t *testing.T) {
 	submit(t, ctx, reg, "b.service", text)
 	w = waitPlacement(t, ctx, reg, 5*time.Second, func(w map[string][]string) bool { return len(w["b.service"]) == 1 })
 	require.Equal(t, []string{empty}, w["b.service"], "the least-loaded machine that is not draining")
+
+	// A new copy that never reports active keeps the old one until the
+	// deadline; then the old one goes and the drain is done.
+	require.NoError(t, reg.Undrain(ctx, from))
+	require.NoError(t, reg.Drain(ctx, registry.DrainRecord{Machine: empty, Since: time.Now(), Deadline: time.Now().Add(time.Second)}))
+	w = waitPlacement(t, ctx, reg, 5*time.Second, func(w map[string][]string) bool { return len(w["b.service"]) == 2 })
+	require.Contains(t, w["b.service"], empty)
+	d = waitDone(empty)
+	require.False(t, d.Done.Before(d.Deadline), "done at the deadline, not before")
+	w = schedule(t, ctx, reg)
+	require.Len(t, w["b.service"], 1)
+	require.NotContains(t, w["b.service"], empty)
 }
