@@ -1,9 +1,9 @@
 // Package fleetctl is fleet's command-line client: fleet's commands, flags
 // and output (submit, load, start, restart, stop, unload, destroy, cat,
 // status, journal, list-machines, list-units, list-unit-files, ssh,
-// fd-forward, version) and more (events, completion) as cobra commands
-// built by NewCommand. A command may be called by any unique prefix of its
-// name.
+// fd-forward, version) and more (events, completion, drain, undrain, mv)
+// as cobra commands built by NewCommand. A command may be called by any
+// unique prefix of its name.
 //
 // Commands talk to fleet through api.Client: over fleetd's HTTP API
 // (--driver=api, the default; --endpoint unix:///var/run/fleet.sock or
