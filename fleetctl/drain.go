@@ -74,7 +74,7 @@ unique prefix.`,
 			if deadline > 0 {
 				req.Deadline = deadline.String()
 			}
-			var started []string
+			var started []*api.DrainPlan
 			var errs []error
 			for _, id := range ids {
 				plan, err := dr.DrainMachine(ctx, id, req)
@@ -82,7 +82,10 @@ unique prefix.`,
 					errs = append(errs, err)
 					continue
 				}
-				started = append(started, id)
+				if plan.MachineID == "" {
+					plan.MachineID = id
+				}
+				started = append(started, plan)
 				a.printDrainPlan(plan)
 			}
 			if !noBlock && len(started) > 0 {
@@ -109,35 +112,36 @@ func (a *app) printDrainPlan(p *api.DrainPlan) {
 	if len(p.Stop) > 0 {
 		fmt.Fprintf(a.stdout, "  stopping global units: %s\n", strings.Join(p.Stop, ", "))
 	}
-	for _, n := range sortedNames(p.Stay) {
+	for _, n := range sortedKeys(p.Stay) {
 		fmt.Fprintf(a.stdout, "  stays: %s: %s\n", n, p.Stay[n])
 	}
-	for _, n := range sortedNames(p.Unplaced) {
+	for _, n := range sortedKeys(p.Unplaced) {
 		fmt.Fprintf(a.stdout, "  will run nowhere: %s: %s\n", n, p.Unplaced[n])
 	}
 }
 
-func sortedNames(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// agentGrace bounds how long a blocking drain waits, once the engine marked
+// a machine drained, for its agent to report the moved units stopped.
+const agentGrace = 10 * time.Second
 
 // waitDrained prints, per machine, the units its agent still reports
-// whenever they change, until every machine reads drained.
-func (a *app) waitDrained(ctx context.Context, c api.Client, ids []string) error {
+// whenever they change, until every machine reads drained (or left) and its
+// agent reports only the units its plan keeps there.
+func (a *app) waitDrained(ctx context.Context, c api.Client, plans []*api.DrainPlan) error {
 	start := time.Now()
-	left := map[string]string{} // machine -> units last printed
-	pending := slices.Clone(ids)
-	for {
+	left := map[string]string{}            // machine -> units last printed
+	drainedAt := map[string]time.Time{}    // machine -> when first seen drained
+	pending := map[string]*api.DrainPlan{} // by machine
+	for _, p := range plans {
+		pending[p.MachineID] = p
+	}
+	for len(pending) > 0 {
 		ms, err := c.Machines(ctx)
 		if err != nil {
 			return err
 		}
-		states, err := c.UnitStates(ctx, api.StateFilter{MachineIDs: pending})
+		ids := sortedKeys(pending)
+		states, err := c.UnitStates(ctx, api.StateFilter{MachineIDs: ids})
 		if err != nil {
 			return err
 		}
@@ -145,30 +149,47 @@ func (a *app) waitDrained(ctx context.Context, c api.Client, ids []string) error
 		for _, m := range ms {
 			state[m.ID] = m.State
 		}
-		var still []string
-		for _, id := range pending {
-			var on []string // what its agent still reports
+		for _, id := range ids {
+			plan := pending[id]
+			var on, moving []string // what its agent still reports; of those, what does not stay
 			for _, s := range states {
-				if s.MachineID == id {
-					on = append(on, s.Name)
+				if s.MachineID != id {
+					continue
+				}
+				on = append(on, s.Name)
+				if _, stays := plan.Stay[s.Name]; !stays {
+					if _, nowhere := plan.Unplaced[s.Name]; !nowhere {
+						moving = append(moving, s.Name)
+					}
 				}
 			}
-			if s := state[id]; s != registry.MachineDraining && s != "" {
-				fmt.Fprintf(a.stdout, "Machine %s %s in %s", machine.ShortID(id), s, time.Since(start).Round(100*time.Millisecond))
-				if len(on) > 0 {
-					fmt.Fprintf(a.stdout, "; still there: %s", strings.Join(on, ", "))
-				}
-				fmt.Fprintln(a.stdout)
+			took := time.Since(start).Round(100 * time.Millisecond)
+			switch st := state[id]; {
+			case st == "":
+				fmt.Fprintf(a.stdout, "Machine %s left the cluster after %s\n", machine.ShortID(id), took)
+				delete(pending, id)
 				continue
+			case st != registry.MachineDraining:
+				if drainedAt[id].IsZero() {
+					drainedAt[id] = time.Now()
+				}
+				if len(moving) == 0 || time.Since(drainedAt[id]) > agentGrace {
+					fmt.Fprintf(a.stdout, "Machine %s %s in %s", machine.ShortID(id), st, took)
+					if len(on) > 0 {
+						fmt.Fprintf(a.stdout, "; still there: %s", strings.Join(on, ", "))
+					}
+					fmt.Fprintln(a.stdout)
+					delete(pending, id)
+					continue
+				}
 			}
-			still = append(still, id)
 			text := strings.Join(on, ", ")
 			if prev, seen := left[id]; !seen || prev != text {
 				fmt.Fprintf(a.stdout, "%s: %d unit(s) left %s\n", machine.ShortID(id), len(on), text)
 				left[id] = text
 			}
 		}
-		if pending = still; len(pending) == 0 {
+		if len(pending) == 0 {
 			return nil
 		}
 		select {
@@ -177,6 +198,16 @@ func (a *app) waitDrained(ctx context.Context, c api.Client, ids []string) error
 		case <-time.After(drainPoll):
 		}
 	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // resolveMachines turns machine ID prefixes into present machines' IDs.

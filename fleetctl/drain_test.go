@@ -105,7 +105,7 @@ func TestDrainUndrainMove(t *testing.T) {
 			require.NoError(t, r.err, r.stderr)
 			require.Contains(t, r.stdout, "stays: pin.service: MachineID="+m1+" pins it to this machine")
 			require.Contains(t, r.stdout, "will run nowhere: ssd.service")
-			require.Contains(t, r.stdout, "Machine 113f16a7 drained in")
+			require.Regexp(t, `Machine 113f16a7 drained in [0-9.]+m?s; still there: pin.service, ssd.service\n`, r.stdout, "it waits for the agent to stop what moved")
 			r = h.run("list-machines", "--no-legend", "--fields", "machine,state")
 			require.NoError(t, r.err)
 			require.Equal(t, "113f16a7...\tdrained\n8d5f1c2e...\tactive\n", r.stdout)
