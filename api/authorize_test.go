@@ -48,29 +48,33 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 	// The role each route needs, written out: a route added to the server
 	// without a line here fails the test.
 	want := map[string]auth.Role{
-		"GET /fleet/v1/units":                  auth.RoleRead,
-		"GET /fleet/v1/units/{name}":           auth.RoleRead,
-		"PUT /fleet/v1/units/{name}":           auth.RoleAdmin,
-		"DELETE /fleet/v1/units/{name}":        auth.RoleAdmin,
-		"GET /fleet/v1/units/{name}/status":    auth.RoleRead,
-		"GET /fleet/v1/units/{name}/journal":   auth.RoleRead,
-		"GET /fleet/v1/state":                  auth.RoleRead,
-		"GET /fleet/v1/state/{name}":           auth.RoleRead,
-		"GET /fleet/v1/machines":               auth.RoleRead,
-		"PATCH /fleet/v1/machines":             auth.RoleAdmin,
-		"GET /fleet/v1/discovery":              auth.RoleRead,
-		"GET /fleet/v1/events":                 auth.RoleRead,
-		"HEAD /fleet/v1/units":                 auth.RoleRead,
-		"HEAD /fleet/v1/units/{name}/status":   auth.RoleRead,
-		"POST /fleet/v1/units":                 auth.RoleAdmin, // 405 for an admin
-		"POST /fleet/v1/units/{name}":          auth.RoleAdmin,
-		"PATCH /fleet/v1/units/{name}":         auth.RoleAdmin,
-		"DELETE /fleet/v1/units":               auth.RoleAdmin,
-		"DELETE /fleet/v1/units/{name}/status": auth.RoleAdmin,
-		"PUT /fleet/v1/machines":               auth.RoleAdmin,
-		"POST /fleet/v1/events":                auth.RoleAdmin,
-		"GET /fleet/v1/nothing":                auth.RoleRead, // 404 for a reader
-		"GET /":                                auth.RoleAdmin,
+		"GET /fleet/v1/units":                     auth.RoleRead,
+		"GET /fleet/v1/units/{name}":              auth.RoleRead,
+		"PUT /fleet/v1/units/{name}":              auth.RoleAdmin,
+		"DELETE /fleet/v1/units/{name}":           auth.RoleAdmin,
+		"GET /fleet/v1/units/{name}/status":       auth.RoleRead,
+		"GET /fleet/v1/units/{name}/journal":      auth.RoleRead,
+		"GET /fleet/v1/state":                     auth.RoleRead,
+		"GET /fleet/v1/state/{name}":              auth.RoleRead,
+		"GET /fleet/v1/machines":                  auth.RoleRead,
+		"PATCH /fleet/v1/machines":                auth.RoleAdmin,
+		"GET /fleet/v1/discovery":                 auth.RoleRead,
+		"GET /fleet/v1/events":                    auth.RoleRead,
+		"HEAD /fleet/v1/units":                    auth.RoleRead,
+		"HEAD /fleet/v1/units/{name}/status":      auth.RoleRead,
+		"POST /fleet/v1/units":                    auth.RoleAdmin, // 405 for an admin
+		"POST /fleet/v1/units/{name}":             auth.RoleAdmin,
+		"PATCH /fleet/v1/units/{name}":            auth.RoleAdmin,
+		"DELETE /fleet/v1/units":                  auth.RoleAdmin,
+		"DELETE /fleet/v1/units/{name}/status":    auth.RoleAdmin,
+		"PUT /fleet/v1/machines":                  auth.RoleAdmin,
+		"POST /fleet/v1/events":                   auth.RoleAdmin,
+		"GET /fleet/v1/nothing":                   auth.RoleRead, // 404 for a reader
+		"GET /":                                   auth.RoleAdmin,
+		"GET /fleet/v1/rollouts":                  auth.RoleRead,
+		"POST /fleet/v1/rollouts":                 auth.RoleAdmin,
+		"GET /fleet/v1/rollouts/{name}":           auth.RoleRead,
+		"POST /fleet/v1/rollouts/{name}/{action}": auth.RoleAdmin,
 	}
 	var routed []string
 	for _, rt := range (&server{}).routes() {

@@ -171,6 +171,9 @@ func (s *server) routes() []route {
 		}},
 		{"/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery}},
 		{"/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events}},
+		{"/fleet/v1/rollouts", map[string]http.HandlerFunc{http.MethodGet: s.listRollouts, http.MethodPost: s.postRollout}},
+		{"/fleet/v1/rollouts/{name}", map[string]http.HandlerFunc{http.MethodGet: s.getRollout}},
+		{"/fleet/v1/rollouts/{name}/{action}", map[string]http.HandlerFunc{http.MethodPost: s.controlRollout}},
 	}
 }
 
