@@ -1,6 +1,7 @@
 package fleetctl
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -170,6 +171,22 @@ func formatEvent(e api.Event, legend func(string) string) string {
 			to = "none"
 		}
 		what = from + " -> " + to
+	case api.EventRolloutStarted:
+		what = fmt.Sprintf("%s to %.12s", e.Rollout, e.To)
+	case api.EventRolloutStep:
+		what = e.Unit
+		if e.MachineID != "" {
+			what += " on " + on
+		}
+		what += fmt.Sprintf(": %s -> %s", cmp.Or(e.From, "-"), e.To)
+		if e.Result != "" {
+			what += " (" + e.Result + ")"
+		}
+	case api.EventRolloutPhase:
+		what = fmt.Sprintf("%s: %s -> %s", e.Rollout, e.From, e.To)
+		if e.Result != "" {
+			what += " (" + e.Result + ")"
+		}
 	default:
 		what = strings.TrimSpace(e.Unit + " " + on)
 	}

@@ -237,6 +237,8 @@ Version:
 		a.completionCommand(),
 		a.versionCommand(),
 		a.resetEngineVersionCommand(),
+		a.updateCommand(),
+		a.rolloutCommand(),
 	)
 	addPrefixAliases(root)
 	return root
