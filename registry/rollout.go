@@ -130,7 +130,7 @@ func (ro Rollout) Unit(name string) (RolloutUnit, bool) {
 	return RolloutUnit{}, false
 }
 
-func (k keys) rollouts() string          { return k.prefix + "rollouts/" }
+func (k keys) rollouts() string         { return k.prefix + "rollouts/" }
 func (k keys) rollout(id string) string { return k.rollouts() + id }
 
 func decodeRollout(id string, v []byte) (Rollout, error) {
