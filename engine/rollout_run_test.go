@@ -131,3 +131,56 @@ func mustParse(t *testing.T, text string) *unit.File {
 	require.NoError(t, err)
 	return f
 }
+
+// TestRolloutGlobalUnit rolls a global unit out on a real engine: one
+// machine at a time, the others keep the old body until their turn.
+func TestRolloutGlobalUnit(t *testing.T) {
+	reg := registry.New(etcdtest.Start(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ps := map[string]*registry.Presence{}
+	for _, id := range []string{"m1", "m2", "m3"} {
+		ps[id] = register(t, ctx, reg, id, nil, 5*time.Second)
+	}
+	startEngine(t, ctx, reg, "e1")
+	submit(t, ctx, reg, "g.service", "[Service]\nExecStart=/bin/sleep 1000\n[X-Fleet]\nGlobal=true\n")
+	waitPlacement(t, ctx, reg, 10*time.Second, func(w map[string][]string) bool { return len(w["g.service"]) == 3 })
+	actx, stopAgents := context.WithCancel(ctx)
+	agents := fakeAgents(actx, t, reg, ps)
+	defer func() { stopAgents(); agents.Wait() }()
+
+	_, rev, err := reg.Placements(ctx)
+	require.NoError(t, err)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	// The schedule as it changes: never more than one machine on the new
+	// body before the others caught up, one by one.
+	events := reg.WatchPlacements(wctx, rev)
+	newOn := make(chan []int, 1)
+	rc := api.NewRegistryClient(reg).(api.Rollouts)
+	st, err := rc.StartRollout(ctx, api.RolloutRequest{Target: "g", Options: api.OptionsFromFile(mustParse(t,
+		"[Service]\nExecStart=/bin/sleep 2000\n[X-Fleet]\nGlobal=true\nUpdateMinHealthy=200ms\n"))})
+	require.NoError(t, err)
+	require.Equal(t, 3, st.Total)
+	go func() {
+		hashOn := map[string]string{}
+		var counts []int
+		for ev := range events {
+			if ev.Deleted {
+				continue
+			}
+			hashOn[ev.Value.Machine] = ev.Value.Hash
+			n := 0
+			for _, h := range hashOn {
+				if h == st.To {
+					n++
+				}
+			}
+			counts = append(counts, n)
+		}
+		newOn <- counts
+	}()
+	waitRollout(t, ctx, rc, st.ID, func(s *api.RolloutStatus) bool { return s.Phase == registry.RolloutDone })
+	stopWatch()
+	require.Equal(t, []int{1, 2, 3}, <-newOn, "machines on the new body, change by change")
+}

@@ -265,3 +265,54 @@ func hashes(ps []registry.Placement) []string {
 	}
 	return out
 }
+
+// A global unit is rolled out machine by machine: each step adds its machine
+// to the marker's updated list, and a machine that joins gets a step.
+func TestRolloutGlobalMachineByMachine(t *testing.T) {
+	clock := newFakeClock()
+	c := testRollouter(clock)
+	ro := registry.Rollout{ID: "g.service", To: "new", MaxUnavailable: 1, MinHealthy: time.Second, Phase: registry.RolloutRunning,
+		Units: []registry.RolloutUnit{{Name: "g.service", From: "old", Global: true}},
+		Steps: []registry.RolloutStep{{Unit: "g.service", Machine: "m1", State: registry.StepPending}, {Unit: "g.service", Machine: "m2", State: registry.StepPending}}}
+	v := rolloutView{
+		units:      map[string]registry.Unit{"g.service": {Name: "g.service", Hash: "new", DesiredState: registry.StateLaunched, Rollout: &registry.UnitRollout{ID: "g.service", Hash: "old"}}},
+		placements: map[string][]string{"g.service": {"m1", "m2"}},
+		states:     map[[2]string]registry.UnitState{},
+	}
+	publish := func() {
+		u := v.units["g.service"]
+		for _, m := range v.placements["g.service"] {
+			v.states[[2]string{"g.service", m}] = registry.UnitState{Hash: u.Rollout.HashOn(u.Hash, m), ActiveState: "active"}
+		}
+	}
+	step := func() bool {
+		next, units, changed := c.decide(ro, v)
+		if changed {
+			ro = next
+			for _, u := range units {
+				v.units[u.Name] = u
+			}
+		}
+		publish()
+		return changed
+	}
+	publish()
+	require.True(t, step())
+	require.Equal(t, []string{"m1"}, v.units["g.service"].Rollout.Updated)
+	require.Equal(t, "old", v.states[[2]string{"g.service", "m2"}].Hash, "m2 still runs the old body")
+
+	// m3 joins: it gets the old body and a step of its own.
+	v.placements["g.service"] = append(v.placements["g.service"], "m3")
+	publish()
+	require.True(t, step())
+	require.Len(t, ro.Steps, 3)
+	require.Equal(t, "old", v.states[[2]string{"g.service", "m3"}].Hash)
+
+	for range 10 {
+		clock.add(time.Second)
+		step()
+	}
+	require.Equal(t, registry.RolloutDone, ro.Phase)
+	require.Nil(t, v.units["g.service"].Rollout)
+	require.Equal(t, []string{"healthy", "healthy", "healthy"}, stepsOf(ro))
+}
