@@ -108,11 +108,29 @@ type rolloutView struct {
 	units      map[string]registry.Unit // missing: destroyed
 	placements map[string][]string      // unit -> machines it is scheduled on
 	states     map[[2]string]registry.UnitState
+	// absent holds the machines of global steps in flight or next in line
+	// that are not present: no copy there can be seen, and none need be.
+	absent map[string]bool
+}
+
+// gone says why a global unit's step has no copy to wait for: its machine
+// is absent (the placement, parked, carries the new body when it returns)
+// or the unit is not scheduled there any more; "" when it has one.
+func (v rolloutView) gone(s registry.RolloutStep) string {
+	switch {
+	case s.Machine == "":
+		return ""
+	case v.absent[s.Machine]:
+		return "machine absent; its copy follows when it returns"
+	case !slices.Contains(v.placements[s.Unit], s.Machine):
+		return "no longer scheduled on this machine"
+	}
+	return ""
 }
 
 // read gathers the view of ro's units.
 func (c *rollouter) read(ctx context.Context, ro registry.Rollout) (rolloutView, error) {
-	v := rolloutView{units: map[string]registry.Unit{}, placements: map[string][]string{}, states: map[[2]string]registry.UnitState{}}
+	v := rolloutView{units: map[string]registry.Unit{}, placements: map[string][]string{}, states: map[[2]string]registry.UnitState{}, absent: map[string]bool{}}
 	machines := map[string]bool{}
 	var names []string
 	for _, ru := range ro.Units {
@@ -133,6 +151,23 @@ func (c *rollouter) read(ctx context.Context, ro registry.Rollout) (rolloutView,
 			machines[p.Machine] = true
 		}
 		names = append(names, ru.Name)
+	}
+	// Presence of the machines a global step waits on or is about to: a
+	// few keys, however many machines the unit runs on.
+	next := 0
+	for _, s := range ro.Steps {
+		inLine := s.State == registry.StepPending && next < max(ro.MaxUnavailable, 1)
+		if s.Machine == "" || !(s.State == registry.StepUpdating || s.State == registry.StepReverting || inLine) {
+			continue
+		}
+		if inLine {
+			next++
+		}
+		if _, err := c.reg.Machine(ctx, s.Machine); errors.Is(err, registry.ErrNotFound) {
+			v.absent[s.Machine] = true
+		} else if err != nil {
+			return v, err
+		}
 	}
 	if len(machines) == 0 {
 		return v, nil
@@ -231,6 +266,10 @@ func (c *rollouter) decide(ro registry.Rollout, v rolloutView) (next registry.Ro
 			set(i, map[string]string{registry.StepUpdating: registry.StepHealthy, registry.StepReverting: registry.StepReverted}[s.State], "unit destroyed")
 			continue
 		}
+		if why := v.gone(s); why != "" && (s.State == registry.StepUpdating || s.State == registry.StepReverting) {
+			set(i, map[string]string{registry.StepUpdating: registry.StepHealthy, registry.StepReverting: registry.StepReverted}[s.State], why)
+			continue
+		}
 		switch s.State {
 		case registry.StepUpdating:
 			if u.DesiredState != registry.StateLaunched {
@@ -316,9 +355,17 @@ func (c *rollouter) decide(ro registry.Rollout, v rolloutView) (next registry.Ro
 			m.Updated = slices.DeleteFunc(m.Updated, func(id string) bool { return id == s.Machine })
 		}
 		touched[u.Name] = u
-		if forward {
+		// A step with no copy to wait for is through at once, without
+		// taking a place of MaxUnavailable.
+		why := v.gone(s)
+		switch {
+		case forward && why != "":
+			set(i, registry.StepHealthy, why)
+		case forward:
 			set(i, registry.StepUpdating, "")
-		} else {
+		case why != "":
+			set(i, registry.StepReverted, why)
+		default:
 			set(i, registry.StepReverting, "")
 		}
 	}

@@ -316,3 +316,24 @@ func TestRolloutGlobalMachineByMachine(t *testing.T) {
 	require.Nil(t, v.units["g.service"].Rollout)
 	require.Equal(t, []string{"healthy", "healthy", "healthy"}, stepsOf(ro))
 }
+
+// A global step whose machine is absent has no copy to wait for: it is
+// through at once and takes no place of MaxUnavailable.
+func TestRolloutGlobalAbsentMachine(t *testing.T) {
+	clock := newFakeClock()
+	c := testRollouter(clock)
+	ro := registry.Rollout{ID: "g.service", To: "new", MaxUnavailable: 1, MinHealthy: time.Second, Phase: registry.RolloutRunning,
+		Units: []registry.RolloutUnit{{Name: "g.service", From: "old", Global: true}},
+		Steps: []registry.RolloutStep{{Unit: "g.service", Machine: "m1", State: registry.StepPending}, {Unit: "g.service", Machine: "m2", State: registry.StepPending}}}
+	v := rolloutView{
+		units:      map[string]registry.Unit{"g.service": {Name: "g.service", Hash: "new", DesiredState: registry.StateLaunched, Rollout: &registry.UnitRollout{ID: "g.service", Hash: "old"}}},
+		placements: map[string][]string{"g.service": {"m1", "m2"}},
+		states:     map[[2]string]registry.UnitState{},
+		absent:     map[string]bool{"m1": true},
+	}
+	next, units, changed := c.decide(ro, v)
+	require.True(t, changed)
+	require.Equal(t, []string{"healthy", "updating"}, stepsOf(next))
+	require.Contains(t, next.Steps[0].Reason, "machine absent")
+	require.Equal(t, []string{"m1", "m2"}, units[0].Rollout.Updated, "the parked placement carries the new body for when m1 returns")
+}
