@@ -270,7 +270,11 @@ func (a *app) printRollout(st *api.RolloutStatus, output string) error {
 		return writeJSON(a.stdout, st)
 	}
 	w := a.stdout
-	fmt.Fprintf(w, "Rollout %s: %s%s, %d/%d copies healthy\n", st.ID, st.Phase, map[bool]string{true: " (paused)"}[st.Paused], st.Healthy, st.Total)
+	fmt.Fprintf(w, "Rollout %s: %s%s, %d/%d copies healthy", st.ID, st.Phase, map[bool]string{true: " (paused)"}[st.Paused], st.Healthy, st.Total)
+	if a.isTerminal(w) && st.Total > 0 {
+		fmt.Fprintf(w, " [%s%s]", strings.Repeat("#", st.Healthy), strings.Repeat("-", st.Total-st.Healthy))
+	}
+	fmt.Fprintln(w)
 	if st.Message != "" {
 		fmt.Fprintf(w, "  %s\n", st.Message)
 	}
