@@ -272,7 +272,9 @@ func (a *app) printRollout(st *api.RolloutStatus, output string) error {
 	w := a.stdout
 	fmt.Fprintf(w, "Rollout %s: %s%s, %d/%d copies healthy", st.ID, st.Phase, map[bool]string{true: " (paused)"}[st.Paused], st.Healthy, st.Total)
 	if a.isTerminal(w) && st.Total > 0 {
-		fmt.Fprintf(w, " [%s%s]", strings.Repeat("#", st.Healthy), strings.Repeat("-", st.Total-st.Healthy))
+		width := min(st.Total, 40)
+		done := st.Healthy * width / st.Total
+		fmt.Fprintf(w, " [%s%s]", strings.Repeat("#", done), strings.Repeat("-", width-done))
 	}
 	fmt.Fprintln(w)
 	if st.Message != "" {
