@@ -71,6 +71,7 @@ type RolloutStatus struct {
 	Started        time.Time     `json:"started"`
 	Changed        time.Time     `json:"changed,omitzero"`
 	Ended          time.Time     `json:"ended,omitzero"`
+	Reverting      time.Time     `json:"reverting,omitzero"`
 }
 
 // RolloutUnit is one unit of a rollout and the body hash it had before.
@@ -92,7 +93,7 @@ type RolloutStep struct {
 func rolloutStatus(ro registry.Rollout) *RolloutStatus {
 	s := &RolloutStatus{ID: ro.ID, Phase: ro.Phase, Paused: ro.Paused, Message: ro.Message, To: ro.To,
 		MaxUnavailable: ro.MaxUnavailable, MinHealthy: ro.MinHealthy.String(), HealthCheck: ro.HealthCheck,
-		AutoRevert: ro.AutoRevert, Identity: ro.Identity, Started: ro.Started, Changed: ro.Changed, Ended: ro.Ended,
+		AutoRevert: ro.AutoRevert, Identity: ro.Identity, Started: ro.Started, Changed: ro.Changed, Ended: ro.Ended, Reverting: ro.Reverting,
 		Total: len(ro.Steps)}
 	for _, u := range ro.Units {
 		s.Units = append(s.Units, RolloutUnit{Name: u.Name, From: u.From, Global: u.Global})
@@ -311,7 +312,7 @@ func (c *registryClient) ControlRollout(ctx context.Context, target, action stri
 			if !ro.Active() || ro.Phase == registry.RolloutReverting {
 				return errorf(ErrConflict, "rollout %s is %s: nothing to undo", ro.ID, ro.Phase)
 			}
-			ro.Phase, ro.Paused, ro.Message = registry.RolloutReverting, false, "undo asked by "+who
+			ro.Phase, ro.Paused, ro.Message, ro.Reverting = registry.RolloutReverting, false, "undo asked by "+who, now
 		default:
 			return errorf(ErrInvalid, "unknown rollout action %q: want pause, resume or undo", action)
 		}

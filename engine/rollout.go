@@ -380,7 +380,7 @@ func (c *rollouter) decide(ro registry.Rollout, v rolloutView) (next registry.Ro
 			}
 			next.Message = fmt.Sprintf("%s: %s", what, s.Reason)
 			if ro.AutoRevert {
-				next.Phase = registry.RolloutReverting
+				next.Phase, next.Reverting = registry.RolloutReverting, now
 				next.Message += "; reverting"
 			} else {
 				next.Phase = registry.RolloutFailed

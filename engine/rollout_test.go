@@ -192,6 +192,7 @@ func TestRolloutAutoRevert(t *testing.T) {
 	clock.add(10 * time.Second)
 	require.True(t, step())
 	require.Equal(t, registry.RolloutReverting, f.ro.Phase)
+	require.Equal(t, clock.now(), f.ro.Reverting)
 	require.Contains(t, f.ro.Message, "health check: fail: exit status 1")
 
 	// The failed copy goes back first; web@1 waits for it (MaxUnavailable).

@@ -118,7 +118,7 @@ type rolloutStatus struct {
 		Unit, State, Reason string
 		Since               time.Time
 	}
-	Started, Ended time.Time
+	Started, Ended, Reverting time.Time
 }
 
 func (e *env) rolloutStatus(t *testing.T, h *hosts.Host, target string) rolloutStatus {
@@ -197,7 +197,8 @@ func TestRollout(t *testing.T) {
 		require.Contains(t, st.Message, "health check: fail: exit status 1")
 		require.Equal(t, map[string]string{"1": "v1", "2": "v1", "3": "v1"}, e.versions(t))
 		require.GreaterOrEqual(t, minActive, 2, "copies active at the worst sample (%d samples)", samples)
-		figure(t, "failed update reverted", st.Ended.Sub(st.Started), fmt.Sprintf("update started -> old body back everywhere; HealthCheck=/bin/false fails for UpdateMinHealthy 2s; at least %d of 3 active", minActive))
+		figure(t, "failed update: start -> reverted", st.Ended.Sub(st.Started), fmt.Sprintf("HealthCheck=/bin/false fails for UpdateMinHealthy 2s, then the old body goes back; at least %d of 3 active", minActive))
+		figure(t, "failed update: revert", st.Ended.Sub(st.Reverting), "copy found failed -> old body active again everywhere")
 	})
 
 	t.Run("a rollout survives killing the engine leader's fleetd", func(t *testing.T) {

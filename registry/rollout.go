@@ -111,6 +111,8 @@ type Rollout struct {
 	Started  time.Time `json:"started"`
 	Changed  time.Time `json:"changed"`
 	Ended    time.Time `json:"ended,omitzero"`
+	// Reverting is when the rollout began to revert.
+	Reverting time.Time `json:"reverting,omitzero"`
 
 	Rev int64 `json:"-"` // mod revision, the fence of every change
 }
