@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"testing"
 
@@ -15,7 +16,8 @@ import (
 // a clear error and change nothing in etcd.
 func TestRolloutBadInput(t *testing.T) {
 	c := newCluster(t)
-	srv := serveTCP(t, api.NewServer(c.rc))
+	logs := &logRecorder{}
+	srv := serveTCP(t, api.NewServer(c.rc, api.WithLogger(slog.New(logs))))
 	hc, err := api.NewHTTPClient(srv.URL, 0)
 	require.NoError(t, err)
 	rc := hc.(api.Rollouts)
@@ -86,4 +88,14 @@ func TestRolloutBadInput(t *testing.T) {
 	require.ErrorIs(t, err, api.ErrNotFound)
 	_, err = rc.Rollout(c.ctx, "db.service")
 	require.ErrorIs(t, err, api.ErrNotFound)
+
+	// Every change went through the audit, refused ones included.
+	actions := map[string][]string{}
+	for _, r := range logs.withMsg("audit") {
+		actions[r["action"]] = append(actions[r["action"]], r["status"])
+	}
+	require.Equal(t, []string{"201"}, actions["rollout.start"])
+	require.Equal(t, []string{"200"}, actions["rollout.pause"])
+	require.Equal(t, []string{"200"}, actions["rollout.undo"])
+	require.Contains(t, actions["POST /fleet/v1/rollouts"], "409", "the second rollout, refused")
 }
