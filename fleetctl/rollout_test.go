@@ -68,6 +68,22 @@ func TestUpdateAndRollout(t *testing.T) {
 			require.Contains(t, r.stdout, "web@*.service")
 			r = h.run("rollout", "status", "db")
 			require.Equal(t, fleetctl.ExitNotFound, r.code)
+
+			// start --replace of a launched unit whose new file has an
+			// update policy rolls it out instead of replacing it at once.
+			app := writeUnit(t, dir, "app.service", "[Service]\nExecStart=/bin/sleep 1000\n")
+			r = h.run("start", "--no-block", app)
+			require.NoError(t, r.err, r.stderr)
+			dir2 := t.TempDir()
+			app2 := writeUnit(t, dir2, "app.service", "[Service]\nExecStart=/bin/sleep 2000\n[X-Fleet]\nUpdateMinHealthy=1s\n")
+			r = h.run("start", "--no-block", "--replace", app2)
+			require.NoError(t, r.err, r.stderr)
+			require.Contains(t, r.stderr, "rolling update app.service started")
+			r = h.run("rollout", "status", "app", "-o", "json")
+			require.NoError(t, r.err, r.stderr)
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+			require.Equal(t, "app.service", st.ID)
+			require.Equal(t, 1, st.Total)
 		})
 	}
 }
