@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -34,7 +35,26 @@ func TestRolloutRecords(t *testing.T) {
 
 	units, _, err = reg.Units(ctx)
 	require.NoError(t, err)
+	rev, err := reg.Revision(ctx)
+	require.NoError(t, err)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	changes := reg.WatchChanges(wctx, rev)
 	require.NoError(t, reg.StartRollout(ctx, ro, units, "new body", 0))
+	// One transaction, one batch: the record and both units.
+	b := <-changes
+	require.NoError(t, b.Err)
+	var kinds []string
+	for _, c := range b.Changes {
+		switch {
+		case c.Rollout != nil:
+			kinds = append(kinds, "rollout "+c.Rollout.Cur.ID)
+		case c.Unit != nil:
+			kinds = append(kinds, "unit "+c.Unit.Cur.Name)
+		}
+	}
+	require.ElementsMatch(t, []string{"rollout web@*.service", "unit web@1.service", "unit web@2.service"}, kinds)
+	stopWatch()
 	u1, err = reg.Unit(ctx, "web@1.service")
 	require.NoError(t, err)
 	require.Equal(t, "new", u1.Hash)
