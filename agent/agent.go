@@ -103,6 +103,8 @@ type Agent struct {
 	jobsMu   sync.Mutex
 	running  map[string]*job // by unit
 	finished map[string]*job // ended, outcome not yet collected by the worker
+
+	health healthChecks // [X-Fleet] HealthCheck= of units here (health.go)
 }
 
 // New returns an Agent for cfg. It panics if a required field is missing.
@@ -180,6 +182,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.watchSchedule(ctx, synced) })
 	wg.Go(func() { a.watchSystemd(ctx, sigs) })
 	wg.Go(func() { a.work(ctx, synced) })
+	wg.Go(func() { a.runHealthChecks(ctx) })
 	wg.Wait()
 	a.jobs.Wait() // they end with ctx; systemd goes on with what they asked
 	if err := context.Cause(ctx); errors.Is(err, ErrPresenceLost) {

@@ -122,6 +122,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			continue
 		}
 		it.amo = a.atMostOnce(it, it.want.Hash, body) && doubt
+		a.noteHealthCheck(it.name, it.want.Hash, body)
 		changed, err := a.sd.WriteUnitFile(it.name, body)
 		if err != nil {
 			it.fail(err)
@@ -534,6 +535,7 @@ func (a *Agent) publish(ctx context.Context, items []*item) {
 		s := registry.UnitState{
 			Name: it.name, Machine: a.machine, Hash: hash,
 			LoadState: st.LoadState, ActiveState: st.ActiveState, SubState: st.SubState,
+			Health: a.healthOf(it.name, hash, st.ActiveState),
 		}
 		if it.refused != "" {
 			s = refusedState(s, it.refused)

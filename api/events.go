@@ -52,6 +52,20 @@ const (
 	// which unit, To the desired state asked for, and Result the HTTP
 	// status of the answer ("201 Created").
 	EventAPICall = "api.call"
+	// EventRolloutStarted: rolling update Rollout began (fleetctl update);
+	// To is the new body's hash.
+	EventRolloutStarted = "rollout.started"
+	// EventRolloutStep: a copy of Unit (on MachineID for a global unit) in
+	// Rollout moved From -> To (pending, updating, healthy, failed,
+	// reverting, reverted); Result says why, when it failed.
+	EventRolloutStep = "rollout.step"
+	// EventRolloutPhase: Rollout moved From -> To (running, reverting,
+	// failed, done, reverted); Result is its message.
+	EventRolloutPhase = "rollout.phase"
+	// EventRolloutPaused and EventRolloutResumed: an operator paused or
+	// resumed Rollout.
+	EventRolloutPaused  = "rollout.paused"
+	EventRolloutResumed = "rollout.resumed"
 )
 
 // Event is one change in the cluster, as GET /fleet/v1/events streams it
@@ -72,6 +86,8 @@ type Event struct {
 	Identity string `json:"identity,omitempty"`
 	Action   string `json:"action,omitempty"`
 	Result   string `json:"result,omitempty"`
+	// Rollout names the rolling update of an EventRollout* event.
+	Rollout string `json:"rollout,omitempty"`
 }
 
 // registryEvents streams events from etcd: one watch over fleet's keys from
@@ -199,6 +215,10 @@ func translate(changes []registry.Change, leaderChanged *bool) []Event {
 			}
 		case c.Leader:
 			*leaderChanged = true
+		case c.Rollout != nil:
+			for _, e := range rolloutEvents(c.Rollout.Prev, c.Rollout.Cur) {
+				add(e, c.Rev)
+			}
 		case c.Audit != nil:
 			a := c.Audit
 			add(Event{Type: EventAPICall, Unit: a.Unit, MachineID: a.Machine, To: a.Detail,

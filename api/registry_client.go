@@ -356,6 +356,9 @@ func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]s
 	if errors.Is(err, registry.ErrExists) {
 		return nil, errorf(ErrExists, "unit %s already exists", name)
 	}
+	if errors.Is(err, registry.ErrRolloutActive) {
+		return nil, errorf(ErrConflict, "%v", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -397,6 +400,9 @@ func (c *registryClient) unitFile(ctx context.Context, n unit.Name, opts []*Unit
 		return nil, nil, errorf(ErrInvalid, "unit %s: %s", name, oneLine(err))
 	}
 	if err := fo.Validate(name); err != nil {
+		return nil, nil, errorf(ErrInvalid, "unit %s: %s", name, oneLine(err))
+	}
+	if _, err := f.UpdatePolicy(name); err != nil {
 		return nil, nil, errorf(ErrInvalid, "unit %s: %s", name, oneLine(err))
 	}
 	return f, warnings, nil

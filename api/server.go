@@ -178,6 +178,9 @@ func (s *server) routes() []route {
 			http.MethodDelete: s.undrainMachine,
 		}},
 		{"/fleet/v1/units/{name}/move", map[string]http.HandlerFunc{http.MethodPost: s.moveUnit}},
+		{"/fleet/v1/rollouts", map[string]http.HandlerFunc{http.MethodGet: s.listRollouts, http.MethodPost: s.postRollout}},
+		{"/fleet/v1/rollouts/{name}", map[string]http.HandlerFunc{http.MethodGet: s.getRollout}},
+		{"/fleet/v1/rollouts/{name}/{action}", map[string]http.HandlerFunc{http.MethodPost: s.controlRollout}},
 	}
 }
 

@@ -235,7 +235,7 @@ func (s *Scheduler) moveOff(u *ustate, from, to *mstate, state StateFunc) (res m
 	launched := u.State == registry.StateLaunched
 	if !launched || !breaksFirst(u) {
 		if other != nil {
-			if st, ok := state(other.ID, u.Name); !launched || isActive(st, ok, u.Hash) {
+			if st, ok := state(other.ID, u.Name); !launched || isActive(st, ok, u.hashOn(other.ID)) {
 				s.unplace(u, from, true)
 				return moveGone, ""
 			}

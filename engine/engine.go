@@ -267,6 +267,7 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	if e.cfg.GCInterval > 0 {
 		wg.Go(func() { e.keepClean(ctx, lead) })
 	}
+	wg.Go(func() { e.runRollouts(ctx, lead) })
 	reg := e.cfg.Registry
 	ticker := time.NewTicker(e.cfg.ReconcileInterval)
 	defer ticker.Stop()
@@ -412,7 +413,7 @@ func (st *leaderState) unref(hash string) {
 // body or options cannot be used is Invalid: it keeps its placements and is
 // placed nowhere new, with the reason users will see.
 func (st *leaderState) schedUnit(u registry.Unit) Unit {
-	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState}
+	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState, Rollout: u.Rollout}
 	b, ok := st.bodies[u.Hash]
 	switch {
 	case !ok:
@@ -565,7 +566,7 @@ func (st *leaderState) resync(units []registry.Unit, machines []machine.Machine,
 	for _, u := range units {
 		fu[u.Name] = true
 		old, ok := st.units[u.Name]
-		if ok && old.Hash == u.Hash && old.DesiredState == u.DesiredState && !st.invalid[u.Name] {
+		if ok && old.Hash == u.Hash && old.DesiredState == u.DesiredState && old.Rollout.Equal(u.Rollout) && !st.invalid[u.Name] {
 			continue
 		}
 		st.setRecord(u)

@@ -206,7 +206,7 @@ func (s *Scheduler) SetUnit(nu Unit) {
 		s.want(u)
 		return
 	}
-	wanted, oldHash, oldState := u.wants(), u.Hash, u.State
+	wanted, oldHash, oldState, oldRollout := u.wants(), u.Hash, u.State, u.Rollout
 	if u.Invalid != nu.Invalid || !reflect.DeepEqual(u.Fleet, nu.Fleet) {
 		s.unregister(u)
 		for _, id := range u.on.ids() {
@@ -243,7 +243,7 @@ func (s *Scheduler) SetUnit(nu Unit) {
 		s.clearReason(u)
 	case !wanted && u.wants():
 		s.want(u)
-	case u.wants() && (u.Hash != oldHash || u.State != oldState):
+	case u.wants() && (u.Hash != oldHash || u.State != oldState || !u.Rollout.Equal(oldRollout)):
 		s.refresh[u.Name] = struct{}{}
 	}
 	s.checkParked(u)
@@ -453,7 +453,7 @@ func (s *Scheduler) record(u *ustate, m *mstate, p registry.Placement) {
 
 // place puts u on m and writes it.
 func (s *Scheduler) place(u *ustate, m *mstate) {
-	p := registry.Placement{Machine: m.ID, Name: u.Name, Hash: u.Hash, DesiredState: u.State}
+	p := registry.Placement{Machine: m.ID, Name: u.Name, Hash: u.hashOn(m.ID), DesiredState: u.State}
 	s.record(u, m, p)
 	if u.epoch != s.epoch {
 		u.epoch, u.moves = s.epoch, 0

@@ -24,6 +24,9 @@ type Unit struct {
 	// default applied (unit.Fleet.RunsAtMostOnce): when its machine leaves,
 	// its placement there is held until the engine releases it (Release).
 	AtMostOnce bool
+	// Rollout, during a rolling update, holds placements at the old body
+	// until their turn (registry.UnitRollout.HashOn; engine/rollout.go).
+	Rollout *registry.UnitRollout
 }
 
 // Snapshot is the scheduler's whole input: present machines, submitted
@@ -550,7 +553,7 @@ func (s *Scheduler) runRefresh() {
 			continue
 		}
 		for _, id := range u.on.ids() {
-			want := registry.Placement{Machine: id, Name: name, Hash: u.Hash, DesiredState: u.State}
+			want := registry.Placement{Machine: id, Name: name, Hash: u.hashOn(id), DesiredState: u.State}
 			if s.stoppedForMove(u, id) {
 				want.DesiredState = registry.StateLoaded
 			}
@@ -562,7 +565,7 @@ func (s *Scheduler) runRefresh() {
 		// Parked placements follow too: a returning machine runs the
 		// current body in the current state.
 		for _, id := range sortedKeys(s.parked[name]) {
-			want := registry.Placement{Machine: id, Name: name, Hash: u.Hash, DesiredState: u.State}
+			want := registry.Placement{Machine: id, Name: name, Hash: u.hashOn(id), DesiredState: u.State}
 			if s.parked[name][id] != want {
 				s.parked[name][id] = want
 				s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Put: true, Placement: want})

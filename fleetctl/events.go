@@ -1,6 +1,7 @@
 package fleetctl
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,12 +32,13 @@ submitted, replaced, destroyed, given a new desired state (unit.target),
 placed on a machine, moved, unplaced, found to fit no machine
 (unit.unplaceable, with the reason), and reported in a new state by systemd
 (unit.state); machines joining, leaving and changing (machine.*);
-engine leadership changing hands (leader.changed); and every API call that
+engine leadership changing hands (leader.changed); rolling updates starting,
+each copy's step and the rollout's phase (rollout.*); and every API call that
 may change the cluster, with who made it (api.call).
 
 With -o json every event is one JSON object per line, with stable field
 names: type, time, revision, unit, machineID, primaryIP, metadata, from, to,
-identity, action, result.
+identity, action, result, rollout.
 The first is "stream.started": every change after its revision follows.
 
 Follow one template's instances:
@@ -170,6 +172,22 @@ func formatEvent(e api.Event, legend func(string) string) string {
 			to = "none"
 		}
 		what = from + " -> " + to
+	case api.EventRolloutStarted:
+		what = fmt.Sprintf("%s to %.12s", e.Rollout, e.To)
+	case api.EventRolloutStep:
+		what = e.Unit
+		if e.MachineID != "" {
+			what += " on " + on
+		}
+		what += fmt.Sprintf(": %s -> %s", cmp.Or(e.From, "-"), e.To)
+		if e.Result != "" {
+			what += " (" + e.Result + ")"
+		}
+	case api.EventRolloutPhase:
+		what = fmt.Sprintf("%s: %s -> %s", e.Rollout, e.From, e.To)
+		if e.Result != "" {
+			what += " (" + e.Result + ")"
+		}
 	default:
 		what = strings.TrimSpace(e.Unit + " " + on)
 	}

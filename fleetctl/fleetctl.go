@@ -240,6 +240,8 @@ Version:
 		a.drainCommand(),
 		a.undrainCommand(),
 		a.mvCommand(),
+		a.updateCommand(),
+		a.rolloutCommand(),
 	)
 	addPrefixAliases(root)
 	return root

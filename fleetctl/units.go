@@ -434,6 +434,9 @@ func (a *app) ensureUnit(ctx context.Context, c api.Client, it ensureItem, repla
 		}
 		return existing, []string{fmt.Sprintf("WARNING: unit %s in the cluster differs from local unit file %s; use --replace to replace it", name, from)}, nil
 	}
+	if ok, lines, err := a.replaceByRollout(ctx, c, existing, it.local); ok {
+		return existing, lines, err
+	}
 	w, err := c.ReplaceUnit(ctx, &api.Unit{Name: name, Options: api.OptionsFromFile(it.local)})
 	if err != nil {
 		return nil, nil, err

@@ -33,6 +33,8 @@ type Change struct {
 	// Audit is a new audit record (RecordAudit). Records only come and
 	// expire; their expiry is not reported.
 	Audit *AuditRecord
+	// Rollout is a rolling update's record (StartRollout, AdvanceRollout).
+	Rollout *Diff[Rollout]
 }
 
 // ChangeBatch holds the changes of one etcd revision or more, in order. When
@@ -142,6 +144,9 @@ func (r *Registry) decodeChange(ev *clientv3.Event) (Change, bool, error) {
 		})
 	case strings.HasPrefix(key, r.keys.election()+"/"):
 		c.Leader = true
+	case strings.HasPrefix(key, r.keys.rollouts()):
+		id := strings.TrimPrefix(key, r.keys.rollouts())
+		c.Rollout, err = diff(cur, prev, func(v []byte) (Rollout, error) { return decodeRollout(id, v) })
 	case strings.HasPrefix(key, r.keys.audit()):
 		if cur == nil {
 			return c, false, nil

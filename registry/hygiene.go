@@ -47,19 +47,36 @@ func (r *Registry) UnreferencedBodies(ctx context.Context) (map[string]int64, er
 	tr, err := r.txn(ctx, nil, []clientv3.Op{
 		clientv3.OpGet(r.keys.units(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.keys.schedules(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.keys.rollouts(), clientv3.WithPrefix()),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read unit references: %w", err)
 	}
 	for _, rr := range tr.Responses {
 		for _, kv := range rr.GetResponseRange().GetKvs() {
+			// A unit in a rollout also needs its old body (rollout.hash),
+			// and a rollout record both of its bodies, for an undo.
 			var ref struct {
-				Hash string `json:"hash"`
+				Hash    string `json:"hash"`
+				To      string `json:"to"`
+				Rollout *struct {
+					Hash string `json:"hash"`
+				} `json:"rollout"`
+				Units []struct {
+					From string `json:"from"`
+				} `json:"units"`
 			}
 			if err := json.Unmarshal(kv.Value, &ref); err != nil {
 				return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 			}
 			delete(out, ref.Hash)
+			delete(out, ref.To)
+			if ref.Rollout != nil {
+				delete(out, ref.Rollout.Hash)
+			}
+			for _, u := range ref.Units {
+				delete(out, u.From)
+			}
 		}
 	}
 	return out, nil

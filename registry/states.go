@@ -20,7 +20,17 @@ type UnitState struct {
 	// Reason says why the agent does not run the unit although it is
 	// scheduled here (a unit of the host has its name); empty otherwise.
 	Reason string `json:"reason,omitempty"`
+	// Health is the last result of the unit's [X-Fleet] HealthCheck= on
+	// this machine while it is active: "pass", or "fail: <why>"; empty
+	// without a check.
+	Health string `json:"health,omitempty"`
 }
+
+// Health results (UnitState.Health).
+const (
+	HealthPass = "pass"
+	HealthFail = "fail"
+)
 
 // PublishState records a unit's state under the machine's lease, so it
 // vanishes with the machine.

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -34,6 +35,8 @@ type Unit struct {
 	Name         string `json:"-"`
 	Hash         string `json:"hash"`
 	DesiredState State  `json:"desiredState"`
+	// Rollout marks a unit under a rolling update (see StartRollout).
+	Rollout *UnitRollout `json:"rollout,omitempty"`
 	// ModRev is the etcd revision of the last change to this record.
 	ModRev int64 `json:"-"`
 }
@@ -53,10 +56,27 @@ func (r *Registry) CreateUnit(ctx context.Context, u Unit, body string, replace 
 	var cmps []clientv3.Cmp
 	if !replace {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(r.keys.unit(u.Name)), "=", 0))
+	} else {
+		// A unit in a rolling update changes body only through it: a
+		// blind put would drop its marker and release every copy at once.
+		cur, err := r.Unit(ctx, u.Name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(r.keys.unit(u.Name)), "=", 0))
+		case err != nil:
+			return fmt.Errorf("create unit %s: %w", u.Name, err)
+		case cur.Rollout != nil:
+			return fmt.Errorf("replace unit %s: %w (rollout %s); use fleetctl rollout status|undo", u.Name, ErrRolloutActive, cur.Rollout.ID)
+		default:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r.keys.unit(u.Name)), "=", cur.ModRev))
+		}
 	}
 	resp, err := r.txn(ctx, cmps, puts)
 	if err != nil {
 		return fmt.Errorf("create unit %s: %w", u.Name, err)
+	}
+	if !resp.Succeeded && replace {
+		return fmt.Errorf("replace unit %s: %w: try again", u.Name, ErrConflict)
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("create unit %s: %w", u.Name, ErrExists)

@@ -130,6 +130,8 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 			continue
 		case key != o.Name:
 			warnOnce(o.Name, "[%s] option %q is deprecated; use %q", fleetSection, o.Name, key)
+		case isUpdateKey(key):
+			continue // the update policy (UpdatePolicy), not placement
 		}
 
 		values, err := splitValues(o.Value)
@@ -215,6 +217,8 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 func fleetKey(option string) (key string, known bool) {
 	switch option {
 	case "MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Replaces", "Global", "AtMostOnce":
+		return option, true
+	case updateMaxUnavailable, updateMinHealthy, updateAutoRevert, healthCheck:
 		return option, true
 	case "X-ConditionMachineID":
 		return "MachineID", true

@@ -1,0 +1,42 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRunHealthCheck(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bad" {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer srv.Close()
+	for _, tc := range []struct{ check, want string }{
+		{"true", "pass"},
+		{"exit 3", "fail: exit status 3"},
+		{"test -e /nonexistent-fleet-file", "fail: exit status 1"},
+		{srv.URL + "/ok", "pass"},
+		{srv.URL + "/bad", "fail: HTTP 500"},
+		{"http://127.0.0.1:1/", "fail: request failed"},
+	} {
+		t.Run(tc.check, func(t *testing.T) {
+			require.Equal(t, tc.want, runHealthCheck(context.Background(), tc.check))
+		})
+	}
+}
+
+func TestHealthOfFollowsTheBody(t *testing.T) {
+	a := &Agent{}
+	a.noteHealthCheck("web.service", "h1", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nHealthCheck=true\n")
+	a.health.checks["web.service"] = healthCheck{hash: "h1", check: "true", result: "pass"}
+	require.Equal(t, "pass", a.healthOf("web.service", "h1", "active"))
+	require.Empty(t, a.healthOf("web.service", "h1", "activating"), "only an active copy has a health")
+	require.Empty(t, a.healthOf("web.service", "h2", "active"), "a result belongs to the body it was taken for")
+	a.noteHealthCheck("web.service", "h2", "[Service]\nExecStart=/bin/true\n")
+	require.Empty(t, a.health.checks, "a body without a check forgets it")
+}
