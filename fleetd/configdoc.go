@@ -1,6 +1,8 @@
 package fleetd
 
 import (
+	"encoding"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -39,8 +41,23 @@ func ConfigKeys() []ConfigKey {
 
 // boundField finds which field of Config f sets, by setting it and seeing
 // what changes: fields() binds keys with closures, which say nothing of
-// their target otherwise, and another table naming them would drift.
+// their target otherwise, and another table naming them would drift. A key
+// that takes none of the probes (a fixed set of words) is found by name:
+// the field named like the key (placement: Placement).
 func boundField(f field) (int, bool) {
+	if i, ok := probeField(f); ok {
+		return i, true
+	}
+	t := reflect.TypeOf(Config{})
+	for i := range t.NumField() {
+		if strings.EqualFold(t.Field(i).Name, strings.ReplaceAll(f.key, "_", "")) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func probeField(f field) (int, bool) {
 	// One of these parses for every kind of key (number, duration,
 	// boolean, text, list) and differs from its default.
 	probes := []string{"7", "0", "true", "false", "probe", "probe,probe2"}
@@ -68,8 +85,17 @@ func boundField(f field) (int, bool) {
 }
 
 func formatDefault(v reflect.Value) string {
-	if d, ok := v.Interface().(time.Duration); ok {
-		return formatDuration(d)
+	switch x := v.Interface().(type) {
+	case time.Duration:
+		return formatDuration(x)
+	case encoding.TextMarshaler:
+		b, err := x.MarshalText()
+		if err != nil {
+			return ""
+		}
+		return string(b)
+	case fmt.Stringer:
+		return x.String()
 	}
 	switch v.Kind() {
 	case reflect.Slice:

@@ -1,6 +1,8 @@
 package fleetd
 
 import (
+	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -15,7 +17,8 @@ func TestConfigKeysDocumentEveryKey(t *testing.T) {
 	require.Len(t, keys, len(fields()))
 	for _, f := range fields() {
 		_, ok := boundField(f)
-		require.True(t, ok, "key %s: no single Config field changes when it is set", f.key)
+		require.True(t, ok, "key %s: no single Config field changes when it is set to any of boundField's probes; "+
+			"if it takes a fixed set of words, name its Config field like the key or add a word to the probes, so fleet.conf(5) can show its default", f.key)
 	}
 	byKey := map[string]ConfigKey{}
 	for _, k := range keys {
@@ -44,4 +47,25 @@ func TestFormatDuration(t *testing.T) {
 	} {
 		require.Equal(t, want, formatDuration(d))
 	}
+}
+
+type level int
+
+func (l level) String() string { return [...]string{"low", "high"}[l] }
+
+func TestFormatDefaultUsesTheValuesOwnText(t *testing.T) {
+	require.Equal(t, "high", formatDefault(reflect.ValueOf(level(1))))
+	require.Equal(t, "a,b", formatDefault(reflect.ValueOf([]string{"a", "b"})))
+	require.Equal(t, "1m30s", formatDefault(reflect.ValueOf(90*time.Second)))
+}
+
+// A key whose setter takes none of the probes (a fixed set of words) is
+// found by its field's name.
+func TestBoundFieldByName(t *testing.T) {
+	refuse := func(*Config, string) error { return errors.New("want spread or binpack") }
+	i, ok := boundField(field{key: "agent_ttl", set: refuse})
+	require.True(t, ok)
+	require.Equal(t, "AgentTTL", reflect.TypeOf(Config{}).Field(i).Name)
+	_, ok = boundField(field{key: "no_such_key", set: refuse})
+	require.False(t, ok)
 }
