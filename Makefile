@@ -39,6 +39,7 @@ deb: build
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(BIN)/fleet-deb -version '$(VERSION)' -bin $(BIN) -dist dist -out $(BIN) -maintainer '$(DEB_MAINTAINER)'
 	dpkg-deb --info $(BIN)/fleet_*.deb
 	dpkg-deb --contents $(BIN)/fleet_*.deb
+	@command -v lintian >/dev/null || { echo "make deb: lintian is needed (make deps, or apt-get install lintian)" >&2; exit 1; }
 	lintian --fail-on error,warning $(BIN)/fleet_*.deb
 
 # Everything: unit tests, tests against embedded etcd, agent tests and the
