@@ -7,10 +7,12 @@ package browsertest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -101,3 +103,96 @@ func Screenshot(tb testing.TB, ctx context.Context, name string) {
 	}
 	tb.Logf("screenshot: %s", path)
 }
+
+// Page drives one tab of the dashboard for a test: actions fail the test,
+// each bounded by 20 s so that a page that never gets there fails instead of
+// hanging.
+type Page struct {
+	T   testing.TB
+	Ctx context.Context
+	// URL is the root of the fleetd serving the dashboard
+	// (https://10.0.0.2:49153), without a trailing slash.
+	URL string
+}
+
+// stepTimeout bounds one step of a Page.
+const stepTimeout = 20 * time.Second
+
+// Run runs actions in the tab.
+func (p Page) Run(what string, actions ...chromedp.Action[chromedp.Void]) {
+	p.T.Helper()
+	ctx, cancel := context.WithTimeout(p.Ctx, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		p.T.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Eval returns the string value of a JavaScript expression.
+func (p Page) Eval(expr string) string {
+	p.T.Helper()
+	ctx, cancel := context.WithTimeout(p.Ctx, stepTimeout)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		p.T.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return s
+}
+
+// Until waits for a JavaScript expression to become truthy.
+func (p Page) Until(what, expr string) {
+	p.T.Helper()
+	ctx, cancel := context.WithTimeout(p.Ctx, stepTimeout)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(20*time.Millisecond))); err != nil {
+		p.T.Fatalf("%s (waiting for %s): %v", what, expr, err)
+	}
+}
+
+// SignIn opens the dashboard with nothing in sessionStorage and submits
+// token on its sign-in form; the caller waits for what should follow.
+func (p Page) SignIn(token string) {
+	p.T.Helper()
+	p.Run("sign in", chromedp.Navigate(p.URL+"/ui/"),
+		chromedp.Evaluate[chromedp.Void](`sessionStorage.clear()`),
+		chromedp.Navigate(p.URL+"/ui/#units"),
+		chromedp.WaitVisible("#login"),
+		chromedp.SendKeys("#token", token),
+		chromedp.Click("#signin"))
+}
+
+// Tab shows one of the dashboard's views (machines, units, events, ...).
+func (p Page) Tab(name string) {
+	p.T.Helper()
+	p.Run("tab "+name, chromedp.Click(fmt.Sprintf(`.tab[data-tab=%q]`, name)), chromedp.WaitVisible("#"+name))
+}
+
+// Filter sets one of the units filters (f-name, f-machine, f-state) as
+// typing or choosing would.
+func (p Page) Filter(id, value string) {
+	p.T.Helper()
+	p.Run("filter "+id, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(
+		`(() => { const e = document.getElementById(%q); e.value = %q; e.dispatchEvent(new Event('input')); })()`, id, value)))
+}
+
+// Act clicks the action button of a unit row (start, stop, destroy) and
+// confirms it in the page's dialog.
+func (p Page) Act(unit, action string) {
+	p.T.Helper()
+	sel := UnitRow(unit) + fmt.Sprintf(` button[data-action=%q]`, action)
+	p.Run(action+" "+unit, chromedp.Click(sel), chromedp.WaitVisible("#confirm-ok"), chromedp.Click("#confirm-ok"))
+}
+
+// UnitRow is the CSS selector of a unit's row in the units table.
+func UnitRow(name string) string { return fmt.Sprintf(`#units-spacer .row[data-unit=%q]`, name) }
+
+// ActiveCell is a JavaScript expression: the text of a unit's
+// active/sub-state cell, undefined while the row is not drawn.
+func ActiveCell(name string) string {
+	return fmt.Sprintf(`(document.querySelector('%s [data-col=active]')||{}).textContent`, UnitRow(name))
+}
+
+// UnitsShown is a JavaScript expression: the units table's count line
+// ("31 units", "1 of 31 units").
+const UnitsShown = `document.querySelector('#unit-shown').textContent`

@@ -75,10 +75,14 @@
   }
 
   // ---- banner, confirm ----------------------------------------------------
+  let bannerTimer = 0;
   function banner(msg, info) {
     $('banner-text').textContent = msg;
     $('banner').classList.toggle('info', !!info);
     $('banner').hidden = false;
+    // A confirmation goes away by itself; an error stays until dismissed.
+    clearTimeout(bannerTimer);
+    if (info) bannerTimer = setTimeout(() => { $('banner').hidden = true; }, 6000);
   }
   $('banner-close').addEventListener('click', () => { $('banner').hidden = true; });
 
@@ -356,6 +360,10 @@
   }
 
   function describe(e) {
+    if (e.type === 'stream.started') return 'engine leader ' + (e.machineID ? shortID(e.machineID) : 'none');
+    if (e.type === 'api.call') {
+      return [e.identity, e.action, e.unit, e.to ? '→ ' + e.to : '', e.result ? '(' + e.result + ')' : ''].filter(Boolean).join(' ');
+    }
     const parts = [];
     if (e.unit) parts.push(e.unit);
     if (e.machineID) parts.push('on ' + shortID(e.machineID));
