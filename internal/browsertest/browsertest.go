@@ -156,6 +156,9 @@ func (p Page) SignIn(token string) {
 	p.T.Helper()
 	p.Run("sign in", chromedp.Navigate(p.URL+"/ui/"),
 		chromedp.Evaluate[chromedp.Void](`sessionStorage.clear()`),
+		// Away first: from /ui/ to /ui/#units alone would not load the
+		// page again.
+		chromedp.Navigate("about:blank"),
 		chromedp.Navigate(p.URL+"/ui/#units"),
 		chromedp.WaitVisible("#login"),
 		chromedp.SendKeys("#token", token),

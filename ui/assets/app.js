@@ -7,7 +7,9 @@
   const TOKEN_KEY = 'fleet.token';
   const ROW = 30;             // px, the units table's row height (app.css --row)
   const OVERSCAN = 10;        // rows rendered beyond the visible ones
-  const PAGE = 5000;          // items per API page when listing everything
+  // PAGE is the API's largest page: it cuts every page from a fresh read of
+  // the whole collection, so fewer pages mean fewer reads.
+  const PAGE = 65535;
   const FEED_MAX = 500;       // events kept in the feed
   const REREAD_BATCH = 50;    // unit names per GET /state?unitName=... request
   const FULL_RELOAD_AT = 500; // more dirty units than this: list everything instead
@@ -220,7 +222,10 @@
   });
 
   // ---- data ---------------------------------------------------------------
+  // loadAll reads the whole cluster. Its performance marks (fetched,
+  // drawn) are what the 10,000-unit benchmark reads.
   async function loadAll() {
+    performance.mark('fleet-load-start');
     const [machines, units, states] = await Promise.all([
       listAll('/fleet/v1/machines', 'machines'),
       listAll('/fleet/v1/units', 'units'),
@@ -230,9 +235,11 @@
     st.units = new Map(units.map((u) => [u.name, u]));
     st.states = new Map();
     for (const s of states) addState(s);
+    performance.mark('fleet-fetched');
     st.sorted = [...st.units.keys()].sort();
     st.loaded = true;
     renderAll();
+    performance.mark('fleet-drawn');
   }
 
   function addState(s) {
