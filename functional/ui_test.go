@@ -64,7 +64,7 @@ func TestUI(t *testing.T) {
 		// shows that it was not reloaded meanwhile.
 		p.Run("watch", chromedp.Evaluate[chromedp.Void](`window.notReloaded = true; window.seenActive = 0;
 			(function watch() {
-				if (` + browsertest.ActiveCell("goodbye.service") + ` === 'active/running') { window.seenActive = Date.now(); return; }
+				if (`+browsertest.ActiveCell("goodbye.service")+` === 'active/running') { window.seenActive = Date.now(); return; }
 				requestAnimationFrame(watch);
 			})()`))
 		e.fleetctl(t, h1, "start", unit("goodbye.service"))
