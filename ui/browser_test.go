@@ -68,6 +68,24 @@ func TestDashboard(t *testing.T) {
 		p.Tab("units")
 	})
 
+	t.Run("optional sections follow the API", func(t *testing.T) {
+		p := browsertest.Page{T: t, Ctx: p.Ctx, URL: c.url}
+		// Other parts of fleet add these endpoints; the page shows a
+		// section or button exactly when the API has the endpoint.
+		for sel, path := range map[string]string{
+			`.tab[data-tab=rollouts]`:   "/fleet/v1/rollouts",
+			`.tab[data-tab=reboots]`:    "/fleet/v1/reboots",
+			`button[data-action=drain]`: "/fleet/v1/machines/" + c.machines[0].Machine().ID + "/drain",
+		} {
+			p.Tab("machines")
+			want := apiHas(t, c.url+path)
+			p.Until("probed", `document.body.dataset.probed === 'true'`)
+			got := p.Eval(fmt.Sprintf(`(() => { const e = document.querySelector(%q); return String(!!e && !e.hidden); })()`, sel))
+			require.Equal(t, fmt.Sprint(want), got, "%s shown iff the API has %s", sel, path)
+		}
+		p.Tab("units")
+	})
+
 	t.Run("an event updates the row without reload", func(t *testing.T) {
 		p := browsertest.Page{T: t, Ctx: p.Ctx, URL: c.url}
 		p.Run("mark the page", chromedp.Evaluate[chromedp.Void](`window.notReloaded = true`))
@@ -126,4 +144,19 @@ func TestDashboard(t *testing.T) {
 		require.Contains(t, feed, "new-01.service")
 		browsertest.Screenshot(t, p.Ctx, "events")
 	})
+}
+
+// apiHas reports whether the API answers GET url with anything but its
+// catch-all "no such API resource".
+func apiHas(t *testing.T, url string) bool {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return !(res.StatusCode == http.StatusNotFound && strings.Contains(string(body), "no such API resource"))
 }

@@ -166,6 +166,7 @@
     const any = st.machines.keys().next().value || 'probe';
     st.optional.drain = await exists('/fleet/v1/machines/' + encodeURIComponent(any) + '/drain');
     renderMachines();
+    document.body.dataset.probed = 'true';
   }
 
   async function refreshOptional(f) {
@@ -485,7 +486,8 @@
     const fMachine = $('f-machine').value.trim().toLowerCase();
     const fState = $('f-state').value;
     st.shown = (fName || fMachine || fState) ? st.sorted.filter((n) => matches(n, fName, fMachine, fState)) : st.sorted;
-    $('unit-shown').textContent = st.shown.length === st.sorted.length ? st.sorted.length + ' units' : st.shown.length + ' of ' + st.sorted.length + ' units';
+    const units = (n) => n + (n === 1 ? ' unit' : ' units');
+    $('unit-shown').textContent = st.shown.length === st.sorted.length ? units(st.sorted.length) : st.shown.length + ' of ' + units(st.sorted.length);
   }
 
   // renderUnits draws only the rows in view (virtualised): a page with
@@ -504,6 +506,9 @@
     const last = Math.min(st.shown.length, Math.ceil((vp.scrollTop + vp.clientHeight) / ROW) + OVERSCAN);
     const rows = [];
     for (let i = first; i < last; i++) rows.push(unitRow(st.shown[i], i));
+    if (!st.shown.length && st.loaded) {
+      rows.push(el('div', 'empty muted', st.sorted.length ? 'No unit matches the filters.' : 'No units submitted.'));
+    }
     sp.replaceChildren(...rows);
   }
 
