@@ -160,3 +160,44 @@ func apiHas(t *testing.T, url string) bool {
 	require.NoError(t, err)
 	return !(res.StatusCode == http.StatusNotFound && strings.Contains(string(body), "no such API resource"))
 }
+
+// TestOptionalSections stands in for endpoints other parts of fleet add
+// (drain, rollouts): the page shows them, renders an answer whose shape it
+// does not know, and a confirmed Drain reaches the API.
+func TestOptionalSections(t *testing.T) {
+	drained := make(chan string, 1)
+	c := newCluster(t, 2, func(mux *http.ServeMux) {
+		mux.HandleFunc("POST /fleet/v1/machines/{id}/drain", func(w http.ResponseWriter, r *http.Request) {
+			drained <- r.PathValue("id")
+			w.WriteHeader(http.StatusNoContent)
+		})
+		// As api.NewServer answers other methods of its routes.
+		mux.HandleFunc("/fleet/v1/machines/{id}/drain", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, `{"error":{"code":405,"message":"use POST"}}`, http.StatusMethodNotAllowed)
+		})
+		mux.HandleFunc("GET /fleet/v1/rollouts", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"rollouts":[{"unit":"web.service","state":"rolling","done":2,"total":3}]}`)
+		})
+	})
+	p := browsertest.Page{T: t, Ctx: browsertest.New(t), URL: c.url}
+	p.SignIn(adminToken)
+	p.Run("signed in", chromedp.WaitVisible("#units"))
+	p.Until("probed", `document.body.dataset.probed === 'true'`)
+	require.Equal(t, "true", p.Eval(`String(document.querySelector('.tab[data-tab=reboots]').hidden)`), "no reboots endpoint here")
+
+	p.Tab("rollouts")
+	p.Until("rollouts drawn", `document.querySelector('#rollouts-body td') !== null`)
+	require.Equal(t, "unit state done total web.service rolling 2 3", p.Eval(
+		`[...document.querySelectorAll('#rollouts-body th, #rollouts-body td')].map((e) => e.textContent).join(' ')`))
+	browsertest.Screenshot(t, p.Ctx, "rollouts")
+
+	p.Tab("machines")
+	id := c.machines[1].Machine().ID
+	p.Run("drain", chromedp.Click(fmt.Sprintf(`#machine-rows tr[data-machine=%q] button[data-action=drain]`, id)),
+		chromedp.WaitVisible("#confirm-ok"))
+	require.Contains(t, p.Eval(`document.querySelector('#confirm-text').textContent`), id)
+	p.Run("confirm", chromedp.Click("#confirm-ok"))
+	require.Equal(t, id, <-drained)
+	p.Until("confirmed", `document.querySelector('#banner-text').textContent.startsWith('drain of ')`)
+}

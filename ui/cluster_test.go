@@ -47,7 +47,9 @@ type cluster struct {
 	url      string
 }
 
-func newCluster(tb testing.TB, machines int) *cluster {
+// newCluster starts it with the given number of machines; extra adds
+// routes to fleetd's mux (endpoints other parts of fleet add).
+func newCluster(tb testing.TB, machines int, extra ...func(*http.ServeMux)) *cluster {
 	tb.Helper()
 	e := etcdtest.Start(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -74,6 +76,9 @@ func newCluster(tb testing.TB, machines int) *cluster {
 	mux := http.NewServeMux()
 	mux.Handle(ui.Prefix, ui.Handler())
 	mux.Handle("/", api.NewServer(c.rc))
+	for _, f := range extra {
+		f(mux)
+	}
 	srv := httptest.NewServer(api.Authorize(auth.NewAuthenticator(toks, false), mux))
 	tb.Cleanup(srv.Close)
 	c.url = srv.URL

@@ -190,7 +190,9 @@
       const t = el('table');
       const hr = el('tr');
       cols.forEach((c) => hr.append(el('th', '', c)));
-      t.append(el('thead')).append(hr);
+      const th = el('thead');
+      th.append(hr);
+      t.append(th);
       const tb = el('tbody');
       rows.forEach((r) => { const tr = el('tr'); cols.forEach((c) => tr.append(el('td', '', cell(r[c])))); tb.append(tr); });
       t.append(tb);
@@ -265,18 +267,18 @@
       const q = names.slice(i, i + REREAD_BATCH).map((n) => 'unitName=' + encodeURIComponent(n)).join('&');
       states.push(...await listAll('/fleet/v1/state?' + q, 'states'));
     }
-    let added = false;
+    let changed = false; // a unit came or went: sort again
     names.forEach((n, i) => {
       if (got[i]) {
-        if (!st.units.has(n)) added = true;
+        if (!st.units.has(n)) changed = true;
         st.units.set(n, got[i]);
       } else if (st.units.delete(n)) {
-        added = true;
+        changed = true;
       }
       st.states.delete(n);
     });
     states.forEach(addState);
-    if (added) st.sorted = [...st.units.keys()].sort();
+    if (changed) st.sorted = [...st.units.keys()].sort();
     renderAll();
   }
 
