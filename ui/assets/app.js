@@ -377,7 +377,7 @@
     const parts = [];
     if (e.unit) parts.push(e.unit);
     if (e.machineID) parts.push('on ' + shortID(e.machineID));
-    if (e.from || e.to) parts.push((e.from || '·') + ' → ' + (e.to || '·'));
+    if (e.from || e.to) parts.push((e.from ? e.from + ' ' : '') + '→ ' + (e.to || 'none'));
     if (e.identity) parts.push('by ' + e.identity);
     if (e.action) parts.push(e.action);
     if (e.result) parts.push('(' + e.result + ')');
@@ -388,7 +388,7 @@
     const li = el('li');
     li.dataset.type = e.type;
     const t = e.time ? new Date(e.time) : new Date();
-    li.append(el('span', 't', t.toLocaleTimeString()), el('span', 'ty', e.type), el('span', '', describe(e)));
+    li.append(el('span', 't', t.toTimeString().slice(0, 8)), el('span', 'ty', e.type), el('span', '', describe(e)));
     const feed = $('event-feed');
     feed.prepend(li);
     while (feed.childElementCount > FEED_MAX) feed.lastElementChild.remove();
