@@ -37,6 +37,7 @@ const (
 // fleetd serves it (dashboard files and API behind Authorize, tokens of
 // role admin and read), and ways to play engine and agents: placements and
 // published states are written directly, since no systemd runs here.
+// The handler is the one fleetd serves (fleetd.newAPIServer).
 type cluster struct {
 	tb       testing.TB
 	ctx      context.Context
@@ -79,7 +80,7 @@ func newCluster(tb testing.TB, machines int, extra ...func(*http.ServeMux)) *clu
 	for _, f := range extra {
 		f(mux)
 	}
-	srv := httptest.NewServer(api.Authorize(auth.NewAuthenticator(toks, false), mux))
+	srv := httptest.NewServer(api.RefuseCrossOrigin(api.Authorize(auth.NewAuthenticator(toks, false), mux)))
 	tb.Cleanup(srv.Close)
 	c.url = srv.URL
 	return c
