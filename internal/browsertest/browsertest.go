@@ -1,8 +1,3 @@
-// Package browsertest runs headless Chromium (Debian's chromium package)
-// for tests of the web dashboard, through chromedp. Test-only.
-//
-// Without chromium a test is skipped, except in CI (CI=true), where a
-// missing browser fails it: `make deps` installs it.
 package browsertest
 
 import (
