@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed-a1ce88ea/fleet/api"
 	"github.com/seed-a1ce88ea/fleet/internal/browsertest"
 )
 
@@ -200,4 +202,19 @@ func TestOptionalSections(t *testing.T) {
 	p.Run("confirm", chromedp.Click("#confirm-ok"))
 	require.Equal(t, id, <-drained)
 	p.Until("confirmed", `document.querySelector('#banner-text').textContent.startsWith('drain of ')`)
+}
+
+// TestWithoutToken: where the API asks for no token (a listener without
+// authentication here; a client certificate the browser presents takes
+// the same path), the page goes straight to the cluster, with no sign-in
+// form and no sign-out button.
+func TestWithoutToken(t *testing.T) {
+	c := newCluster(t, 1)
+	c.addUnits(2, func(i int) string { return fmt.Sprintf("open-%d.service", i) })
+	srv := httptest.NewServer(api.RefuseCrossOrigin(api.Authorize(nil, c.mux)))
+	t.Cleanup(srv.Close)
+	p := browsertest.Page{T: t, Ctx: browsertest.New(t), URL: srv.URL}
+	p.Run("open", chromedp.Navigate(srv.URL+"/ui/"), chromedp.WaitVisible("#units"))
+	p.Until("listed", browsertest.UnitsShown+` === '2 units'`)
+	require.Equal(t, "true true", p.Eval(`document.querySelector('#login').hidden + ' ' + document.querySelector('#signout').hidden`))
 }

@@ -46,6 +46,8 @@ type cluster struct {
 	lead     *registry.Leadership
 	machines []*registry.Presence
 	url      string
+	// mux is fleetd's mux (dashboard files and API) without Authorize.
+	mux *http.ServeMux
 }
 
 // newCluster starts it with the given number of machines; extra adds
@@ -82,7 +84,7 @@ func newCluster(tb testing.TB, machines int, extra ...func(*http.ServeMux)) *clu
 	}
 	srv := httptest.NewServer(api.RefuseCrossOrigin(api.Authorize(auth.NewAuthenticator(toks, false), mux)))
 	tb.Cleanup(srv.Close)
-	c.url = srv.URL
+	c.url, c.mux = srv.URL, mux
 	return c
 }
 
