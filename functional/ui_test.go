@@ -23,6 +23,7 @@ import (
 // changes systemd on a host when an admin acts, and shows the API's refusal
 // when a read token tries. Screenshots go to $FLEET_UI_SCREENSHOTS if set.
 func TestUI(t *testing.T) {
+	browsertest.Browser(t) // before booting hosts: skipped or failed at once without chromium
 	e := boot(t, spec{hosts: 2, etcd: etcdEmbedded, docker: dockerShared})
 	sec := e.Security
 	require.NotNil(t, sec, "clusters are secured by default")
