@@ -77,7 +77,8 @@ demo: deps build
 demo-down:
 	scripts/demo.sh down
 
-# Go benchmarks (scheduler, engine on a real etcd, bench helpers), then 1,000
+# Go benchmarks (scheduler, engine on a real etcd, bench helpers, the dashboard
+# loading 10,000 units in headless Chromium), then 1,000
 # and 10,000 simulated machines on a real etcd and real engines, then the
 # bulk start on 3 and 10 real hosts against systemd alone, then the
 # real-systemd figures on 3 hosts (root); rewrites BENCHMARKS.md. ~18 min.
@@ -85,6 +86,7 @@ bench: deps build
 	$(GO) test ./engine/ -run '^$$' -bench 'BenchmarkSchedule' -benchmem -count 3
 	$(GO) test ./engine/ -run '^$$' -bench 'BenchmarkEngine' -benchtime 1x -count 1
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./bench
+	$(GO) test -run '^$$' -bench DashboardLoad10k -benchtime 5x ./ui
 	$(GO) build -o $(BIN)/fleet-bench ./cmd/fleet-bench
 	$(BIN)/fleet-bench -mode=full -out=BENCHMARKS.md -save=$(BIN)/bench-figures.json
 

@@ -10,19 +10,28 @@ import (
 	"github.com/seed-a1ce88ea/fleet/api/auth"
 )
 
+// RoleNone is what RequiredRole returns for a request anyone may make,
+// authenticated or not; Authorize does not authenticate it.
+const RoleNone auth.Role = ""
+
 // RequiredRole returns the role a request needs: reading (GET or HEAD) the
-// API, its discovery document, events, metrics or the web UI needs read;
-// anything else, which may change the cluster, needs admin.
+// API, its discovery document, events or metrics needs read; reading the
+// web dashboard's files (/ui, /ui/...) needs none; anything else, which may
+// change the cluster, needs admin.
+//
+// The dashboard's files are open, as Nomad's UI is, because a browser
+// cannot send a bearer token when it loads a page: the page asks for the
+// token and sends it with every API call it makes, so every datum and
+// every action of the dashboard still passes the API's own role check. The
+// files hold no cluster data (package ui).
 func RequiredRole(method, path string) auth.Role {
 	if method != http.MethodGet && method != http.MethodHead {
 		return auth.RoleAdmin
 	}
-	for _, p := range []string{"/fleet/v1", "/ui"} {
-		if path == p || strings.HasPrefix(path, p+"/") {
-			return auth.RoleRead
-		}
+	if path == "/ui" || strings.HasPrefix(path, "/ui/") {
+		return RoleNone
 	}
-	if path == "/metrics" {
+	if path == "/fleet/v1" || strings.HasPrefix(path, "/fleet/v1/") || path == "/metrics" {
 		return auth.RoleRead
 	}
 	return auth.RoleAdmin
@@ -45,7 +54,8 @@ func WithRefusalLog(l *slog.Logger) AuthorizeOption {
 }
 
 // Authorize lets a request through to next only if its caller's role
-// allows it (RequiredRole). The caller is the Identity already in the
+// allows it (RequiredRole); one that needs RoleNone goes through without
+// authentication. The caller is the Identity already in the
 // request's context (fleetd puts one there for its unix socket), else who
 // a authenticates; a nil a stands for a listener that is deliberately
 // insecure or reachable only from this machine, whose callers are all
@@ -68,6 +78,10 @@ func Authorize(a *auth.Authenticator, next http.Handler, opts ...AuthorizeOption
 		writeError(w, code, msg)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if RequiredRole(r.Method, r.URL.Path) == RoleNone {
+			next.ServeHTTP(w, r)
+			return
+		}
 		id, ok := auth.FromContext(r.Context())
 		if !ok {
 			// The caller of a listener without authentication.

@@ -198,8 +198,9 @@ func TestRequiredRoleOutsideTheAPI(t *testing.T) {
 		{"HEAD", "/metrics", auth.RoleRead},
 		{"POST", "/metrics", auth.RoleAdmin},
 		{"GET", "/metrics/x", auth.RoleAdmin},
-		{"GET", "/ui", auth.RoleRead},
-		{"GET", "/ui/units", auth.RoleRead},
+		{"GET", "/ui", RoleNone},
+		{"GET", "/ui/units", RoleNone},
+		{"HEAD", "/ui/app.js", RoleNone},
 		{"POST", "/ui/units", auth.RoleAdmin},
 		{"GET", "/uix", auth.RoleAdmin},
 		{"GET", "/fleet/v1", auth.RoleRead},
@@ -208,5 +209,42 @@ func TestRequiredRoleOutsideTheAPI(t *testing.T) {
 	}
 	for _, tt := range tests {
 		require.Equal(t, tt.want, RequiredRole(tt.method, tt.path), "%s %s", tt.method, tt.path)
+	}
+}
+
+// TestAuthorizeDashboardShell: the dashboard's files load without
+// credentials (and with wrong ones), but nothing else under /ui is open.
+func TestAuthorizeDashboardShell(t *testing.T) {
+	toks, err := auth.ParseTokens(strings.NewReader("viewer read read-token\n"))
+	require.NoError(t, err)
+	var reached bool
+	h := Authorize(auth.NewAuthenticator(toks, false), http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		reached = true
+		w.WriteHeader(http.StatusOK)
+	}))
+	tests := []struct {
+		name, method, path, bearer string
+		code                       int
+	}{
+		{"shell without credentials", "GET", "/ui/", "", 200},
+		{"script with a wrong token", "GET", "/ui/app.js", "guess", 200},
+		{"HEAD of the shell", "HEAD", "/ui", "", 200},
+		{"POST to the shell", "POST", "/ui/", "", 401},
+		{"read token may not POST", "POST", "/ui/", "read-token", 403},
+		{"the API still needs a token", "GET", "/fleet/v1/units", "", 401},
+		{"a look-alike path is not the shell", "GET", "/uix/", "", 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reached = false
+			r := httptest.NewRequest(tt.method, tt.path, nil)
+			if tt.bearer != "" {
+				r.Header.Set("Authorization", "Bearer "+tt.bearer)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			require.Equal(t, tt.code, w.Code, w.Body.String())
+			require.Equal(t, tt.code == 200, reached)
+		})
 	}
 }

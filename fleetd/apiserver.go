@@ -165,11 +165,12 @@ func (sec apiSecurity) registryOptions() []api.RegistryOption {
 	return []api.RegistryOption{api.WithPeerTLS(sec.peerTLS)}
 }
 
-// newAPIServer returns the http.Server of the API: h behind Authorize,
-// callers on unix sockets known as root, and timeouts for slow clients.
+// newAPIServer returns the http.Server of the API: h behind Authorize and
+// RefuseCrossOrigin (the dashboard brings browsers), callers on unix
+// sockets known as root, and timeouts for slow clients.
 func newAPIServer(h http.Handler, sec apiSecurity, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler: api.Authorize(sec.authn, h, api.WithRefusalLog(log)),
+		Handler: api.RefuseCrossOrigin(api.Authorize(sec.authn, h, api.WithRefusalLog(log))),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if _, ok := c.(*net.UnixConn); ok {
 				// Only root and the fleet group can connect to the socket

@@ -23,6 +23,7 @@ import (
 	"github.com/seed-a1ce88ea/fleet/engine"
 	"github.com/seed-a1ce88ea/fleet/machine"
 	"github.com/seed-a1ce88ea/fleet/registry"
+	"github.com/seed-a1ce88ea/fleet/ui"
 )
 
 // Sentinel results of LoadConfig and Run.
@@ -110,6 +111,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
+	// The dashboard: its files are open (api.RequiredRole), its page calls
+	// the API below with the caller's credentials.
+	mux.Handle(ui.Prefix, ui.Handler())
 	client := api.NewRegistryClient(reg, sec.registryOptions()...)
 	mux.Handle("/", m.instrument(api.NewServer(client,
 		api.WithVersion(version), api.WithLocalMachine(me.ID, api.RefusingInspector(api.SystemdInspector{}, client, me.ID)), api.WithLogger(log))))

@@ -7,12 +7,14 @@
 #   docker.io                 dockerd + /usr/bin/docker for units that run containers
 #   iproute2 bc iputils-ping  bridge/netns set-up, timings, reachability checks
 #   lintian groff-base        make deb lints the package; the man page test renders the pages
+#   chromium                  headless browser of the dashboard's tests (ui/, functional TestUI)
 #
 # Only missing packages are installed. /usr/sbin/policy-rc.d (exit 101) keeps the packages' init scripts
 # from starting etcd or docker at install time; it is removed again only if this script created it.
 set -euo pipefail
 
 PACKAGES=(etcd-server etcd-client systemd-container debootstrap docker.io iproute2 bc iputils-ping lintian groff-base)
+PACKAGES+=(chromium)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: must run as root" >&2
