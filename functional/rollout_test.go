@@ -16,12 +16,14 @@ import (
 )
 
 // webUnit is a web@ template whose copies write their version where a
-// health check can see it; extra lines go into [X-Fleet].
+// health check can see it (in ExecStartPre, so an active copy has written
+// it); extra lines go into [X-Fleet].
 func webUnit(version string, xfleet ...string) string {
 	return fmt.Sprintf(`[Unit]
 Description=web %%i %s
 [Service]
-ExecStart=/bin/sh -c 'echo %s > /run/web-%%i.version; exec sleep infinity'
+ExecStartPre=/bin/sh -c 'echo %s > /run/web-%%i.version'
+ExecStart=/bin/sleep infinity
 [X-Fleet]
 Conflicts=web@*
 UpdateMinHealthy=2s
