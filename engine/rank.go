@@ -4,13 +4,15 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
-// A rank orders machines for least-loaded placement: fewest units first,
-// ties by machine ID, so the order is total and deterministic. It packs the
-// load above the machine's order label (see Scheduler.labelMachine), whose
-// order is the order of machine IDs: comparing two ranks is comparing two
-// integers.
+// A rank orders machines for placement: by load (see Scheduler.load: the
+// dominant resource's share, then units), ties by machine ID, so the order
+// is total and deterministic. It packs the load above the machine's order
+// label (see Scheduler.labelMachine), whose order is the order of machine
+// IDs: comparing two ranks is comparing two integers.
 type rank = uint64
 
 func rankOf(load int, label uint32) rank { return uint64(load)<<32 | uint64(label) }
@@ -145,9 +147,24 @@ func (s *rankSet) relabel(newLabel func(uint32) uint32) {
 type pool struct {
 	key     string              // canonical selector, see selectorKey
 	sel     map[string][]string // key -> accepted values
+	cons    []func(map[string]string) bool // the other terms (unit.Constraint), compiled once per pool
 	members map[string]*mstate
 	ranked  rankSet // members' ranks
 	refs    int     // units using the pool; it is dropped at zero
+}
+
+// matches reports whether metadata md satisfies the pool's selector: its
+// key=value terms and its other terms.
+func (p *pool) matches(md map[string]string) bool {
+	if !matches(p.sel, md) {
+		return false
+	}
+	for _, c := range p.cons {
+		if !c(md) {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *pool) has(m *mstate) bool {
@@ -183,6 +200,21 @@ func selectorKey(sel map[string][]string) string {
 		b.WriteByte(1)
 	}
 	return b.String()
+}
+
+// poolKey is the canonical form of a whole selector: the key=value terms
+// (selectorKey) and the other terms, sorted.
+func poolKey(sel map[string][]string, cons []unit.Constraint) string {
+	k := selectorKey(sel)
+	if len(cons) == 0 {
+		return k
+	}
+	terms := make([]string, len(cons))
+	for i, c := range cons {
+		terms[i] = c.Key + "\x00" + string(c.Op) + "\x00" + strings.Join(c.Values, "\x00")
+	}
+	sort.Strings(terms)
+	return k + "\x02" + strings.Join(slices.Compact(terms), "\x02")
 }
 
 // firstKey is the smallest key of a selector: pools are indexed by the
