@@ -122,7 +122,8 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			continue
 		}
 		it.amo = a.atMostOnce(it, it.want.Hash, body) && doubt
-		changed, err := a.sd.WriteUnitFile(it.name, body)
+		// systemd enforces the CPU and memory the scheduler counted.
+		changed, err := a.sd.WriteUnitFile(it.name, unit.EnforceLimits(it.name, body))
 		if err != nil {
 			it.fail(err)
 			continue

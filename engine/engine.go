@@ -67,6 +67,9 @@ type Config struct {
 	// 2s. Its agent began stopping them at least half a TTL before the
 	// lease expired, so their stop jobs get TTL/2 + margin to finish.
 	AtMostOnceMargin time.Duration
+	// Placement ranks the machines a unit fits on (fleet.conf placement=):
+	// PolicySpread (default) or PolicyBinpack.
+	Placement Policy
 }
 
 // Engine campaigns for leadership and, while leading, schedules units.
@@ -504,7 +507,7 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 		return 0, 0, err
 	}
 	if st.sched == nil {
-		snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units))}
+		snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units)), Policy: e.cfg.Placement}
 		for _, u := range units {
 			st.setRecord(u)
 			snap.Units = append(snap.Units, st.schedUnit(u))

@@ -103,7 +103,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
 			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
 			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter, BodyGrace: cfg.EngineBodyGrace,
-			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin})
+			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin,
+			Placement: cfg.Placement})
 		m.watchCluster(reg, e, me.ID)
 	} else {
 		m.watchCluster(reg, nil, me.ID)
@@ -249,6 +250,11 @@ func describeMachine(cfg Config, version string) (machine.Machine, error) {
 	}
 	host, _ := os.Hostname()
 	m := machine.Machine{ID: id, PublicIP: ip, Metadata: md, Hostname: host, Version: version}
+	capacity, err := machine.DetectCapacity("/proc/meminfo", cfg.ReservedCPU, cfg.ReservedMemory)
+	if err != nil {
+		return machine.Machine{}, fmt.Errorf("machine capacity: %w", err)
+	}
+	m.Capacity = &capacity
 	if cfg.APIListen != "" {
 		h, port, err := net.SplitHostPort(cfg.APIListen)
 		if err != nil {

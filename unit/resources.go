@@ -145,8 +145,8 @@ func EnforceLimits(name, text string) string {
 		return text
 	}
 	section, ok := resourceSections[n.Type]
-	if !ok {
-		return text
+	if !ok || !strings.Contains(text, "CPU=") && !strings.Contains(text, "Memory=") {
+		return text // the common case, without parsing
 	}
 	f, err := ParseString(text)
 	if err != nil {
