@@ -8,7 +8,6 @@ import (
 	"maps"
 	"reflect"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -353,7 +352,7 @@ func parseFleetBody(text string) *fleetBody {
 	}
 	var opts []unit.Option
 	for _, o := range f.Options {
-		if o.Section == "X-Fleet" {
+		if o.Section == "X-Fleet" || unit.IsResourceOption(o) {
 			opts = append(opts, o)
 		}
 	}
@@ -405,25 +404,8 @@ func (st *leaderState) unref(hash string) {
 // body or options cannot be used is Invalid: it keeps its placements and is
 // placed nowhere new, with the reason users will see.
 func (st *leaderState) schedUnit(u registry.Unit) Unit {
-	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState}
 	b, ok := st.bodies[u.Hash]
-	switch {
-	case !ok:
-		su.Invalid = fmt.Sprintf("unit body %s is missing", u.Hash)
-	case b.err != "":
-		su.Invalid = b.err
-	default:
-		x, _, err := b.file.FleetOptions(u.Name)
-		if err == nil {
-			err = x.Validate(u.Name)
-		}
-		if err != nil {
-			su.Invalid = "[X-Fleet] options refused: " + strings.ReplaceAll(err.Error(), "\n", "; ")
-		} else {
-			su.Fleet = x
-			su.AtMostOnce = x.RunsAtMostOnce(st.atMostOnceDefault)
-		}
-	}
+	su := unitFrom(u, b, ok, st.atMostOnceDefault)
 	if su.Invalid != "" {
 		st.invalid[u.Name] = true
 	} else {

@@ -133,6 +133,18 @@ func (f *File) systemdLimits(typ string) (cpu, mem int64, warnings []string) {
 	return cpu, mem, warnings
 }
 
+// IsResourceOption reports whether o is one of the systemd settings a
+// unit's resource demand is read from (CPUQuota=, MemoryMax=, MemoryLimit=,
+// MemoryLow=): a reader that keeps only what scheduling needs of a unit
+// file keeps these with the [X-Fleet] section.
+func IsResourceOption(o Option) bool {
+	switch o.Name {
+	case "CPUQuota", "MemoryMax", "MemoryLimit", "MemoryLow":
+		return o.Section != fleetSection
+	}
+	return false
+}
+
 // EnforceLimits returns the text of the unit called name with the CPU and
 // memory its [X-Fleet] CPU= and Memory= declare written into its own section
 // as CPUQuota= and MemoryMax=, so that systemd enforces what the scheduler
