@@ -104,6 +104,7 @@ type server struct {
 //
 //	GET    /fleet/v1/units/{name}/status   text of systemctl status
 //	GET    /fleet/v1/units/{name}/journal  journal text, ?lines=N ?follow=true ?output=MODE
+//	GET    /fleet/v1/units/{name}/placement every machine with the checker that rejects the unit or its score
 //	GET    /fleet/v1/events                cluster events, one JSON object per line, until closed
 //
 // Collections come in pages of 100 with fleet's page tokens; a bad token is
@@ -163,6 +164,7 @@ func (s *server) routes() []route {
 		}},
 		{"/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus}},
 		{"/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal}},
+		{"/fleet/v1/units/{name}/placement", map[string]http.HandlerFunc{http.MethodGet: s.unitPlacement}},
 		{"/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates}},
 		{"/fleet/v1/state/{name}", map[string]http.HandlerFunc{http.MethodGet: s.getState}},
 		{"/fleet/v1/machines", map[string]http.HandlerFunc{

@@ -111,7 +111,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m.handler())
-	client := api.NewRegistryClient(reg, sec.registryOptions()...)
+	client := api.NewRegistryClient(reg, append(sec.registryOptions(), api.WithPlacement(cfg.Placement, cfg.AgentAtMostOnceDefault))...)
 	mux.Handle("/", m.instrument(api.NewServer(client,
 		api.WithVersion(version), api.WithLocalMachine(me.ID, api.RefusingInspector(api.SystemdInspector{}, client, me.ID)), api.WithLogger(log))))
 	server := newAPIServer(mux, sec, log)
