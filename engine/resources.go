@@ -146,13 +146,12 @@ func whyShort(u *ustate, res string, cands []*mstate) string {
 	var (
 		best   *mstate
 		bestN  int64
-		amount func(demand) int64
-		format func(int64) string
+		amount = func(d demand) int64 { return d.mem }
+		format = unit.FormatMemory
+		what   = "memory"
 	)
 	if res == resCPU {
-		amount, format = func(d demand) int64 { return d.cpu }, func(n int64) string { return unit.FormatCPU(n) + " CPU" }
-	} else {
-		amount, format = func(d demand) int64 { return d.mem }, func(n int64) string { return unit.FormatMemory(n) + " memory" }
+		amount, format, what = func(d demand) int64 { return d.cpu }, unit.FormatCPU, "CPU"
 	}
 	for _, m := range cands {
 		if m.Capacity == nil {
@@ -162,7 +161,7 @@ func whyShort(u *ustate, res string, cands []*mstate) string {
 			best, bestN = m, n
 		}
 	}
-	why := fmt.Sprintf("no machine has %s free", format(amount(demandOf(u))))
+	why := fmt.Sprintf("no machine has %s %s free", format(amount(demandOf(u))), what)
 	if best != nil {
 		why += fmt.Sprintf("; largest free: %s on %s", format(max(bestN, 0)), best.ShortID())
 	}
