@@ -16,14 +16,14 @@ import (
 type rejectKind uint8
 
 const (
-	rejNone      rejectKind = iota
-	rejMachineID            // the machine is not the unit's MachineID
-	rejMetadata             // the machine lacks the unit's MachineMetadata
-	rejMachineOf            // a MachineOf peer does not run on the machine
-	rejConflict             // a unit there matches the unit's Conflicts, or the other way round
-	rejReplaced             // a unit there replaces this one
-	rejResources            // the machine has too little CPU or memory free (other: which)
-	rejMaxPerMachine        // the machine holds as many units of the group as MaxPerMachine allows
+	rejNone          rejectKind = iota
+	rejMachineID                // the machine is not the unit's MachineID
+	rejMetadata                 // the machine lacks the unit's MachineMetadata
+	rejMachineOf                // a MachineOf peer does not run on the machine
+	rejConflict                 // a unit there matches the unit's Conflicts, or the other way round
+	rejReplaced                 // a unit there replaces this one
+	rejResources                // the machine has too little CPU or memory free (other: which)
+	rejMaxPerMachine            // the machine holds as many units of the group as MaxPerMachine allows
 )
 
 // checkerNames name the checkers in explanations (fleetctl explain).

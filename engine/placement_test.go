@@ -151,7 +151,9 @@ func TestConstraintPools(t *testing.T) {
 }
 
 func TestSpreadAndMaxPerMachine(t *testing.T) {
-	zone := func(id, z string) machine.Machine { return machine.Machine{ID: id, Metadata: map[string]string{"zone": z}} }
+	zone := func(id, z string) machine.Machine {
+		return machine.Machine{ID: id, Metadata: map[string]string{"zone": z}}
+	}
 	t.Run("SpreadBy=zone over a, a, b puts 4 instances 2/2", func(t *testing.T) {
 		var us []Unit
 		for i := range 4 {
@@ -200,7 +202,7 @@ func TestSpreadAndMaxPerMachine(t *testing.T) {
 func TestExplain(t *testing.T) {
 	s := NewScheduler(Snapshot{
 		Machines: []machine.Machine{capMachine("m1", 2, 1, map[string]string{"role": "web"}), capMachine("m2", 2, 8, map[string]string{"role": "web"}), capMachine("m3", 2, 8, map[string]string{"role": "db"})},
-		Units: []Unit{mkUnit(t, "big.service", "Memory=2G", "MachineMetadata=role=web"), mkUnit(t, "small.service", "MachineID=m2")},
+		Units:    []Unit{mkUnit(t, "big.service", "Memory=2G", "MachineMetadata=role=web"), mkUnit(t, "small.service", "MachineID=m2")},
 	})
 	s.Plan()
 	e, ok := s.Explain("big.service")

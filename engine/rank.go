@@ -145,8 +145,8 @@ func (s *rankSet) relabel(newLabel func(uint32) uint32) {
 // rank order, instead of filtering every machine. The pool of the empty
 // selector holds every machine.
 type pool struct {
-	key     string              // canonical selector, see selectorKey
-	sel     map[string][]string // key -> accepted values
+	key     string                         // canonical selector, see selectorKey
+	sel     map[string][]string            // key -> accepted values
 	cons    []func(map[string]string) bool // the other terms (unit.Constraint), compiled once per pool
 	members map[string]*mstate
 	ranked  rankSet // members' ranks

@@ -115,9 +115,9 @@ type mstate struct {
 	units     map[string]*ustate
 	excluders []*ustate // units here with Conflicts or Replaces
 	pools     []*pool
-	label     uint32 // orders machines by ID inside ranks
-	key       rank   // the rank the pools hold for it
-	used      demand              // what its units ask for (resources.go)
+	label     uint32               // orders machines by ID inside ranks
+	key       rank                 // the rank the pools hold for it
+	used      demand               // what its units ask for (resources.go)
 	group     map[string][]*ustate // Group -> its units here
 }
 
