@@ -54,6 +54,7 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 		"DELETE /fleet/v1/units/{name}":        auth.RoleAdmin,
 		"GET /fleet/v1/units/{name}/status":    auth.RoleRead,
 		"GET /fleet/v1/units/{name}/journal":   auth.RoleRead,
+		"GET /fleet/v1/units/{name}/placement": auth.RoleRead,
 		"GET /fleet/v1/state":                  auth.RoleRead,
 		"GET /fleet/v1/state/{name}":           auth.RoleRead,
 		"GET /fleet/v1/machines":               auth.RoleRead,
