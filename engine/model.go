@@ -79,7 +79,7 @@ func (s *Scheduler) labelMachine(ms *mstate) {
 		return
 	}
 	ms.label = uint32(lo + (hi-lo)/2)
-	ms.key = rankOf(s.load(ms), ms.label)
+	ms.key, ms.room = rankOf(s.load(ms), ms.label), roomOf(ms)
 	s.byLabel[ms.label] = ms
 }
 
@@ -92,7 +92,7 @@ func (s *Scheduler) relabel() {
 	for i, m := range s.order {
 		l := uint32(uint64(i+1) * step)
 		renamed[m.label] = l
-		m.label, m.key = l, rankOf(s.load(m), l)
+		m.label, m.key, m.room = l, rankOf(s.load(m), l), roomOf(m)
 		s.byLabel[l] = m
 	}
 	f := func(l uint32) uint32 { return renamed[l] }
@@ -191,15 +191,15 @@ func (s *Scheduler) unindexMachine(ms *mstate) {
 
 // rerank moves ms to its new place in every pool after its load changed.
 func (s *Scheduler) rerank(ms *mstate) {
-	k := rankOf(s.load(ms), ms.label)
-	if k == ms.key {
+	k, room := rankOf(s.load(ms), ms.label), roomOf(ms)
+	if k == ms.key && room == ms.room {
 		return
 	}
 	for _, p := range ms.pools {
 		p.ranked.delete(ms.key)
-		p.ranked.insert(k)
+		p.ranked.insert(k, room)
 	}
-	ms.key = k
+	ms.key, ms.room = k, room
 }
 
 // Unit events.

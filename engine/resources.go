@@ -117,6 +117,14 @@ func free(u *ustate, m *mstate) demand {
 	return demand{cpu: m.Capacity.CPU - used.cpu, mem: m.Capacity.Memory - used.mem}
 }
 
+// roomOf is what m has free: unlimited without a capacity.
+func roomOf(m *mstate) demand {
+	if m.Capacity == nil {
+		return unlimited
+	}
+	return demand{cpu: m.Capacity.CPU - m.used.cpu, mem: m.Capacity.Memory - m.used.mem}
+}
+
 // checkResources is the capacity checker: never overcommit a machine that
 // reports its capacity. It names the first resource that is short.
 func checkResources(u *ustate, m *mstate) rejection {

@@ -118,6 +118,7 @@ type mstate struct {
 	label     uint32               // orders machines by ID inside ranks
 	key       rank                 // the rank the pools hold for it
 	used      demand               // what its units ask for (resources.go)
+	room      demand               // what the pools hold as its room: roomOf when last re-ranked
 	group     map[string][]*ustate // Group -> its units here
 }
 
@@ -556,7 +557,7 @@ func (s *Scheduler) eachCandidate(u *ustate, f func(*mstate) bool) {
 		if p == nil {
 			p = s.all
 		}
-		p.ranked.each(func(r rank) bool { return f(s.byLabel[rankLabel(r)]) })
+		p.ranked.eachRoom(demandOf(u), func(r rank) bool { return f(s.byLabel[rankLabel(r)]) })
 	}
 }
 

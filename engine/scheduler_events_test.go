@@ -448,6 +448,7 @@ func checkInvariants(t *testing.T, h *harness) {
 	// offers, nor more of a group than its units allow.
 	for _, m := range s.machines {
 		require.Equal(t, rankOf(s.load(m), m.label), m.key)
+		require.Equal(t, roomOf(m), m.room, "%s: room the pools hold", m.ID)
 		for _, p := range m.pools {
 			require.True(t, p.has(m))
 		}
