@@ -86,7 +86,7 @@ func wireMachine(m machine.Machine) Machine {
 	for k, v := range m.Metadata {
 		md[k] = v
 	}
-	return Machine{ID: m.ID, PrimaryIP: m.PublicIP, Metadata: md}
+	return Machine{ID: m.ID, PrimaryIP: m.PublicIP, Metadata: md, Capacity: m.Capacity}
 }
 
 func (c *registryClient) SetMachineMetadata(ctx context.Context, ops []MachineMetadataOp) error {

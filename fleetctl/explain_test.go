@@ -1,12 +1,15 @@
 package fleetctl_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-a1ce88ea/fleet/engine"
+	"github.com/seed-a1ce88ea/fleet/machine"
+	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
 // TestExplain runs fleetctl explain with both drivers: every machine with
@@ -36,6 +39,22 @@ func TestExplain(t *testing.T) {
 
 			r = h.run("explain", "nope.service")
 			require.Error(t, r.err)
+		})
+	}
+}
+
+// TestListMachinesCapacity shows what each machine offers units.
+func TestListMachinesCapacity(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			h := newHarness(t, driver)
+			p, err := h.reg.Register(h.ctx, machine.Machine{ID: "m1aaaaaaaaaa", Capacity: &machine.Capacity{CPU: 1500, Memory: 3 << 29}}, registry.MinTTL)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = p.Revoke(context.Background()) })
+			h.addMachine("m2bbbbbbbbbb", "10.0.0.2", nil)
+			r := h.run("list-machines", "--no-legend", "--fields", "machine,capacity")
+			require.NoError(t, r.err, r.stderr)
+			require.Regexp(t, `m1aaaaaa\.\.\.\s+1\.5 CPU, 1\.5 GiB\nm2bbbbbb\.\.\.\s+-\n`, r.stdout)
 		})
 	}
 }
