@@ -52,6 +52,10 @@ func TestPlacement(t *testing.T) {
 		}
 		return true
 	}), "machines did not register their capacity")
+	out := e.fleetctl(t, e.observer(t), "list-machines", "--no-legend", "--fields", "capacity")
+	for _, want := range []string{"1.5 GiB", "2.5 GiB", "3.5 GiB"} {
+		require.Contains(t, out, want)
+	}
 
 	t.Run("units with MemoryMax fill the machines; the next is unplaced with the short resource", func(t *testing.T) {
 		e.scenario(t)
