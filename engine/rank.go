@@ -166,15 +166,24 @@ func (s *rankSet) each(f func(rank) bool) {
 }
 
 // eachRoom is each over the ranks whose room may hold need: blocks where
-// no machine has room for it are skipped whole.
+// no machine has room for it are skipped whole. A need of zero skips
+// nothing, not even a machine over its capacity (room below zero), which
+// the capacity checker lets take units that ask for nothing.
 func (s *rankSet) eachRoom(need demand, f func(rank) bool) {
+	if need.zero() {
+		s.each(f)
+		return
+	}
+	short := func(room demand) bool {
+		return (need.cpu > 0 && room.cpu < need.cpu) || (need.mem > 0 && room.mem < need.mem)
+	}
 	for i, b := range s.blocks {
-		if m := s.most[i]; m.cpu < need.cpu || m.mem < need.mem {
+		if short(s.most[i]) {
 			continue
 		}
 		rs := s.rooms[i]
 		for j, r := range b {
-			if rs[j].cpu < need.cpu || rs[j].mem < need.mem {
+			if short(rs[j]) {
 				continue
 			}
 			if !f(r) {

@@ -104,14 +104,14 @@ func TestRankSetRoom(t *testing.T) {
 		if _, ok := rooms[r]; ok {
 			continue
 		}
-		d := demand{cpu: rng.Int64N(100), mem: rng.Int64N(100)}
+		d := demand{cpu: rng.Int64N(100) - 10, mem: rng.Int64N(100) - 10} // below zero: over capacity
 		s.insert(r, d)
 		rooms[r] = d
 	}
 	for _, need := range []demand{{}, {cpu: 50}, {mem: 90}, {cpu: 99, mem: 99}, {cpu: 100}} {
 		var want, got []rank
 		s.each(func(r rank) bool {
-			if d := rooms[r]; d.cpu >= need.cpu && d.mem >= need.mem {
+			if d := rooms[r]; (need.cpu == 0 || d.cpu >= need.cpu) && (need.mem == 0 || d.mem >= need.mem) {
 				want = append(want, r)
 			}
 			return true
