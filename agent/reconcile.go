@@ -123,7 +123,8 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 		}
 		it.amo = a.atMostOnce(it, it.want.Hash, body) && doubt
 		a.noteHealthCheck(it.name, it.want.Hash, body)
-		changed, err := a.sd.WriteUnitFile(it.name, body)
+		// systemd enforces the CPU and memory the scheduler counted.
+		changed, err := a.sd.WriteUnitFile(it.name, unit.EnforceLimits(it.name, body))
 		if err != nil {
 			it.fail(err)
 			continue

@@ -78,6 +78,7 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 		"POST /fleet/v1/rollouts":                 auth.RoleAdmin,
 		"GET /fleet/v1/rollouts/{name}":           auth.RoleRead,
 		"POST /fleet/v1/rollouts/{name}/{action}": auth.RoleAdmin,
+		"GET /fleet/v1/units/{name}/placement":    auth.RoleRead,
 	}
 	var routed []string
 	for _, rt := range (&server{}).routes() {

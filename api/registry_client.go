@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seed-a1ce88ea/fleet/engine"
 	"github.com/seed-a1ce88ea/fleet/machine"
 	"github.com/seed-a1ce88ea/fleet/registry"
 	"github.com/seed-a1ce88ea/fleet/unit"
@@ -28,6 +29,10 @@ type registryClient struct {
 	// peerTLS, when set, is how this fleetd forwards to others: over https
 	// only, presenting its own certificate.
 	peerTLS *tls.Config
+	// policy and atMostOnceDefault are the cluster's, for explanations
+	// (see WithPlacement).
+	policy            engine.Policy
+	atMostOnceDefault bool
 }
 
 // RegistryOption configures NewRegistryClient.
@@ -84,7 +89,7 @@ func wireMachine(m machine.Machine) Machine {
 	for k, v := range m.Metadata {
 		md[k] = v
 	}
-	return Machine{ID: m.ID, PrimaryIP: m.PublicIP, Metadata: md}
+	return Machine{ID: m.ID, PrimaryIP: m.PublicIP, Metadata: md, Capacity: m.Capacity}
 }
 
 func (c *registryClient) SetMachineMetadata(ctx context.Context, ops []MachineMetadataOp) error {

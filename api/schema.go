@@ -3,6 +3,8 @@ package api
 // Wire types of fleet's v1 API. Field names and JSON keys follow CoreOS
 // fleet's schema/v1 so existing API clients keep working.
 
+import "github.com/seed-a1ce88ea/fleet/machine"
+
 // Unit is a submitted unit: its file as options, its desired (target) state
 // and, when scheduled, the state and machine the schedule gives it.
 type Unit struct {
@@ -53,6 +55,10 @@ type Machine struct {
 	// State (an extension of fleet's schema) is active, draining, drained
 	// or rebooting (registry.StateOf).
 	State string `json:"state,omitempty"`
+	// Capacity, an extension, is what units may use of the machine (its
+	// cores and memory less reserved_cpu and reserved_memory); absent when
+	// its fleetd does not report it.
+	Capacity *machine.Capacity `json:"capacity,omitempty"`
 }
 
 // UnitPage is one page of GET /fleet/v1/units. NextPageToken is absent on

@@ -104,6 +104,7 @@ type server struct {
 //
 //	GET    /fleet/v1/units/{name}/status   text of systemctl status
 //	GET    /fleet/v1/units/{name}/journal  journal text, ?lines=N ?follow=true ?output=MODE
+//	GET    /fleet/v1/units/{name}/placement every machine with the checker that rejects the unit or its score
 //	GET    /fleet/v1/events                cluster events, one JSON object per line, until closed
 //	POST   /fleet/v1/machines/{id}/drain   drain a machine (201, the plan); DELETE ends it (204)
 //	POST   /fleet/v1/units/{name}/move     move a unit to {"machineID"} (202); see Drainer
@@ -165,6 +166,7 @@ func (s *server) routes() []route {
 		}},
 		{"/fleet/v1/units/{name}/status", map[string]http.HandlerFunc{http.MethodGet: s.unitStatus}},
 		{"/fleet/v1/units/{name}/journal", map[string]http.HandlerFunc{http.MethodGet: s.unitJournal}},
+		{"/fleet/v1/units/{name}/placement", map[string]http.HandlerFunc{http.MethodGet: s.unitPlacement}},
 		{"/fleet/v1/state", map[string]http.HandlerFunc{http.MethodGet: s.listStates}},
 		{"/fleet/v1/state/{name}", map[string]http.HandlerFunc{http.MethodGet: s.getState}},
 		{"/fleet/v1/machines", map[string]http.HandlerFunc{

@@ -97,9 +97,11 @@ func BenchmarkSchedule(b *testing.B) {
 		b.Run(fmt.Sprintf("%dm_%du", size.machines, size.units), func(b *testing.B) {
 			snap := benchCluster(size.machines, size.units)
 			var plan Plan
+			cpu := cpuTime()
 			for b.Loop() {
 				plan = Schedule(snap)
 			}
+			b.ReportMetric((cpuTime()-cpu).Seconds()*1000/float64(b.N), "cpu-ms/op")
 			b.ReportMetric(float64(len(plan.Ops)), "placements")
 			b.ReportMetric(float64(len(plan.Unplaced)), "unplaced")
 		})

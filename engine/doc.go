@@ -11,14 +11,18 @@
 // stages, each until it has no work, in the style of Nomad's scheduler:
 //
 //	events -> placements to check: may each stay (machine present, MachineID,
-//	          metadata, MachineOf peers there, no conflict, not replaced)?
+//	          metadata, MachineOf peers there, resources, MaxPerMachine, no
+//	          conflict, not replaced)?
 //	       -> global units: every feasible machine (Nomad's system stack)
 //	       -> machines with new room: offered to global units, then to units
 //	          that fit nowhere before
 //	       -> normal units, MachineOf followers after their peers: feasibility
-//	          checkers, then the least-loaded machine (unit count, globals
-//	          included), ties by machine ID; a machine where the unit would
-//	          displace a unit it Replaces ranks last
+//	          checkers, then the first machine by Policy (spread: the
+//	          least-loaded by its fullest resource, then unit count, globals
+//	          included; binpack: the fullest), ties by machine ID; SpreadBy
+//	          units go to the value of their key holding fewest of their
+//	          group; a machine where the unit would displace a unit it
+//	          Replaces ranks last
 //	       -> plan: schedule writes and deletes, unplaced reasons set and cleared
 //
 // Placed units stay where they are while their machine still takes them (no
@@ -35,4 +39,6 @@
 // make-before-break (started elsewhere and reported active first) or, when
 // two copies must never run together, break-before-make; PreviewDrain and
 // CheckMove answer the API's checks before a drain or move is recorded.
+// Explain answers, for one unit, what every checker says of every machine
+// (fleetctl explain).
 package engine

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"reflect"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -67,6 +66,9 @@ type Config struct {
 	// 2s. Its agent began stopping them at least half a TTL before the
 	// lease expired, so their stop jobs get TTL/2 + margin to finish.
 	AtMostOnceMargin time.Duration
+	// Placement ranks the machines a unit fits on (fleet.conf placement=):
+	// PolicySpread (default) or PolicyBinpack.
+	Placement Policy
 }
 
 // Engine campaigns for leadership and, while leading, schedules units.
@@ -361,7 +363,7 @@ func parseFleetBody(text string) *fleetBody {
 	}
 	var opts []unit.Option
 	for _, o := range f.Options {
-		if o.Section == "X-Fleet" {
+		if o.Section == "X-Fleet" || unit.IsResourceOption(o) {
 			opts = append(opts, o)
 		}
 	}
@@ -413,25 +415,9 @@ func (st *leaderState) unref(hash string) {
 // body or options cannot be used is Invalid: it keeps its placements and is
 // placed nowhere new, with the reason users will see.
 func (st *leaderState) schedUnit(u registry.Unit) Unit {
-	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState, Rollout: u.Rollout}
 	b, ok := st.bodies[u.Hash]
-	switch {
-	case !ok:
-		su.Invalid = fmt.Sprintf("unit body %s is missing", u.Hash)
-	case b.err != "":
-		su.Invalid = b.err
-	default:
-		x, _, err := b.file.FleetOptions(u.Name)
-		if err == nil {
-			err = x.Validate(u.Name)
-		}
-		if err != nil {
-			su.Invalid = "[X-Fleet] options refused: " + strings.ReplaceAll(err.Error(), "\n", "; ")
-		} else {
-			su.Fleet = x
-			su.AtMostOnce = x.RunsAtMostOnce(st.atMostOnceDefault)
-		}
-	}
+	su := unitFrom(u, b, ok, st.atMostOnceDefault)
+	su.Rollout = u.Rollout
 	if su.Invalid != "" {
 		st.invalid[u.Name] = true
 	} else {
@@ -515,7 +501,7 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 		return 0, 0, err
 	}
 	if st.sched == nil {
-		snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units))}
+		snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units)), Policy: e.cfg.Placement}
 		for _, u := range units {
 			st.setRecord(u)
 			snap.Units = append(snap.Units, st.schedUnit(u))

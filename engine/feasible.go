@@ -16,14 +16,29 @@ import (
 type rejectKind uint8
 
 const (
-	rejNone      rejectKind = iota
-	rejMachineID            // the machine is not the unit's MachineID
-	rejMetadata             // the machine lacks the unit's MachineMetadata
-	rejMachineOf            // a MachineOf peer does not run on the machine
-	rejConflict             // a unit there matches the unit's Conflicts, or the other way round
-	rejReplaced             // a unit there replaces this one
-	rejDraining             // the machine is draining: it takes no new unit (drain.go)
+	rejNone          rejectKind = iota
+	rejMachineID                // the machine is not the unit's MachineID
+	rejMetadata                 // the machine lacks the unit's MachineMetadata
+	rejMachineOf                // a MachineOf peer does not run on the machine
+	rejConflict                 // a unit there matches the unit's Conflicts, or the other way round
+	rejReplaced                 // a unit there replaces this one
+	rejDraining                 // the machine is draining: it takes no new unit (drain.go)
+	rejResources                // the machine has too little CPU or memory free (other: which)
+	rejMaxPerMachine            // the machine holds as many units of the group as MaxPerMachine allows
 )
+
+// checkerNames name the checkers in explanations (fleetctl explain).
+var checkerNames = [...]string{
+	rejNone:          "",
+	rejMachineID:     "MachineID",
+	rejMetadata:      "MachineMetadata",
+	rejMachineOf:     "MachineOf",
+	rejConflict:      "Conflicts",
+	rejReplaced:      "Replaces",
+	rejDraining:      "Draining",
+	rejResources:     "Resources",
+	rejMaxPerMachine: "MaxPerMachine",
+}
 
 // rejection is one machine's answer for one unit: why not, and which other
 // unit (peer, conflicting or replacing unit) is the cause.
@@ -58,6 +73,14 @@ func (s *Scheduler) check(u *ustate, m *mstate) rejection {
 		if _, ok := m.units[peer]; !ok {
 			return rejection{kind: rejMachineOf, other: peer}
 		}
+	}
+	// Capacity and group bounds cost a few comparisons, less than the
+	// conflict patterns below.
+	if r := checkResources(u, m); !r.ok() {
+		return r
+	}
+	if r := checkMaxPerMachine(u, m); !r.ok() {
+		return r
 	}
 	if x := u.conflicts.firstOn(m.units, u.Name); x != "" {
 		return rejection{kind: rejConflict, other: x}
@@ -188,10 +211,10 @@ func (s *Scheduler) whyNowhere(u *ustate) string {
 		where = "on every machine running " + peer.Name
 	case u.pool != nil:
 		if u.pool.ranked.n == 0 {
-			return "no machine has metadata " + describeSelector(u.Fleet.MachineMetadata)
+			return "no machine has metadata " + describeFleet(u.Fleet)
 		}
 		cands = s.poolMachines(u.pool)
-		where = "on every machine with metadata " + describeSelector(u.Fleet.MachineMetadata)
+		where = "on every machine with metadata " + describeFleet(u.Fleet)
 	default:
 		cands = s.poolMachines(s.all)
 		where = "on every machine"
@@ -213,8 +236,16 @@ func (s *Scheduler) whyNowhere(u *ustate) string {
 		}
 		others[r.kind][r.other] = true
 	}
+	// Short of room everywhere: say what is short and the most there is.
+	if res, ok := others[rejResources]; ok && len(others) == 1 {
+		short := resMemory
+		if res[resCPU] {
+			short = resCPU
+		}
+		return whyShort(u, short, cands)
+	}
 	var parts []string
-	for _, k := range []rejectKind{rejMachineID, rejMetadata, rejMachineOf, rejConflict, rejReplaced} {
+	for _, k := range []rejectKind{rejMachineID, rejMetadata, rejMachineOf, rejResources, rejMaxPerMachine, rejConflict, rejReplaced} {
 		names, ok := others[k]
 		if !ok {
 			continue
@@ -223,7 +254,11 @@ func (s *Scheduler) whyNowhere(u *ustate) string {
 		case rejMachineID:
 			parts = append(parts, "not MachineID="+u.Fleet.MachineID)
 		case rejMetadata:
-			parts = append(parts, "no metadata "+describeSelector(u.Fleet.MachineMetadata))
+			parts = append(parts, "no metadata "+describeFleet(u.Fleet))
+		case rejResources:
+			parts = append(parts, "too little "+listAnd(sortedKeys(names))+" free")
+		case rejMaxPerMachine:
+			parts = append(parts, listNames(names))
 		case rejMachineOf:
 			parts = append(parts, "MachineOf peer "+listNames(names)+" not there")
 		case rejConflict:
@@ -263,6 +298,31 @@ func listAnd(names []string) string {
 		return strings.Join(names, "")
 	}
 	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// describeFleet renders u's whole metadata selector: the key=value terms
+// (describeSelector), then the other terms as written, joined by "and".
+func describeFleet(f unit.Fleet) string {
+	sel, cons := selectorOf(f)
+	parts := []string{}
+	if len(sel) > 0 {
+		parts = append(parts, describeSelector(sel))
+	}
+	for _, c := range cons {
+		parts = append(parts, c.String())
+	}
+	return strings.Join(parts, " and ")
+}
+
+// selectorOf is the metadata selector of a unit's pool: MachineMetadata's
+// key=value terms, its other terms, and for SpreadBy=k the term "k exists"
+// (machines without the key take none of a spread group).
+func selectorOf(f unit.Fleet) (map[string][]string, []unit.Constraint) {
+	cons := f.Constraints
+	if f.SpreadBy != "" && f.Group != "" {
+		cons = append(slices.Clip(cons), unit.Constraint{Key: f.SpreadBy, Op: unit.OpExists})
+	}
+	return f.MachineMetadata, cons
 }
 
 // describeSelector renders a MachineMetadata selector the way users wrote

@@ -8,6 +8,7 @@ import (
 
 	"github.com/seed-a1ce88ea/fleet/machine"
 	"github.com/seed-a1ce88ea/fleet/registry"
+	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
 // Machines events.
@@ -24,11 +25,16 @@ func (s *Scheduler) SetMachine(m machine.Machine) {
 		return
 	}
 	if maps.Equal(old.Metadata, m.Metadata) {
+		changed := !sameCapacity(old.Capacity, m.Capacity)
 		old.Machine = m
+		if changed {
+			s.capacityChanged(old)
+		}
 		return
 	}
 	s.unindexMachine(old)
 	old.Machine = m
+	s.rerank(old) // its capacity may have changed too
 	s.indexMachine(old)
 	s.staleSmall = true
 	for name := range old.units {
@@ -73,7 +79,7 @@ func (s *Scheduler) labelMachine(ms *mstate) {
 		return
 	}
 	ms.label = uint32(lo + (hi-lo)/2)
-	ms.key = rankOf(len(ms.units), ms.label)
+	ms.key, ms.room = rankOf(s.load(ms), ms.label), roomOf(ms)
 	s.byLabel[ms.label] = ms
 }
 
@@ -86,7 +92,7 @@ func (s *Scheduler) relabel() {
 	for i, m := range s.order {
 		l := uint32(uint64(i+1) * step)
 		renamed[m.label] = l
-		m.label, m.key = l, rankOf(len(m.units), l)
+		m.label, m.key, m.room = l, rankOf(s.load(m), l), roomOf(m)
 		s.byLabel[l] = m
 	}
 	f := func(l uint32) uint32 { return renamed[l] }
@@ -154,9 +160,14 @@ func (s *Scheduler) indexMachine(ms *mstate) {
 	s.all.add(ms)
 	for k, v := range ms.Metadata {
 		for _, p := range s.poolIndex[kv(k, v)] {
-			if !p.has(ms) && matches(p.sel, ms.Metadata) {
+			if !p.has(ms) && p.matches(ms.Metadata) {
 				p.add(ms)
 			}
+		}
+	}
+	for _, p := range s.opPools {
+		if !p.has(ms) && p.matches(ms.Metadata) {
+			p.add(ms)
 		}
 	}
 }
@@ -180,15 +191,15 @@ func (s *Scheduler) unindexMachine(ms *mstate) {
 
 // rerank moves ms to its new place in every pool after its load changed.
 func (s *Scheduler) rerank(ms *mstate) {
-	k := rankOf(len(ms.units), ms.label)
-	if k == ms.key {
+	k, room := rankOf(s.load(ms), ms.label), roomOf(ms)
+	if k == ms.key && room == ms.room {
 		return
 	}
 	for _, p := range ms.pools {
 		p.ranked.delete(ms.key)
-		p.ranked.insert(k)
+		p.ranked.insert(k, room)
 	}
-	ms.key = k
+	ms.key, ms.room = k, room
 }
 
 // Unit events.
@@ -213,6 +224,9 @@ func (s *Scheduler) SetUnit(nu Unit) {
 			if m := s.machines[id]; m != nil && u.excludes() {
 				m.excluders = slices.DeleteFunc(m.excluders, func(x *ustate) bool { return x == u })
 			}
+			if m := s.machines[id]; m != nil {
+				s.account(u, m, false) // its demand and group may change
+			}
 		}
 		u.Unit = nu
 		s.register(u)
@@ -221,6 +235,8 @@ func (s *Scheduler) SetUnit(nu Unit) {
 			if m == nil {
 				continue
 			}
+			s.account(u, m, true)
+			s.rerank(m)
 			if u.excludes() {
 				m.excluders = append(m.excluders, u)
 			}
@@ -294,10 +310,11 @@ func (s *Scheduler) register(u *ustate) {
 	}
 	u.conflicts = compilePatterns(u.Fleet.Conflicts)
 	u.replaces = compilePatterns(u.Fleet.Replaces)
-	if len(u.Fleet.MachineMetadata) > 0 {
-		u.pool = s.poolFor(u.Fleet.MachineMetadata)
+	if sel, cons := selectorOf(u.Fleet); len(sel) > 0 || len(cons) > 0 {
+		u.pool = s.poolFor(sel, cons)
 		u.pool.refs++
 	}
+	s.registerGroup(u)
 	for _, peer := range u.Fleet.MachineOf {
 		if s.followers[peer] == nil {
 			s.followers[peer] = map[string]*ustate{}
@@ -315,6 +332,7 @@ func (s *Scheduler) register(u *ustate) {
 }
 
 func (s *Scheduler) unregister(u *ustate) {
+	s.unregisterGroup(u)
 	if u.pool != nil {
 		u.pool.refs--
 		if u.pool.refs == 0 {
@@ -339,13 +357,27 @@ func (s *Scheduler) unregister(u *ustate) {
 
 // poolFor returns the pool of a selector, building it from the metadata
 // index on first use.
-func (s *Scheduler) poolFor(sel map[string][]string) *pool {
-	key := selectorKey(sel)
+func (s *Scheduler) poolFor(sel map[string][]string, cons []unit.Constraint) *pool {
+	key := poolKey(sel, cons)
 	if p, ok := s.pools[key]; ok {
 		return p
 	}
 	p := &pool{key: key, sel: sel, members: map[string]*mstate{}}
+	for _, c := range cons {
+		p.cons = append(p.cons, c.Matcher())
+	}
 	s.pools[key] = p
+	if len(sel) == 0 {
+		// No key=value term to index it by: tested against every machine,
+		// now and whenever one joins. Distinct such selectors are few.
+		s.opPools = append(s.opPools, p)
+		for _, m := range s.order {
+			if p.matches(m.Metadata) {
+				p.add(m)
+			}
+		}
+		return p
+	}
 	// Start from the key whose values cover the fewest machines.
 	var (
 		bestKey string
@@ -362,7 +394,7 @@ func (s *Scheduler) poolFor(sel map[string][]string) *pool {
 	}
 	for _, v := range sel[bestKey] {
 		for _, m := range s.mdIndex[bestKey][v] {
-			if !p.has(m) && matches(sel, m.Metadata) {
+			if !p.has(m) && p.matches(m.Metadata) {
 				p.add(m)
 			}
 		}
@@ -376,6 +408,7 @@ func (s *Scheduler) poolFor(sel map[string][]string) *pool {
 
 func (s *Scheduler) dropPool(p *pool) {
 	delete(s.pools, p.key)
+	s.opPools = slices.DeleteFunc(s.opPools, func(o *pool) bool { return o == p })
 	fk := firstKey(p.sel)
 	for _, v := range uniqSorted(p.sel[fk]) {
 		k := kv(fk, v)
@@ -447,6 +480,7 @@ func (s *Scheduler) record(u *ustate, m *mstate, p registry.Placement) {
 	if u.excludes() {
 		m.excluders = append(m.excluders, u)
 	}
+	s.account(u, m, true)
 	s.rerank(m)
 	s.clearReason(u)
 }
@@ -486,6 +520,7 @@ func (s *Scheduler) unplace(u *ustate, m *mstate, write bool) {
 	if u.excludes() {
 		m.excluders = slices.DeleteFunc(m.excluders, func(x *ustate) bool { return x == u })
 	}
+	s.account(u, m, false)
 	s.rerank(m)
 	if write {
 		s.plan.Ops = append(s.plan.Ops, registry.PlanOp{Placement: registry.Placement{Machine: m.ID, Name: u.Name}})
@@ -536,7 +571,7 @@ func (s *Scheduler) enqueue(u *ustate) {
 // snapshot returns what the scheduler holds, as a Snapshot: the state a
 // full pass would start from.
 func (s *Scheduler) snapshot() Snapshot {
-	var snap Snapshot
+	snap := Snapshot{Policy: s.policy}
 	for _, id := range sortedKeys(s.machines) {
 		snap.Machines = append(snap.Machines, s.machines[id].Machine)
 	}

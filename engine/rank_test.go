@@ -33,7 +33,7 @@ func TestRankSet(t *testing.T) {
 					if found {
 						continue
 					}
-					s.insert(r)
+					s.insert(r, demand{})
 					ref = slices.Insert(ref, i, r)
 				} else {
 					require.Equal(t, found, s.delete(r))
@@ -84,5 +84,39 @@ func TestSchedulerMachineLabels(t *testing.T) {
 			want = append(want, fmt.Sprintf("u%03d.service", len(ids)))
 		}
 		require.ElementsMatch(t, want, sortedKeys(s.machines[id].units), id)
+	}
+}
+
+// TestRankSetRoom checks that a walk for a demand visits, in order, exactly
+// the ranks whose room holds it, whatever inserts, deletes and splits did
+// to the blocks' maxima.
+func TestRankSetRoom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	var s rankSet
+	rooms := map[rank]demand{}
+	for range 5000 {
+		r := rankOf(rng.IntN(50), uint32(rng.IntN(2000)))
+		if _, ok := rooms[r]; ok && rng.IntN(2) == 0 {
+			require.True(t, s.delete(r))
+			delete(rooms, r)
+			continue
+		}
+		if _, ok := rooms[r]; ok {
+			continue
+		}
+		d := demand{cpu: rng.Int64N(100) - 10, mem: rng.Int64N(100) - 10} // below zero: over capacity
+		s.insert(r, d)
+		rooms[r] = d
+	}
+	for _, need := range []demand{{}, {cpu: 50}, {mem: 90}, {cpu: 99, mem: 99}, {cpu: 100}} {
+		var want, got []rank
+		s.each(func(r rank) bool {
+			if d := rooms[r]; (need.cpu == 0 || d.cpu >= need.cpu) && (need.mem == 0 || d.mem >= need.mem) {
+				want = append(want, r)
+			}
+			return true
+		})
+		s.eachRoom(need, func(r rank) bool { got = append(got, r); return true })
+		require.Equal(t, want, got, "need %+v", need)
 	}
 }

@@ -35,6 +35,8 @@ type Snapshot struct {
 	Machines   []machine.Machine
 	Units      []Unit
 	Placements []registry.Placement
+	// Policy ranks feasible machines; "" is PolicySpread.
+	Policy Policy
 }
 
 // Plan is the scheduler's output: the schedule changes to write and what
@@ -89,6 +91,9 @@ type Scheduler struct {
 	unplaced  map[string]*ustate                       // units with a reason
 	parked    map[string]map[string]registry.Placement // unit -> absent machine -> placement kept there (see parkable)
 	parkedOn  map[string]map[string]struct{}           // absent machine -> units parked on it
+	policy    Policy
+	groups    map[string]map[string]*ustate // Group -> its units (spread.go)
+	opPools   []*pool                       // pools without key=value terms: every joining machine is tested
 
 	// Work recorded by events, done by Plan.
 	orphans map[[2]string]registry.Placement // (machine, unit) placements naming something unknown
@@ -115,8 +120,11 @@ type mstate struct {
 	units     map[string]*ustate
 	excluders []*ustate // units here with Conflicts or Replaces
 	pools     []*pool
-	label     uint32 // orders machines by ID inside ranks
-	key       rank   // the rank the pools hold for it
+	label     uint32               // orders machines by ID inside ranks
+	key       rank                 // the rank the pools hold for it
+	used      demand               // what its units ask for (resources.go)
+	room      demand               // what the pools hold as its room: roomOf when last re-ranked
+	group     map[string][]*ustate // Group -> its units here
 }
 
 // ustate is a submitted unit and where it is placed.
@@ -164,6 +172,11 @@ func NewScheduler(snap Snapshot) *Scheduler {
 		freed:     map[string]struct{}{},
 		refresh:   map[string]struct{}{},
 		stale:     map[string]struct{}{},
+		groups:    map[string]map[string]*ustate{},
+		policy:    snap.Policy,
+	}
+	if s.policy == "" {
+		s.policy = PolicySpread
 	}
 	s.all = &pool{members: map[string]*mstate{}, refs: 1}
 	s.resetPlan()
@@ -495,17 +508,17 @@ func (s *Scheduler) placeNext() {
 }
 
 // best ranks the machines that may take u and returns the first: least
-// loaded, then lowest machine ID. A machine where u would displace a unit it
-// replaces ranks after every machine where it would not: the replaced unit
-// moves only when u has nowhere else to go.
-//
-// Candidates come from the most selective source: the one machine of a
-// MachineID, the machines of a MachineOf peer, or the pool of machines
-// matching u's metadata, walked in rank order so that the first feasible
-// machine is the answer and most units look at one or two machines.
+// loaded (see Policy), then lowest machine ID. A machine where u would
+// displace a unit it replaces ranks after every machine where it would not:
+// the replaced unit moves only when u has nowhere else to go. A unit with
+// SpreadBy goes to the value of its key that holds the fewest of its group
+// first (bestSpread).
 func (s *Scheduler) best(u *ustate) *mstate {
+	if u.Fleet.SpreadBy != "" && u.Fleet.Group != "" {
+		return s.bestSpread(u)
+	}
 	var found, fallback *mstate
-	try := func(m *mstate) bool {
+	s.eachCandidate(u, func(m *mstate) bool {
 		if u.on.has(m.ID) || !s.check(u, m).ok() {
 			return true
 		}
@@ -517,18 +530,31 @@ func (s *Scheduler) best(u *ustate) *mstate {
 		}
 		found = m
 		return false
+	})
+	if found != nil {
+		return found
 	}
+	return fallback
+}
+
+// eachCandidate calls f on the machines that may take u, in rank order,
+// until f returns false. Candidates come from the most selective source:
+// the one machine of a MachineID, the machines of a MachineOf peer, or the
+// pool of machines matching u's metadata, walked in rank order so that the
+// first feasible machine is the answer and most units look at one or two
+// machines.
+func (s *Scheduler) eachCandidate(u *ustate, f func(*mstate) bool) {
 	switch {
 	case u.Fleet.MachineID != "":
 		for _, m := range byRank(s.byMachineID(u.Fleet.MachineID)) {
-			if !try(m) {
-				break
+			if !f(m) {
+				return
 			}
 		}
 	case len(u.Fleet.MachineOf) > 0:
 		for _, m := range byRank(s.machinesOf(s.units[u.Fleet.MachineOf[0]])) {
-			if !try(m) {
-				break
+			if !f(m) {
+				return
 			}
 		}
 	default:
@@ -536,12 +562,8 @@ func (s *Scheduler) best(u *ustate) *mstate {
 		if p == nil {
 			p = s.all
 		}
-		p.ranked.each(func(r rank) bool { return try(s.byLabel[rankLabel(r)]) })
+		p.ranked.eachRoom(demandOf(u), func(r rank) bool { return f(s.byLabel[rankLabel(r)]) })
 	}
-	if found != nil {
-		return found
-	}
-	return fallback
 }
 
 // runRefresh rewrites placements whose hash or desired state is behind the

@@ -249,10 +249,21 @@ func TestSchedulerRandomEvents(t *testing.T) {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 42))
 			roles := []string{"web", "db", "cache"}
+			// Odd seeds add what fleet did not have: capacities and
+			// demands, metadata operators, groups with SpreadBy and
+			// MaxPerMachine, and the binpack policy on every fourth seed.
+			extended := seed%2 == 1
 			randMachine := func() machine.Machine {
 				m := machine.Machine{ID: fmt.Sprintf("m%d", rng.IntN(8))}
 				if rng.IntN(3) > 0 {
 					m.Metadata = map[string]string{"role": roles[rng.IntN(len(roles))]}
+					if extended {
+						m.Metadata["zone"] = fmt.Sprint(rng.IntN(3))
+						m.Metadata["cores"] = fmt.Sprint(1 << rng.IntN(5))
+					}
+				}
+				if extended && rng.IntN(4) > 0 {
+					m.Capacity = &machine.Capacity{CPU: int64(1+rng.IntN(4)) * 1000, Memory: int64(1+rng.IntN(4)) << 30}
 				}
 				return m
 			}
@@ -282,6 +293,29 @@ func TestSchedulerRandomEvents(t *testing.T) {
 					// Units of one decade replacing each other form cycles.
 					f.Replaces = []string{fmt.Sprintf("u%d?.service", rng.IntN(3))}
 				}
+				if extended {
+					switch rng.IntN(8) {
+					case 0:
+						f.Constraints = []unit.Constraint{{Key: "zone", Op: unit.OpNotEqual, Values: []string{fmt.Sprint(rng.IntN(3))}}}
+					case 1:
+						f.Constraints = []unit.Constraint{{Key: "cores", Op: unit.OpGE, Values: []string{fmt.Sprint(1 << rng.IntN(5))}}}
+					case 2:
+						f.Constraints = []unit.Constraint{{Key: "zone", Op: unit.OpExists}, {Key: "role", Op: unit.OpNotIn, Values: []string{"db"}}}
+					case 3, 4:
+						if !f.Global {
+							f.Group = fmt.Sprintf("g%d", rng.IntN(2))
+							if rng.IntN(2) == 0 {
+								f.SpreadBy = "zone"
+							} else {
+								f.MaxPerMachine = 1 + rng.IntN(2)
+							}
+						}
+					}
+					if rng.IntN(2) == 0 {
+						f.CPU = int64(rng.IntN(4)) * 500
+						f.Memory = int64(rng.IntN(4)) << 29
+					}
+				}
 				f.MachineOf = slices.DeleteFunc(f.MachineOf, func(p string) bool { return p == n })
 				state := registry.StateLaunched
 				if rng.IntN(8) == 0 {
@@ -295,7 +329,11 @@ func TestSchedulerRandomEvents(t *testing.T) {
 					t.Logf("events of the failing step:\n%s", strings.Join(eventLog, "\n"))
 				}
 			})
-			h, _ := newHarness(t, Snapshot{Machines: []machine.Machine{randMachine(), randMachine()}})
+			policy := PolicySpread
+			if seed%4 == 3 {
+				policy = PolicyBinpack
+			}
+			h, _ := newHarness(t, Snapshot{Machines: []machine.Machine{randMachine(), randMachine()}, Policy: policy})
 			for range 300 {
 				eventLog = eventLog[:0]
 				for range 1 + rng.IntN(3) {
@@ -310,7 +348,7 @@ func TestSchedulerRandomEvents(t *testing.T) {
 						h.s.RemoveUnit(n)
 					case r < 17:
 						m := randMachine()
-						eventLog = append(eventLog, fmt.Sprintf("SetMachine %s %v", m.ID, m.Metadata))
+						eventLog = append(eventLog, fmt.Sprintf("SetMachine %s %v %+v", m.ID, m.Metadata, m.Capacity))
 						h.s.SetMachine(m)
 					case r < 20:
 						// Machines leave and come back (SetMachine above) with
@@ -406,11 +444,35 @@ func checkInvariants(t *testing.T, h *harness) {
 		n -= len(names)
 	}
 	require.Zero(t, n, "parked and parkedOn disagree")
-	// Loads are what the pools rank by.
+	// Loads are what the pools rank by; no machine holds more than it
+	// offers, nor more of a group than its units allow.
 	for _, m := range s.machines {
-		require.Equal(t, rankOf(len(m.units), m.label), m.key)
+		require.Equal(t, rankOf(s.load(m), m.label), m.key)
+		require.Equal(t, roomOf(m), m.room, "%s: room the pools hold", m.ID)
 		for _, p := range m.pools {
 			require.True(t, p.has(m))
+		}
+		var used demand
+		groups := map[string][]*ustate{}
+		for _, u := range m.units {
+			used.cpu += u.Fleet.CPU
+			used.mem += u.Fleet.Memory
+			if u.Fleet.Group != "" && u.Invalid == "" {
+				groups[u.Fleet.Group] = append(groups[u.Fleet.Group], u)
+			}
+		}
+		require.Equal(t, used, m.used, "%s: accounted demand", m.ID)
+		if m.Capacity != nil {
+			require.LessOrEqual(t, used.cpu, m.Capacity.CPU, "%s overcommitted: cpu", m.ID)
+			require.LessOrEqual(t, used.mem, m.Capacity.Memory, "%s overcommitted: memory", m.ID)
+		}
+		for g, us := range groups {
+			require.Len(t, m.group[g], len(us), "%s: group %s", m.ID, g)
+			for _, u := range us {
+				if u.Fleet.MaxPerMachine > 0 {
+					require.LessOrEqual(t, len(us), u.Fleet.MaxPerMachine, "%s: group %s over %s's bound", m.ID, g, u.Name)
+				}
+			}
 		}
 	}
 	ids := make([]string, 0, len(s.order))

@@ -218,6 +218,7 @@ Version:
 	_ = root.RegisterFlagCompletionFunc("driver", completeWords(driverAPI, driverEtcd))
 
 	root.AddCommand(
+		a.explainCommand(),
 		a.submitCommand(),
 		a.loadCommand(),
 		a.startCommand(),

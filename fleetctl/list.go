@@ -15,6 +15,7 @@ import (
 
 	"github.com/seed-a1ce88ea/fleet/api"
 	"github.com/seed-a1ce88ea/fleet/machine"
+	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
 // Output formats of the list commands.
@@ -153,6 +154,12 @@ func machineColumns() columns[api.Machine] {
 		"ip":       func(m api.Machine, _ view) string { return m.PrimaryIP },
 		"metadata": func(m api.Machine, _ view) string { return machine.FormatMetadata(m.Metadata) },
 		"state":    func(m api.Machine, _ view) string { return m.State },
+		"capacity": func(m api.Machine, _ view) string {
+			if m.Capacity == nil {
+				return "-"
+			}
+			return unit.FormatCPU(m.Capacity.CPU) + " CPU, " + unit.FormatMemory(m.Capacity.Memory)
+		},
 	}
 }
 

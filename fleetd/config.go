@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seed-a1ce88ea/fleet/engine"
 	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
+	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
 // DefaultConfigFile is where fleetd looks for its configuration.
@@ -59,6 +61,9 @@ type Config struct {
 	APITokensFile           string        // api_tokens_file: bearer tokens, "NAME ROLE SECRET" per line; re-read on SIGHUP
 	APIInsecure             bool          // api_insecure: allow a TCP listener reachable from other machines without TLS and authentication
 	Verbosity               int           // verbosity: 0 info, 1+ debug
+	Placement               engine.Policy // placement: spread (default) or binpack
+	ReservedCPU             int64         // reserved_cpu: millicores kept from units (given as cores, 0.5)
+	ReservedMemory          int64         // reserved_memory: bytes kept from units (512M, 1G)
 }
 
 // DefaultConfig returns the defaults documented in fleet.conf(5).
@@ -168,6 +173,21 @@ func fields() []field {
 		{"verbosity", "log verbosity (0 info, 1 debug)", func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			c.Verbosity = n
+			return err
+		}},
+		{"placement", "which machine a unit goes to among those it fits on: spread (least loaded by its fullest resource, then by unit count) or binpack (fullest first)", func(c *Config, v string) error {
+			p, err := engine.ParsePolicy(v)
+			c.Placement = p
+			return err
+		}},
+		{"reserved_cpu", "CPU cores of this machine kept from fleet's units (0.5, 2), for the system and fleetd itself", func(c *Config, v string) error {
+			n, err := unit.ParseCPU(v)
+			c.ReservedCPU = n
+			return err
+		}},
+		{"reserved_memory", "memory of this machine kept from fleet's units (512M, 2G)", func(c *Config, v string) error {
+			n, err := unit.ParseMemory(v)
+			c.ReservedMemory = n
 			return err
 		}},
 	}

@@ -104,7 +104,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 		e = engine.New(engine.Config{Registry: reg, ID: me.ID, Version: version, LeaderTTL: cfg.EngineLeaderTTL,
 			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
 			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter, BodyGrace: cfg.EngineBodyGrace,
-			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin})
+			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin,
+			Placement: cfg.Placement})
 		m.watchCluster(reg, e, me.ID)
 	} else {
 		m.watchCluster(reg, nil, me.ID)
@@ -114,7 +115,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	// The dashboard: its files are open (api.RequiredRole), its page calls
 	// the API below with the caller's credentials.
 	mux.Handle(ui.Prefix, ui.Handler())
-	client := api.NewRegistryClient(reg, sec.registryOptions()...)
+	client := api.NewRegistryClient(reg, append(sec.registryOptions(), api.WithPlacement(cfg.Placement, cfg.AgentAtMostOnceDefault))...)
 	mux.Handle("/", m.instrument(api.NewServer(client,
 		api.WithVersion(version), api.WithLocalMachine(me.ID, api.RefusingInspector(api.SystemdInspector{}, client, me.ID)), api.WithLogger(log))))
 	server := newAPIServer(mux, sec, log)
@@ -253,6 +254,11 @@ func describeMachine(cfg Config, version string) (machine.Machine, error) {
 	}
 	host, _ := os.Hostname()
 	m := machine.Machine{ID: id, PublicIP: ip, Metadata: md, Hostname: host, Version: version}
+	capacity, err := machine.DetectCapacity("/proc/meminfo", cfg.ReservedCPU, cfg.ReservedMemory)
+	if err != nil {
+		return machine.Machine{}, fmt.Errorf("machine capacity: %w", err)
+	}
+	m.Capacity = &capacity
 	if cfg.APIListen != "" {
 		h, port, err := net.SplitHostPort(cfg.APIListen)
 		if err != nil {

@@ -22,6 +22,17 @@ type Machine struct {
 	// machines (empty when it serves only its unix socket). Other fleetds
 	// forward machine-local requests (unit status, journal) there.
 	APIURL string `json:"apiURL,omitempty"`
+	// Capacity is what units may use of this machine: its cores and memory
+	// less fleet.conf's reserved_cpu and reserved_memory. nil when the
+	// machine's fleetd does not report it (older versions): the engine then
+	// places there by unit count alone.
+	Capacity *Capacity `json:"capacity,omitempty"`
+}
+
+// Capacity is an amount of CPU and memory.
+type Capacity struct {
+	CPU    int64 `json:"cpuMillis"`   // millicores: 1000 is one core
+	Memory int64 `json:"memoryBytes"` // bytes
 }
 
 // ShortID is the 8-character prefix fleetctl prints without --full.

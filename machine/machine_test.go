@@ -3,6 +3,8 @@ package machine
 import (
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -71,4 +73,24 @@ func TestDefaultRouteInterface(t *testing.T) {
 
 	_, err = DefaultRouteIP(filepath.Join(t.TempDir(), "none"))
 	require.ErrorContains(t, err, "detect public IP")
+}
+
+func TestMemTotal(t *testing.T) {
+	n, err := memTotal(strings.NewReader("MemFree:  100 kB\nMemTotal:       16384 kB\n"))
+	require.NoError(t, err)
+	require.Equal(t, int64(16384<<10), n)
+	_, err = memTotal(strings.NewReader("MemFree: 1 kB\n"))
+	require.ErrorContains(t, err, "no MemTotal line")
+}
+
+func TestDetectCapacityReserves(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meminfo")
+	require.NoError(t, os.WriteFile(path, []byte("MemTotal: 1048576 kB\n"), 0o644))
+	c, err := DetectCapacity(path, 500, 256<<20)
+	require.NoError(t, err)
+	require.Equal(t, int64(1<<30-256<<20), c.Memory)
+	require.Equal(t, int64(runtime.NumCPU())*1000-500, c.CPU)
+	c, err = DetectCapacity(path, 0, 4<<30)
+	require.NoError(t, err)
+	require.Zero(t, c.Memory, "a reservation above the machine leaves nothing")
 }

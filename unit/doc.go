@@ -15,8 +15,12 @@
 //     legacy option names and the %n %N %p %i specifiers, checks fleet's rules
 //     for combining them ([Fleet.Validate]), and answers the two questions the
 //     scheduler asks of them: does a machine's metadata satisfy the unit
-//     ([Fleet.MatchesMetadata]) and does the unit conflict with another
-//     ([Fleet.ConflictsWith]).
+//     ([Fleet.MatchesMetadata], with the [Constraint] operators beyond
+//     fleet's key=value) and does the unit conflict with another
+//     ([Fleet.ConflictsWith]);
+//   - reads a unit's resource demand ([Fleet.CPU], [Fleet.Memory]) from its
+//     own CPUQuota= and memory settings or from [X-Fleet] CPU= and Memory=,
+//     and writes the latter into the text the agent loads ([EnforceLimits]).
 //
 // Parse accepts only text whose canonical form parses back to itself, so a
 // body stored by its hash can be read and hashed again anywhere with the same

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -37,6 +38,25 @@ type Fleet struct {
 	// machines at once, even while a machine is cut off from etcd (nil:
 	// the cluster's default, agent_at_most_once_default).
 	AtMostOnce *bool
+	// Constraints are the MachineMetadata= terms other than key=value
+	// (k!=v, k in (a,b), k exists, k>=n, k~=re, ...), ANDed with each other
+	// and with MachineMetadata.
+	Constraints []Constraint
+	// CPU is the unit's CPU demand in millicores (1000 = one core): its own
+	// CPUQuota=, else [X-Fleet] CPU=. 0: none.
+	CPU int64
+	// Memory is the unit's memory demand in bytes: its own MemoryMax= (or
+	// MemoryLimit=), else MemoryLow=, else [X-Fleet] Memory=. 0: none.
+	Memory int64
+	// Group names the set of units SpreadBy and MaxPerMachine apply to:
+	// [X-Fleet] Group=, else, for an instance of a template, the template.
+	Group string
+	// SpreadBy is a metadata key whose values the group's units are spread
+	// evenly across; machines without the key take none of them.
+	SpreadBy string
+	// MaxPerMachine bounds how many units of the group run on one machine
+	// (0: no bound).
+	MaxPerMachine int
 }
 
 // RunsAtMostOnce reports whether the unit must never run on two machines at
@@ -108,6 +128,7 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 		machineIDs, legacyMachineIDs []string
 		globalValue, atMostOnceValue string
 		haveGlobal, haveAtMostOnce   bool
+		cpuValue, memValue, maxValue string
 	)
 	warnOnce := func(option, format string, args ...any) {
 		if !warned[option] {
@@ -134,6 +155,22 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 			continue // the update policy (UpdatePolicy), not placement
 		}
 
+		if key == "MachineMetadata" {
+			// Parsed from the line as written, so that an error can say
+			// at which column it is.
+			eq, cons, err := parseMetadataLine(o.Value, expand.Replace)
+			if err != nil {
+				return Fleet{}, nil, fmt.Errorf("[%s] %s=%s: %w", fleetSection, o.Name, clip(o.Value), err)
+			}
+			for _, kv := range eq {
+				if x.MachineMetadata == nil {
+					x.MachineMetadata = map[string][]string{}
+				}
+				x.MachineMetadata[kv[0]] = append(x.MachineMetadata[kv[0]], kv[1])
+			}
+			x.Constraints = append(x.Constraints, cons...)
+			continue
+		}
 		values, err := splitValues(o.Value)
 		if err != nil {
 			return Fleet{}, nil, fmt.Errorf("[%s] %s: %w", fleetSection, o.Name, err)
@@ -155,17 +192,6 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 			x.Conflicts = append(x.Conflicts, values...)
 		case "Replaces":
 			x.Replaces = append(x.Replaces, values...)
-		case "MachineMetadata":
-			for _, v := range values {
-				k, val, err := parseMetadata(v)
-				if err != nil {
-					return Fleet{}, nil, fmt.Errorf("[%s] %s: %w", fleetSection, o.Name, err)
-				}
-				if x.MachineMetadata == nil {
-					x.MachineMetadata = map[string][]string{}
-				}
-				x.MachineMetadata[k] = append(x.MachineMetadata[k], val)
-			}
 		case "Global":
 			if len(values) > 0 {
 				globalValue, haveGlobal = values[len(values)-1], true
@@ -174,7 +200,31 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 			if len(values) > 0 {
 				atMostOnceValue, haveAtMostOnce = values[len(values)-1], true
 			}
+		// The last value wins for the single-valued options, as in systemd.
+		case "CPU":
+			cpuValue = last(values)
+		case "Memory":
+			memValue = last(values)
+		case "Group":
+			x.Group = last(values)
+		case "SpreadBy":
+			x.SpreadBy = last(values)
+		case "MaxPerMachine":
+			maxValue = last(values)
 		}
+	}
+	if err := x.resources(f, n, cpuValue, memValue, &warnings); err != nil {
+		return Fleet{}, nil, err
+	}
+	if maxValue != "" {
+		v, err := strconv.Atoi(maxValue)
+		if err != nil || v < 1 {
+			return Fleet{}, nil, fmt.Errorf("[%s] MaxPerMachine=%s: want a whole number of units, at least 1", fleetSection, clip(maxValue))
+		}
+		x.MaxPerMachine = v
+	}
+	if x.Group == "" && (n.Instance != "" || n.Template) && (x.SpreadBy != "" || x.MaxPerMachine > 0) {
+		x.Group = n.Prefix + "@." + n.Type
 	}
 
 	// Repeats mean nothing, and dropping them keeps Validate, which pairs
@@ -216,7 +266,8 @@ func (f *File) FleetOptions(name string) (Fleet, []string, error) {
 // name. Known options with no current meaning map to "".
 func fleetKey(option string) (key string, known bool) {
 	switch option {
-	case "MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Replaces", "Global", "AtMostOnce":
+	case "MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Replaces", "Global", "AtMostOnce",
+		"CPU", "Memory", "Group", "SpreadBy", "MaxPerMachine":
 		return option, true
 	case updateMaxUnavailable, updateMinHealthy, updateAutoRevert, healthCheck:
 		return option, true
@@ -293,13 +344,46 @@ func isSpace(c byte) bool {
 	return false
 }
 
-func parseMetadata(v string) (key, value string, err error) {
-	key, value, ok := strings.Cut(v, "=")
-	key, value = strings.TrimSpace(key), strings.TrimSpace(value)
-	if !ok || key == "" || value == "" {
-		return "", "", fmt.Errorf("%q is not key=value", clip(v))
+func last(values []string) string {
+	if len(values) == 0 {
+		return ""
 	}
-	return key, value, nil
+	return values[len(values)-1]
+}
+
+// resources sets x.CPU and x.Memory: the unit's own systemd limits where it
+// sets them, else [X-Fleet] CPU= and Memory=. A declared amount that does
+// not parse is an error; one the unit's own setting overrides is a warning.
+func (x *Fleet) resources(f *File, n Name, cpuValue, memValue string, warnings *[]string) error {
+	cpu, mem, ws := f.systemdLimits(n.Type)
+	*warnings = append(*warnings, ws...)
+	if (cpuValue != "" || memValue != "") && resourceSections[n.Type] == "" {
+		*warnings = append(*warnings, fmt.Sprintf("[%s] CPU= and Memory= count for placement, but systemd cannot limit a .%s unit", fleetSection, n.Type))
+	}
+	x.CPU, x.Memory = cpu, mem
+	if cpuValue != "" {
+		v, err := ParseCPU(cpuValue)
+		if err != nil {
+			return fmt.Errorf("[%s] CPU=%s: %w", fleetSection, clip(cpuValue), err)
+		}
+		if cpu == 0 {
+			x.CPU = v
+		} else {
+			*warnings = append(*warnings, fmt.Sprintf("[%s] CPU=%s ignored: the unit's own CPUQuota= gives its demand", fleetSection, cpuValue))
+		}
+	}
+	if memValue != "" {
+		v, err := ParseMemory(memValue)
+		if err != nil {
+			return fmt.Errorf("[%s] Memory=%s: %w", fleetSection, clip(memValue), err)
+		}
+		if mem == 0 {
+			x.Memory = v
+		} else {
+			*warnings = append(*warnings, fmt.Sprintf("[%s] Memory=%s ignored: the unit's own memory setting gives its demand", fleetSection, memValue))
+		}
+	}
+	return nil
 }
 
 // parseBool reads fleet's truthy values; ok is false when s is neither truthy
@@ -383,15 +467,27 @@ func (x Fleet) Validate(name string) error {
 	if slices.Contains(x.MachineOf, name) {
 		refuse("unit %q cannot name itself in MachineOf", name)
 	}
+	if x.Group == "" && (x.SpreadBy != "" || x.MaxPerMachine > 0) {
+		refuse("SpreadBy and MaxPerMachine apply to a group: set Group=, or use them in a template")
+	}
+	if x.Global && (x.SpreadBy != "" || x.MaxPerMachine > 0) {
+		refuse("Global cannot be combined with SpreadBy or MaxPerMachine")
+	}
 	return errors.Join(errs...)
 }
 
 // MatchesMetadata reports whether a machine with metadata md satisfies
-// x.MachineMetadata: for every required key, md holds one of its values.
+// x.MachineMetadata (for every required key, md holds one of its values) and
+// every one of x.Constraints.
 func (x Fleet) MatchesMetadata(md map[string]string) bool {
 	for key, values := range x.MachineMetadata {
 		v, ok := md[key]
 		if !ok || !slices.Contains(values, v) {
+			return false
+		}
+	}
+	for _, c := range x.Constraints {
+		if !c.Matcher()(md) {
 			return false
 		}
 	}

@@ -225,7 +225,7 @@ func TestFleetOptions(t *testing.T) {
 			name:    "metadata without '='",
 			unit:    "web.service",
 			xfleet:  "MachineMetadata=region=us role\n",
-			wantErr: `[X-Fleet] MachineMetadata: "role" is not key=value`,
+			wantErr: `[X-Fleet] MachineMetadata=region=us role: column 11: "role" is not key=value`,
 		},
 		{
 			name:    "metadata with empty key",
@@ -237,7 +237,7 @@ func TestFleetOptions(t *testing.T) {
 			name:    "metadata with empty value",
 			unit:    "web.service",
 			xfleet:  "X-ConditionMachineMetadata=region=\n",
-			wantErr: `[X-Fleet] X-ConditionMachineMetadata: "region=" is not key=value`,
+			wantErr: `[X-Fleet] X-ConditionMachineMetadata=region=: column 1: "region=" is not key=value`,
 		},
 		{
 			name:    "metadata split by an unquoted space",
