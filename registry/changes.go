@@ -33,6 +33,8 @@ type Change struct {
 	// Audit is a new audit record (RecordAudit). Records only come and
 	// expire; their expiry is not reported.
 	Audit *AuditRecord
+	// RebootStep is a machine's new reboot step (package reboot).
+	RebootStep *RebootStep
 }
 
 // ChangeBatch holds the changes of one etcd revision or more, in order. When
@@ -149,6 +151,13 @@ func (r *Registry) decodeChange(ev *clientv3.Event) (Change, bool, error) {
 		var rec AuditRecord
 		rec, err = decodeAudit(key, cur)
 		c.Audit = &rec
+	case strings.HasPrefix(key, r.keys.rebootSteps()):
+		if cur == nil {
+			return c, false, nil
+		}
+		var s RebootStep
+		s, err = decodeStep(strings.TrimPrefix(key, r.keys.rebootSteps()), cur)
+		c.RebootStep = &s
 	default:
 		return c, false, nil
 	}
