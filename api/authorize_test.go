@@ -60,6 +60,8 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 		"PATCH /fleet/v1/machines":             auth.RoleAdmin,
 		"GET /fleet/v1/discovery":              auth.RoleRead,
 		"GET /fleet/v1/events":                 auth.RoleRead,
+		"PUT /fleet/v1/machines/{id}/reboot":   auth.RoleAdmin,
+		"GET /fleet/v1/reboots":                auth.RoleRead,
 		"HEAD /fleet/v1/units":                 auth.RoleRead,
 		"HEAD /fleet/v1/units/{name}/status":   auth.RoleRead,
 		"POST /fleet/v1/units":                 auth.RoleAdmin, // 405 for an admin

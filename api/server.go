@@ -171,6 +171,8 @@ func (s *server) routes() []route {
 		}},
 		{"/fleet/v1/discovery", map[string]http.HandlerFunc{http.MethodGet: s.discovery}},
 		{"/fleet/v1/events", map[string]http.HandlerFunc{http.MethodGet: s.events}},
+		{"/fleet/v1/machines/{id}/reboot", map[string]http.HandlerFunc{http.MethodPut: s.putReboot}},
+		{"/fleet/v1/reboots", map[string]http.HandlerFunc{http.MethodGet: s.getReboots}},
 	}
 }
 

@@ -34,7 +34,7 @@ type Change struct {
 	// expire; their expiry is not reported.
 	Audit *AuditRecord
 	// RebootStep is a machine's new reboot step (package reboot).
-	RebootStep *RebootStep
+	RebootStep *Diff[RebootStep]
 }
 
 // ChangeBatch holds the changes of one etcd revision or more, in order. When
@@ -155,9 +155,8 @@ func (r *Registry) decodeChange(ev *clientv3.Event) (Change, bool, error) {
 		if cur == nil {
 			return c, false, nil
 		}
-		var s RebootStep
-		s, err = decodeStep(strings.TrimPrefix(key, r.keys.rebootSteps()), cur)
-		c.RebootStep = &s
+		id := strings.TrimPrefix(key, r.keys.rebootSteps())
+		c.RebootStep, err = diff(cur, prev, func(v []byte) (RebootStep, error) { return decodeStep(id, v) })
 	default:
 		return c, false, nil
 	}

@@ -90,7 +90,7 @@ func TestRebootSemaphore(t *testing.T) {
 		require.NoError(t, b.Err)
 		for _, c := range b.Changes {
 			if c.RebootStep != nil {
-				seen = append(seen, c.RebootStep.Machine+":"+c.RebootStep.Step)
+				seen = append(seen, c.RebootStep.Cur.Machine+":"+c.RebootStep.Cur.Step)
 			}
 		}
 	}
