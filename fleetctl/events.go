@@ -161,6 +161,11 @@ func formatEvent(e api.Event, legend func(string) string) string {
 			what += " via " + legend(e.MachineID)
 		}
 		what += ": " + e.Result
+	case api.EventRebootStep:
+		what = on + " " + e.To
+		if e.Result != "" {
+			what += ": " + e.Result
+		}
 	case api.EventLeaderChanged:
 		from, to := legend(e.From), legend(e.To)
 		if from == "" {

@@ -237,6 +237,8 @@ Version:
 		a.completionCommand(),
 		a.versionCommand(),
 		a.resetEngineVersionCommand(),
+		a.rebootCommand(),
+		a.rebootStatusCommand(),
 	)
 	addPrefixAliases(root)
 	return root
