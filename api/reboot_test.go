@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -41,4 +42,41 @@ func TestRebootRequestAndStatus(t *testing.T) {
 			require.Empty(t, st.Queue)
 		})
 	}
+}
+
+func TestRebootStepEvents(t *testing.T) {
+	c := newCluster(t)
+	cl := clients(t, c)["http-tcp"]
+	ctx, cancel := context.WithCancel(c.ctx)
+	t.Cleanup(cancel)
+	events, ready := make(chan api.Event, 16), make(chan struct{})
+	go func() {
+		_ = cl.Events(ctx, func(e api.Event) error {
+			if e.Type == api.EventStreamStarted {
+				close(ready) // the watch is in place
+			} else {
+				events <- e
+			}
+			return nil
+		})
+	}()
+	<-ready
+	now := time.Now()
+	require.NoError(t, c.reg.RecordRebootStep(ctx, registry.RebootStep{Machine: "m1", Step: registry.RebootStepQueued, At: now, Detail: "sentinel /run/reboot-required"}))
+	require.NoError(t, c.reg.RecordRebootStep(ctx, registry.RebootStep{Machine: "m1", Step: registry.RebootStepAcquired, At: now}))
+	var got []api.Event
+	for len(got) < 2 {
+		select {
+		case e := <-events:
+			got = append(got, e)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %+v", got)
+		}
+	}
+	require.Equal(t, api.EventRebootStep, got[0].Type)
+	require.Equal(t, "m1", got[0].MachineID)
+	require.Equal(t, "queued", got[0].To)
+	require.Equal(t, "sentinel /run/reboot-required", got[0].Result)
+	require.Equal(t, "queued", got[1].From)
+	require.Equal(t, "acquired", got[1].To)
 }

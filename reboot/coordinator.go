@@ -164,6 +164,10 @@ func (c *Coordinator) resume(ctx context.Context) error {
 	if _, mine := hs[c.cfg.Machine]; mine {
 		return nil // sync finishes or goes on
 	}
+	// A queue entry of the previous run: sync queues again if still needed.
+	if err := c.reg.Unqueue(ctx, c.cfg.Machine); err != nil {
+		return err
+	}
 	d, ok, err := c.reg.DrainOf(ctx, c.cfg.Machine)
 	if err != nil {
 		return err
