@@ -87,7 +87,7 @@ Only machine events, as JSON:
 	cmd.Flags().VarP(&output, "output", "o", "Output format: text, or json (one object per line)")
 	cmd.Flags().StringVar(&units, "unit", "", "Only events of units matching this pattern (with or without .service)")
 	cmd.Flags().StringVar(&machines, "machine", "", "Only events on machines whose ID starts with this")
-	cmd.Flags().StringVar(&types, "type", "", "Only events whose type starts with one of these, comma-separated (unit, unit.state, machine, leader)")
+	cmd.Flags().StringVar(&types, "type", "", "Only events whose type starts with one of these, comma-separated (unit, unit.state, machine, leader, reboot)")
 	cmd.Flags().BoolVarP(&full, "full", "l", false, "Print full machine IDs")
 	return cmd
 }

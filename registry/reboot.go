@@ -157,7 +157,7 @@ func (r *Registry) rebootHolders(ctx context.Context) (map[string]RebootHolder, 
 	return out, resp.Header.Revision, nil
 }
 
-// AcquireReboot takes a reboot slot for h.Machine if fewer than max are
+// AcquireReboot takes a reboot slot for h.Machine if fewer than slots are
 // held, and records step in the same transaction (which also takes the
 // machine off the queue). It returns false when every slot is held. Taking
 // a slot the machine holds already returns true and changes nothing.
@@ -165,7 +165,7 @@ func (r *Registry) rebootHolders(ctx context.Context) (map[string]RebootHolder, 
 // The transaction compares that no holder key changed since the holders
 // were read (a range compare over the holders prefix), so two machines
 // racing for the last slot cannot both win.
-func (r *Registry) AcquireReboot(ctx context.Context, h RebootHolder, max int, step RebootStep) (bool, error) {
+func (r *Registry) AcquireReboot(ctx context.Context, h RebootHolder, slots int, step RebootStep) (bool, error) {
 	if err := validMachineID(h.Machine); err != nil {
 		return false, fmt.Errorf("acquire reboot slot: %w", err)
 	}
@@ -177,7 +177,7 @@ func (r *Registry) AcquireReboot(ctx context.Context, h RebootHolder, max int, s
 		if _, ok := hs[h.Machine]; ok {
 			return true, nil
 		}
-		if len(hs) >= max {
+		if len(hs) >= slots {
 			return false, nil
 		}
 		cmp := clientv3.Compare(clientv3.ModRevision(r.keys.rebootHolders()), "<", rev+1).WithPrefix()
