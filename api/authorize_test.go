@@ -79,6 +79,8 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 		"GET /fleet/v1/rollouts/{name}":           auth.RoleRead,
 		"POST /fleet/v1/rollouts/{name}/{action}": auth.RoleAdmin,
 		"GET /fleet/v1/units/{name}/placement":    auth.RoleRead,
+		"PUT /fleet/v1/machines/{id}/reboot":      auth.RoleAdmin,
+		"GET /fleet/v1/reboots":                   auth.RoleRead,
 	}
 	var routed []string
 	for _, rt := range (&server{}).routes() {

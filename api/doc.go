@@ -13,6 +13,8 @@
 //     dynamic metadata) and discovery document, paginated with fleet's page
 //     tokens; plus extensions: a unit's `systemctl status` text, its journal
 //     (streamed with ?follow=true) and a stream of cluster events;
+//   - Rebooter (both clients): reboot requests and the coordinated reboots'
+//     status (PUT /fleet/v1/machines/{id}/reboot, GET /fleet/v1/reboots);
 //   - Inspector, the machine-local source of status and journal, and
 //     SystemdInspector, which runs systemctl and journalctl;
 //     RefusingInspector answers instead for units the machine's agent

@@ -217,10 +217,13 @@ func (c *registryClient) MoveUnit(ctx context.Context, name, machineID string) e
 }
 
 // machineStates fills in each machine's state (registry.StateOf) from the
-// drain records. rebooting names the machines the reboot coordinator holds
-// a slot for.
-func (c *registryClient) machineStates(ctx context.Context, ms []Machine, rebooting map[string]bool) error {
+// drain records and the reboot coordinator's slots.
+func (c *registryClient) machineStates(ctx context.Context, ms []Machine) error {
 	drains, _, err := c.reg.Drains(ctx)
+	if err != nil {
+		return err
+	}
+	holders, err := c.reg.RebootHolders(ctx)
 	if err != nil {
 		return err
 	}
@@ -229,7 +232,8 @@ func (c *registryClient) machineStates(ctx context.Context, ms []Machine, reboot
 		if rec, ok := drains[ms[i].ID]; ok {
 			d = &rec
 		}
-		ms[i].State = registry.StateOf(d, rebooting[ms[i].ID])
+		_, rebooting := holders[ms[i].ID]
+		ms[i].State = registry.StateOf(d, rebooting)
 	}
 	return nil
 }

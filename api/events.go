@@ -223,6 +223,8 @@ func translate(changes []registry.Change, leaderChanged *bool) []Event {
 			a := c.Audit
 			add(Event{Type: EventAPICall, Unit: a.Unit, MachineID: a.Machine, To: a.Detail,
 				Identity: a.Identity, Action: a.Action, Result: resultText(a.Status)}, c.Rev)
+		case c.RebootStep != nil && c.RebootStep.Cur != nil:
+			add(rebootEvent(c.RebootStep.Prev, c.RebootStep.Cur), c.Rev)
 		}
 	}
 	return out

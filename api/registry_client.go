@@ -78,7 +78,7 @@ func (c *registryClient) Machines(ctx context.Context) ([]Machine, error) {
 		}
 		out[i] = wireMachine(m)
 	}
-	if err := c.machineStates(ctx, out, nil); err != nil {
+	if err := c.machineStates(ctx, out); err != nil {
 		return nil, err
 	}
 	return out, nil

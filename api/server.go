@@ -183,6 +183,8 @@ func (s *server) routes() []route {
 		{"/fleet/v1/rollouts", map[string]http.HandlerFunc{http.MethodGet: s.listRollouts, http.MethodPost: s.postRollout}},
 		{"/fleet/v1/rollouts/{name}", map[string]http.HandlerFunc{http.MethodGet: s.getRollout}},
 		{"/fleet/v1/rollouts/{name}/{action}", map[string]http.HandlerFunc{http.MethodPost: s.controlRollout}},
+		{"/fleet/v1/machines/{id}/reboot", map[string]http.HandlerFunc{http.MethodPut: s.putReboot}},
+		{"/fleet/v1/reboots", map[string]http.HandlerFunc{http.MethodGet: s.getReboots}},
 	}
 }
 

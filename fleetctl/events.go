@@ -89,7 +89,7 @@ Only machine events, as JSON:
 	cmd.Flags().VarP(&output, "output", "o", "Output format: text, or json (one object per line)")
 	cmd.Flags().StringVar(&units, "unit", "", "Only events of units matching this pattern (with or without .service)")
 	cmd.Flags().StringVar(&machines, "machine", "", "Only events on machines whose ID starts with this")
-	cmd.Flags().StringVar(&types, "type", "", "Only events whose type starts with one of these, comma-separated (unit, unit.state, machine, leader)")
+	cmd.Flags().StringVar(&types, "type", "", "Only events whose type starts with one of these, comma-separated (unit, unit.state, machine, leader, reboot)")
 	cmd.Flags().BoolVarP(&full, "full", "l", false, "Print full machine IDs")
 	return cmd
 }
@@ -163,6 +163,11 @@ func formatEvent(e api.Event, legend func(string) string) string {
 			what += " via " + legend(e.MachineID)
 		}
 		what += ": " + e.Result
+	case api.EventRebootStep:
+		what = on + " " + e.To
+		if e.Result != "" {
+			what += ": " + e.Result
+		}
 	case api.EventLeaderChanged:
 		from, to := legend(e.From), legend(e.To)
 		if from == "" {

@@ -243,6 +243,8 @@ Version:
 		a.mvCommand(),
 		a.updateCommand(),
 		a.rolloutCommand(),
+		a.rebootCommand(),
+		a.rebootStatusCommand(),
 	)
 	addPrefixAliases(root)
 	return root

@@ -12,6 +12,7 @@ import (
 
 	"github.com/seed-a1ce88ea/fleet/engine"
 	"github.com/seed-a1ce88ea/fleet/internal/etcdserver"
+	"github.com/seed-a1ce88ea/fleet/reboot"
 	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
@@ -64,6 +65,12 @@ type Config struct {
 	Placement               engine.Policy // placement: spread (default) or binpack
 	ReservedCPU             int64         // reserved_cpu: millicores kept from units (given as cores, 0.5)
 	ReservedMemory          int64         // reserved_memory: bytes kept from units (512M, 1G)
+	RebootSentinel          string        // reboot_sentinel: a file whose existence asks for a coordinated reboot ("" = requests only)
+	RebootMaxConcurrent     int           // reboot_max_concurrent: machines rebooting at once, cluster-wide
+	RebootWindow            string        // reboot_window: when reboots may start, "Mon..Fri 02:00-04:00" ("" = any time)
+	RebootCommand           string        // reboot_command: run with /bin/sh -c
+	RebootTimeout           time.Duration // reboot_timeout: a machine not back by then loses its slot
+	RebootDrainDeadline     time.Duration // reboot_drain_deadline: reboot then even if the drain is not done
 }
 
 // DefaultConfig returns the defaults documented in fleet.conf(5).
@@ -86,6 +93,11 @@ func DefaultConfig() Config {
 		EngineBodyGrace:         time.Minute,
 		UnitsDirectory:          "/run/fleet/units",
 		APISocket:               "/var/run/fleet.sock",
+		RebootSentinel:          reboot.DefaultSentinel,
+		RebootMaxConcurrent:     1,
+		RebootCommand:           reboot.DefaultCommand,
+		RebootTimeout:           reboot.DefaultTimeout,
+		RebootDrainDeadline:     reboot.DefaultDrainDeadline,
 	}
 }
 
@@ -190,6 +202,23 @@ func fields() []field {
 			c.ReservedMemory = n
 			return err
 		}},
+		{"reboot_sentinel", "file whose existence asks for a coordinated reboot of this machine (empty: only fleetctl reboot)", str(func(c *Config) *string { return &c.RebootSentinel })},
+		{"reboot_max_concurrent", "how many machines of the cluster may reboot at once (set it the same everywhere)", func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err == nil && n < 1 {
+				err = fmt.Errorf("must be at least 1")
+			}
+			c.RebootMaxConcurrent = n
+			return err
+		}},
+		{"reboot_window", "when coordinated reboots may start, local time, e.g. \"Mon..Fri 02:00-04:00\" (empty: any time)", func(c *Config, v string) error {
+			_, err := reboot.ParseWindow(v)
+			c.RebootWindow = v
+			return err
+		}},
+		{"reboot_command", "command that reboots this machine (run with /bin/sh -c)", str(func(c *Config) *string { return &c.RebootCommand })},
+		{"reboot_timeout", "a rebooting machine not back within this loses its slot, and it is reported (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.RebootTimeout })},
+		{"reboot_drain_deadline", "how long a machine about to reboot waits for its units to move off before rebooting anyway (seconds or duration)", dur(func(c *Config) *time.Duration { return &c.RebootDrainDeadline })},
 	}
 }
 
@@ -255,6 +284,9 @@ func (c Config) validate() error {
 	}
 	if c.EngineAtMostOnceMargin <= 0 {
 		return fmt.Errorf("%w: engine_at_most_once_margin must be positive", ErrUsage)
+	}
+	if c.RebootTimeout <= 0 || c.RebootDrainDeadline <= 0 || strings.TrimSpace(c.RebootCommand) == "" {
+		return fmt.Errorf("%w: reboot_timeout and reboot_drain_deadline must be positive, reboot_command not empty", ErrUsage)
 	}
 	if c.EtcdRequestTimeout <= 0 {
 		return fmt.Errorf("%w: etcd_request_timeout must be positive", ErrUsage)

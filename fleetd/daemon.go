@@ -92,6 +92,10 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 	}
 	defer sd.Close()
 
+	rc, err := newRebootCoordinator(reg, me.ID, cfg, log)
+	if err != nil {
+		return err
+	}
 	for _, l := range listeners {
 		if k, ok := l.(keptListener); ok {
 			if err := k.serve(); err != nil {
@@ -146,6 +150,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 			_ = e.Run(ctx)
 		}()
 	}
+	wg.Go(func() { _ = rc.Run(ctx) })
 
 	var runErr error
 	select {

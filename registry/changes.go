@@ -35,6 +35,8 @@ type Change struct {
 	Audit *AuditRecord
 	// Rollout is a rolling update's record (StartRollout, AdvanceRollout).
 	Rollout *Diff[Rollout]
+	// RebootStep is a machine's new reboot step (package reboot).
+	RebootStep *Diff[RebootStep]
 }
 
 // ChangeBatch holds the changes of one etcd revision or more, in order. When
@@ -154,6 +156,12 @@ func (r *Registry) decodeChange(ev *clientv3.Event) (Change, bool, error) {
 		var rec AuditRecord
 		rec, err = decodeAudit(key, cur)
 		c.Audit = &rec
+	case strings.HasPrefix(key, r.keys.rebootSteps()):
+		if cur == nil {
+			return c, false, nil
+		}
+		id := strings.TrimPrefix(key, r.keys.rebootSteps())
+		c.RebootStep, err = diff(cur, prev, func(v []byte) (RebootStep, error) { return decodeStep(id, v) })
 	default:
 		return c, false, nil
 	}

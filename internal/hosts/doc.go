@@ -1,8 +1,9 @@
 // Package hosts runs simulated hosts for fleet's agent tests, end-to-end tests and `make demo`.
 //
 // A host is a systemd-nspawn container booting a real systemd (PID 1 of its own PID namespace) from one
-// shared, read-only debootstrap'd Debian 12 root file system with a throwaway tmpfs overlay on top
-// (--volatile=overlay). Each host has its own network namespace and IP on a bridge of the machine, its
+// shared, read-only debootstrap'd Debian 12 root file system with the host's own disk overlaid on top (a
+// tmpfs: a reboot from inside, systemctl reboot, keeps it and the host boots again by itself; Restart
+// empties it, as a reimaged machine). Each host has its own network namespace and IP on a bridge of the machine, its
 // own machine-id (stable per host name), hostname, D-Bus system bus and journal (kept on the machine, so
 // it outlives a killed host). The binaries under test are bind-mounted read-only at /opt/fleet/bin and
 // run inside a host as ordinary systemd units.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,11 +54,32 @@ type Host struct {
 	leader       int           // PID of the host's systemd, 0 until booted and once down
 	done         chan struct{} // closed once the current boot's nspawn exited and its host was cleaned up
 	disconnected bool          // Disconnect was called: keep the link down across boots
+	boots        int           // boots that reached a running systemd, reboots from inside included
+	halted       bool          // Stop or Kill was called since the last boot: a reboot from inside does not boot it
 }
 
 func (h *Host) container() string { return namePrefix + h.Name }
 func (h *Host) veth() string      { return "v" + namePrefix + h.Name }
 func (h *Host) stateDir() string  { return filepath.Join(h.cfg.stateDir(), h.Name) }
+
+// diskDir is the host's disk: a tmpfs on the machine, mounted by us rather than by nspawn so that it
+// outlives a reboot from inside, holding the upper (and work) directory of the host's root overlay.
+func (h *Host) diskDir() string { return filepath.Join(h.stateDir(), "disk") }
+
+// rootDir is where the host's root file system is mounted on the machine: the shared root file
+// system, read-only, below the host's disk.
+func (h *Host) rootDir() string { return filepath.Join(h.stateDir(), "root") }
+
+// nspawnRebooted is systemd-nspawn's exit status when the container's systemd rebooted.
+const nspawnRebooted = 133
+
+// Boots returns how many times the host has booted (to a running systemd) since it was added to the
+// cluster: Restart and a reboot from inside each count one.
+func (h *Host) Boots() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.boots
+}
 
 // propagateDir is where nspawn keeps a directory for propagating mounts into a container. nspawn leaves
 // it behind on the machine when /run is not a tmpfs that disappears at reboot.
@@ -136,6 +158,7 @@ func (h *Host) Journal(ctx context.Context) string {
 func (h *Host) Kill() error {
 	h.mu.Lock()
 	proc, leader, done := h.proc, h.leader, h.done
+	h.halted = true
 	h.mu.Unlock()
 	if proc == nil {
 		return nil
@@ -178,6 +201,7 @@ func (h *Host) Stop(ctx context.Context) error {
 func (h *Host) stop(ctx context.Context) error {
 	h.mu.Lock()
 	proc, done := h.proc, h.done
+	h.halted = true
 	h.mu.Unlock()
 	if proc == nil {
 		return nil
@@ -198,6 +222,10 @@ func (h *Host) stop(ctx context.Context) error {
 // Restart powers the host off cleanly if it runs (as Stop) and boots it again with the same name, IP
 // and machine-id, waiting until its systemd is running. Like a reimaged machine, it boots from the
 // pristine root file system: whatever the previous boot wrote is gone. A Disconnect stays in force.
+//
+// A reboot from inside the host (systemctl reboot) is not a Restart: the host boots again by itself
+// and keeps its disk (whatever it wrote: installed software, enabled units), as a real machine does;
+// its systemd has a new boot ID. Boots counts both.
 func (h *Host) Restart(ctx context.Context) error {
 	h.op.Lock()
 	defer h.op.Unlock()
@@ -205,6 +233,25 @@ func (h *Host) Restart(ctx context.Context) error {
 		return fmt.Errorf("restart: %w", err)
 	}
 	return h.boot(ctx)
+}
+
+// rebootFromInside boots the host again after its systemd rebooted, keeping its disk, unless Stop,
+// Kill or Restart came first.
+func (h *Host) rebootFromInside() {
+	h.op.Lock()
+	defer h.op.Unlock()
+	h.mu.Lock()
+	skip := h.halted || h.proc != nil
+	h.mu.Unlock()
+	if skip {
+		return
+	}
+	h.log.Info("host rebooted from inside; booting it again with its disk")
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout+exitTimeout)
+	defer cancel()
+	if err := h.bootWith(ctx, true); err != nil {
+		h.log.Error("boot after a reboot from inside", "err", err)
+	}
 }
 
 // Disconnect cuts the host off the network: its link to the bridge goes down, so packets from and to
@@ -232,12 +279,19 @@ func (h *Host) setConnected(ctx context.Context, up bool) error {
 	return nil
 }
 
-// boot starts nspawn and waits until the host's systemd is running. On error the host is down again.
-// The caller holds h.op or owns h alone; the host is down and its network namespace exists.
-func (h *Host) boot(ctx context.Context) error {
+// boot starts nspawn from the pristine root file system and waits until the host's systemd is running.
+// On error the host is down again. The caller holds h.op or owns h alone; the host is down and its
+// network namespace exists.
+func (h *Host) boot(ctx context.Context) error { return h.bootWith(ctx, false) }
+
+// bootWith is boot; keepDisk boots with what the previous boot wrote.
+func (h *Host) bootWith(ctx context.Context, keepDisk bool) error {
 	start := time.Now()
 	dir := h.stateDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("boot %s: %w", h.Name, err)
+	}
+	if err := h.mountRoot(keepDisk); err != nil {
 		return fmt.Errorf("boot %s: %w", h.Name, err)
 	}
 	if err := os.RemoveAll(propagateDir(h.container())); err != nil {
@@ -286,7 +340,7 @@ func (h *Host) boot(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	h.mu.Lock()
-	h.proc, h.leader, h.done = cmd.Process, 0, done
+	h.proc, h.leader, h.done, h.halted = cmd.Process, 0, done, false
 	h.mu.Unlock()
 	go h.wait(cmd, done)
 
@@ -307,6 +361,7 @@ func (h *Host) boot(ctx context.Context) error {
 		h.mu.Lock()
 		if h.proc == cmd.Process { // not exited meanwhile
 			h.leader = leader
+			h.boots++
 		} else {
 			err = errors.New("nspawn exited right after boot")
 		}
@@ -327,8 +382,8 @@ func (h *Host) boot(ctx context.Context) error {
 func (h *Host) nspawnArgs() []string {
 	args := []string{
 		"--quiet",
-		"--directory=" + h.cfg.hostRootfsDir(),
-		"--volatile=overlay", // a tmpfs over the shared read-only root: hosts never write to it
+		// The shared root file system below the host's own disk (mountRoot): hosts never write to it.
+		"--directory=" + h.rootDir(),
 		"--boot",
 		"--machine=" + h.container(),
 		"--hostname=" + h.Name,
@@ -428,8 +483,16 @@ func (h *Host) wait(cmd *exec.Cmd, done chan struct{}) {
 	err := cmd.Wait()
 	h.mu.Lock()
 	h.proc, h.leader = nil, 0
+	rebooted := !h.halted && cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == nspawnRebooted
 	h.mu.Unlock()
-	h.log.Debug("nspawn exited", "err", err)
+	h.log.Debug("nspawn exited", "err", err, "rebooted", rebooted)
+	if rebooted {
+		// Once this boot is cleaned up (done closed), not to race its clean-up.
+		go func() {
+			<-done
+			h.rebootFromInside()
+		}()
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), exitTimeout)
 	defer cancel()
@@ -446,4 +509,42 @@ func (h *Host) wait(cmd *exec.Cmd, done chan struct{}) {
 		// done. Teardown retries all of this.
 		h.log.Warn("clean up after host exit", "err", err)
 	}
+}
+
+// mountRoot mounts the host's root file system at rootDir: an overlay of the shared root file system
+// below the host's disk. The disk is a tmpfs of our own, so it survives nspawn exiting at a reboot
+// from inside; unless keepDisk, it is emptied first, as a reimaged machine's.
+func (h *Host) mountRoot(keepDisk bool) error {
+	if err := unmountUnder(h.rootDir()); err != nil {
+		return err
+	}
+	disk := h.diskDir()
+	if !keepDisk {
+		if err := unmountUnder(disk); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(disk, 0o755); err != nil {
+		return fmt.Errorf("host disk: %w", err)
+	}
+	mounted, err := mountsUnder(disk)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(mounted, disk) {
+		if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "mode=0755"); err != nil {
+			return fmt.Errorf("host disk: mount tmpfs on %s: %w", disk, err)
+		}
+	}
+	upper, work := filepath.Join(disk, "upper"), filepath.Join(disk, "work")
+	for _, d := range []string{upper, work, h.rootDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("host disk: %w", err)
+		}
+	}
+	opts := "lowerdir=" + h.cfg.hostRootfsDir() + ",upperdir=" + upper + ",workdir=" + work
+	if err := syscall.Mount("overlay", h.rootDir(), "overlay", 0, opts); err != nil {
+		return fmt.Errorf("host root: mount overlay on %s (%s): %w", h.rootDir(), opts, err)
+	}
+	return nil
 }
