@@ -123,19 +123,25 @@ func (r *Registry) DrainOf(ctx context.Context, id string) (d DrainRecord, ok bo
 
 // Drains returns every drain record by machine ID, and the revision read.
 func (r *Registry) Drains(ctx context.Context) (map[string]DrainRecord, int64, error) {
-	resp, err := r.get(ctx, r.keys.drains(), clientv3.WithPrefix())
+	return readRecords(ctx, r, r.keys.drains(), "drains", decodeDrain, func(d *DrainRecord, rev int64) { d.Rev = rev })
+}
+
+// readRecords reads every record under prefix, keyed by the rest of its key,
+// with its mod revision set by setRev, and returns the revision read.
+func readRecords[T any](ctx context.Context, r *Registry, prefix, what string, decode func(key string, v []byte) (T, error), setRev func(*T, int64)) (map[string]T, int64, error) {
+	resp, err := r.get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, fmt.Errorf("read drains: %w", err)
+		return nil, 0, fmt.Errorf("read %s: %w", what, err)
 	}
-	out := make(map[string]DrainRecord, len(resp.Kvs))
+	out := make(map[string]T, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		id := strings.TrimPrefix(string(kv.Key), r.keys.drains())
-		d, err := decodeDrain(id, kv.Value)
+		key := strings.TrimPrefix(string(kv.Key), prefix)
+		v, err := decode(key, kv.Value)
 		if err != nil {
 			return nil, 0, err
 		}
-		d.Rev = kv.ModRevision
-		out[id] = d
+		setRev(&v, kv.ModRevision)
+		out[key] = v
 	}
 	return out, resp.Header.Revision, nil
 }

@@ -63,21 +63,7 @@ func (r *Registry) Move(ctx context.Context, m MoveRecord) error {
 
 // Moves returns every pending move by unit name, and the revision read.
 func (r *Registry) Moves(ctx context.Context) (map[string]MoveRecord, int64, error) {
-	resp, err := r.get(ctx, r.keys.moves(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("read moves: %w", err)
-	}
-	out := make(map[string]MoveRecord, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		name := strings.TrimPrefix(string(kv.Key), r.keys.moves())
-		m, err := decodeMove(name, kv.Value)
-		if err != nil {
-			return nil, 0, err
-		}
-		m.Rev = kv.ModRevision
-		out[name] = m
-	}
-	return out, resp.Header.Revision, nil
+	return readRecords(ctx, r, r.keys.moves(), "moves", decodeMove, func(m *MoveRecord, rev int64) { m.Rev = rev })
 }
 
 // EndMove deletes the move record m, fenced by the leadership and by the

@@ -140,21 +140,7 @@ func (r *Registry) RebootHolders(ctx context.Context) (map[string]RebootHolder, 
 }
 
 func (r *Registry) rebootHolders(ctx context.Context) (map[string]RebootHolder, int64, error) {
-	resp, err := r.get(ctx, r.keys.rebootHolders(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("read reboot holders: %w", err)
-	}
-	out := make(map[string]RebootHolder, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		id := strings.TrimPrefix(string(kv.Key), r.keys.rebootHolders())
-		h, err := decodeHolder(id, kv.Value)
-		if err != nil {
-			return nil, 0, err
-		}
-		h.Rev = kv.ModRevision
-		out[id] = h
-	}
-	return out, resp.Header.Revision, nil
+	return readRecords(ctx, r, r.keys.rebootHolders(), "reboot holders", decodeHolder, func(h *RebootHolder, rev int64) { h.Rev = rev })
 }
 
 // AcquireReboot takes a reboot slot for h.Machine if fewer than slots are
