@@ -163,9 +163,10 @@ func apiHas(t *testing.T, url string) bool {
 	return !(res.StatusCode == http.StatusNotFound && strings.Contains(string(body), "no such API resource"))
 }
 
-// TestOptionalSections stands in for endpoints other parts of fleet add
-// (drain, rollouts): the page shows them, renders an answer whose shape it
-// does not know, and a confirmed Drain reaches the API.
+// TestOptionalSections stands in for the optional endpoints (drain,
+// rollouts, reboots): the page hides a section whose endpoint is absent,
+// renders an answer whose shape it does not know, and a confirmed Drain
+// reaches the API.
 func TestOptionalSections(t *testing.T) {
 	drained := make(chan string, 1)
 	c := newCluster(t, 2, func(mux *http.ServeMux) {
@@ -176,6 +177,13 @@ func TestOptionalSections(t *testing.T) {
 		// As api.NewServer answers other methods of its routes.
 		mux.HandleFunc("/fleet/v1/machines/{id}/drain", func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, `{"error":{"code":405,"message":"use POST"}}`, http.StatusMethodNotAllowed)
+		})
+		// A fleetd without coordinated reboots answers as the API does for
+		// any path it does not know, so the page must hide the tab.
+		mux.HandleFunc("GET /fleet/v1/reboots", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, `{"error":{"code":404,"message":"no such API resource: /fleet/v1/reboots"}}`)
 		})
 		mux.HandleFunc("GET /fleet/v1/rollouts", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
