@@ -67,6 +67,11 @@ type Config struct {
 	// 2s. Its agent began stopping them at least half a TTL before the
 	// lease expired, so their stop jobs get TTL/2 + margin to finish.
 	AtMostOnceMargin time.Duration
+	// Standby keeps this engine's model current while another leads (see
+	// standby.go), so that a takeover plans at once instead of reading and
+	// planning the whole cluster. It costs the memory of the model and a
+	// watch of every unit, machine, placement and reason.
+	Standby bool
 }
 
 // Engine campaigns for leadership and, while leading, schedules units.
@@ -129,12 +134,15 @@ func (e *Engine) Unplaced() map[string]string {
 // engine version is newer than this engine's, it does not campaign.
 func (e *Engine) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	var sb *standby
 	for ctx.Err() == nil {
 		if !e.eligible(ctx) {
 			sleep(ctx, e.cfg.ReconcileInterval)
 			continue
 		}
+		stopStandby := e.startStandby(ctx, &sb)
 		lead, err := e.cfg.Registry.Campaign(ctx, e.cfg.ID, e.cfg.LeaderTTL)
+		stopStandby()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -155,7 +163,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.setLeading(true)
 		e.log.Info("became engine leader", "version", e.cfg.Version)
-		err = e.lead(ctx, lead)
+		err = e.lead(ctx, lead, sb)
+		sb = nil // the model is the leader's now, ahead of etcd if a write failed
 		e.setLeading(false)
 		e.resign(ctx, lead)
 		if ctx.Err() != nil {
@@ -250,7 +259,7 @@ func sleep(ctx context.Context, d time.Duration) {
 // cluster, follow the watches deciding after each burst of events, and read
 // everything again every ReconcileInterval (feeding the scheduler only what
 // differs) or after a failed watch or write.
-func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
+func (e *Engine) lead(ctx context.Context, lead *registry.Leadership, sb *standby) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -272,7 +281,17 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	defer ticker.Stop()
 	var st *leaderState
 	for ctx.Err() == nil {
-		unitRev, machineRev, err := e.sync(ctx, lead, &st)
+		var unitRev, machineRev int64
+		var err error
+		if sb != nil {
+			st = sb.st
+			if unitRev, machineRev, err = e.takeOver(ctx, lead, sb); err != nil {
+				st = nil
+			}
+			sb = nil
+		} else {
+			unitRev, machineRev, err = e.sync(ctx, lead, &st)
+		}
 		if errors.Is(err, registry.ErrNotLeader) {
 			return err
 		}
