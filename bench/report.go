@@ -123,7 +123,8 @@ process of its own, as on two fleetd machines) and N simulated machines in the b
 simulated machine runs the real agent code (package agent, registered and kept alive as fleetd does) on
 **MemorySystemd, an in-memory stand-in for systemd**: its jobs finish at once and nothing is executed, so
 these figures say how fleet's control plane scales, not how fast systemd starts a unit (see "Real
-systemd" for that). All simulated machines share one etcd client, as their watches share one gRPC stream.
+systemd" for that). Unless a workload says otherwise, all simulated machines share one etcd client, so
+their watches share one gRPC stream and their lease keepalives one keepalive stream.
 Everything runs on the same cores: etcd, the engines and 10,000 agents compete for them.
 
 Units are submitted through the API's client code (api.NewRegistryClient, what the HTTP API and
@@ -143,7 +144,14 @@ instances, one db@ instance per 10 machines (Conflicts=db@*.service), 10% region
 func scaleResult(b *bytes.Buffer, r *ScaleResult) {
 	w := r.Workload
 	fmt.Fprintf(b, "### %s: %d machines x %d units (%d placements)\n\n", w.Name, w.Machines, w.Units, r.Placements)
-	fmt.Fprintf(b, "Agent TTL %s, engine leader TTL %s, phase deadline %s; run took %s.\n\n", w.AgentTTL, w.LeaderTTL, w.Deadline, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(b, "Agent TTL %s, engine leader TTL %s, phase deadline %s; run took %s.", w.AgentTTL, w.LeaderTTL, w.Deadline, r.Elapsed.Round(time.Second))
+	switch {
+	case w.OwnClients >= w.Machines:
+		fmt.Fprintf(b, " **Every simulated machine has an etcd client (connection) of its own**, as real fleetds do.")
+	case w.OwnClients > 0:
+		fmt.Fprintf(b, " **%d simulated machines have an etcd client (connection) of their own**, the others share one.", w.OwnClients)
+	}
+	b.WriteString("\n\n")
 	b.WriteString("| figure | value | target |\n|---|---|---|\n")
 	row := func(name, value, target string) { fmt.Fprintf(b, "| %s | %s | %s |\n", name, value, target) }
 	row("machines registered (register + agent start, 64 at a time)", ms(r.RegisterTime), "")

@@ -129,7 +129,7 @@ func RunScale(ctx context.Context, w Workload, dir string, noFsync bool, log *sl
 	// Machines.
 	log.Info("registering machines", "machines", w.Machines)
 	t := time.Now()
-	if err := c.addMachines(ctx, w.Machines, w.AgentTTL); err != nil {
+	if err := c.addMachines(ctx, w.Machines, w.OwnClients, w.AgentTTL); err != nil {
 		return nil, fmt.Errorf("register machines: %w", err)
 	}
 	r.RegisterTime = time.Since(t)

@@ -39,6 +39,108 @@ type standby struct {
 	// leader after its first plan (see above).
 	deferredFirst, deferred map[[2]string]struct{}
 	queuePruned             int
+	// The schedule as etcd holds it, from the schedule's watch alone. The
+	// four watches deliver in no common order, and a unit or machine event
+	// makes the Scheduler predict the leader's deletes (a unit made
+	// inactive loses its placements): events applied out of order would
+	// leave a prediction standing over a later placement. So after each
+	// burst the placements of every unit an event touched are set to
+	// this mirror's.
+	mirror  scheduleMirror
+	touched map[string]struct{}
+}
+
+// scheduleMirror is a copy of etcd's schedule.
+type scheduleMirror struct {
+	byUnit    map[string]map[string]registry.Placement // unit -> machine -> placement
+	byMachine map[string]map[string]struct{}           // machine -> units
+	n         int
+}
+
+func newScheduleMirror(ps []registry.Placement) scheduleMirror {
+	m := scheduleMirror{byUnit: map[string]map[string]registry.Placement{}, byMachine: map[string]map[string]struct{}{}}
+	for _, p := range ps {
+		m.put(p)
+	}
+	return m
+}
+
+func (m *scheduleMirror) put(p registry.Placement) {
+	if m.byUnit[p.Name] == nil {
+		m.byUnit[p.Name] = map[string]registry.Placement{}
+	}
+	if _, ok := m.byUnit[p.Name][p.Machine]; !ok {
+		m.n++
+	}
+	m.byUnit[p.Name][p.Machine] = p
+	if m.byMachine[p.Machine] == nil {
+		m.byMachine[p.Machine] = map[string]struct{}{}
+	}
+	m.byMachine[p.Machine][p.Name] = struct{}{}
+}
+
+func (m *scheduleMirror) del(id, name string) {
+	if _, ok := m.byUnit[name][id]; !ok {
+		return
+	}
+	m.n--
+	delete(m.byUnit[name], id)
+	if len(m.byUnit[name]) == 0 {
+		delete(m.byUnit, name)
+	}
+	delete(m.byMachine[id], name)
+	if len(m.byMachine[id]) == 0 {
+		delete(m.byMachine, id)
+	}
+}
+
+func (m *scheduleMirror) list() []registry.Placement {
+	out := make([]registry.Placement, 0, m.n)
+	for _, ps := range m.byUnit {
+		for _, p := range ps {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// touchMachine has the units the schedule places on machine id reconciled.
+func (sb *standby) touchMachine(id string) {
+	for name := range sb.mirror.byMachine[id] {
+		sb.touched[name] = struct{}{}
+	}
+}
+
+// reconcile sets the Scheduler's placements of every touched unit to the
+// mirror's.
+func (sb *standby) reconcile() {
+	s := sb.st.sched
+	for _, name := range sortedKeys(sb.touched) {
+		want := sb.mirror.byUnit[name]
+		for _, id := range sortedKeys(want) {
+			p := want[id]
+			if cur, ok := s.placement(id, name); ok && cur == p {
+				continue
+			}
+			if cur, ok := s.orphans[[2]string{id, name}]; ok && cur == p {
+				continue
+			}
+			s.SetPlacement(p)
+		}
+		if u := s.units[name]; u != nil {
+			for _, id := range u.on.ids() {
+				if _, ok := want[id]; !ok {
+					s.RemovePlacement(id, name)
+				}
+			}
+		}
+		for _, id := range sortedKeys(s.parked[name]) {
+			if _, ok := want[id]; !ok {
+				s.RemovePlacement(id, name)
+			}
+		}
+	}
+	clear(sb.touched)
 }
 
 // read builds a standby's model from a full read, as a new leader's sync
@@ -81,7 +183,8 @@ func (e *Engine) readStandby(ctx context.Context) (*standby, error) {
 	st.sched = NewScheduler(snap)
 	st.reasons = reasons
 	sb := &standby{st: st, unitRev: unitRev, machineRev: machineRev, placeRev: placeRev, whyRev: whyRev,
-		deferredFirst: map[[2]string]struct{}{}, deferred: map[[2]string]struct{}{}}
+		deferredFirst: map[[2]string]struct{}{}, deferred: map[[2]string]struct{}{},
+		mirror: newScheduleMirror(placements), touched: map[string]struct{}{}}
 	sb.settle()
 	return sb, nil
 }
@@ -143,6 +246,7 @@ func (e *Engine) burst(ctx context.Context, sb *standby, w standbyWatches, block
 	if err := e.fetchPending(ctx, sb.st); err != nil {
 		return err
 	}
+	sb.reconcile()
 	sb.settle()
 	return nil
 }
@@ -168,12 +272,14 @@ func (sb *standby) next(ctx context.Context, w standbyWatches, block bool) error
 			return watchErr(ev.Err)
 		}
 		sb.st.unitEvent(ev)
+		sb.touched[ev.Key] = struct{}{}
 		sb.unitRev = ev.Rev
 	case ev, ok := <-w.machines:
 		if !ok || ev.Err != nil {
 			return watchErr(ev.Err)
 		}
 		sb.st.machineEvent(ev)
+		sb.touchMachine(ev.Key)
 		sb.machineRev = ev.Rev
 	case ev, ok := <-w.places:
 		if !ok || ev.Err != nil {
@@ -197,6 +303,7 @@ func (sb *standby) next(ctx context.Context, w standbyWatches, block bool) error
 
 func (sb *standby) placementEvent(ev registry.Event[registry.Placement]) {
 	if !ev.Deleted {
+		sb.mirror.put(ev.Value)
 		sb.st.sched.SetPlacement(ev.Value)
 		return
 	}
@@ -204,6 +311,7 @@ func (sb *standby) placementEvent(ev registry.Event[registry.Placement]) {
 	if !ok {
 		return
 	}
+	sb.mirror.del(id, name)
 	sb.st.sched.RemovePlacement(id, name)
 	delete(sb.deferred, [2]string{name, id})
 	delete(sb.deferredFirst, [2]string{name, id})
@@ -296,15 +404,18 @@ func (e *Engine) catchUp(ctx context.Context, sb *standby) (full []string, err e
 	}
 	for _, m := range ms.Changed {
 		st.machineEvent(registry.Event[machine.Machine]{Key: m.ID, Value: m})
+		sb.touchMachine(m.ID)
 	}
 	for _, u := range us.Changed {
 		st.unitEvent(registry.Event[registry.Unit]{Key: u.Name, Value: u})
+		sb.touched[u.Name] = struct{}{}
 	}
 	if err := e.fetchPending(ctx, st); err != nil {
 		return nil, err
 	}
 	for _, p := range ps.Changed {
-		st.sched.SetPlacement(p)
+		sb.mirror.put(p)
+		sb.touched[p.Name] = struct{}{}
 	}
 	for _, w := range ws.Changed {
 		st.reasons[w.Name] = w.Reason
@@ -334,23 +445,27 @@ func (e *Engine) catchUp(ctx context.Context, sb *standby) (full []string, err e
 		}
 		st.resync(units, st.machineList(), st.sched.placements())
 	}
-	if int64(st.sched.placementCount()) != ps.Count {
+	if int64(sb.mirror.n) != ps.Count {
 		full = append(full, "schedule")
 		placements, _, err := reg.Placements(ctx)
 		if err != nil {
 			return nil, err
 		}
-		st.resync(st.unitList(), st.machineList(), placements)
-		// resync compares placements the model places; those it holds as
-		// orphans (naming something unknown) go too when etcd lost them.
-		in := make(map[[2]string]bool, len(placements))
-		for _, p := range placements {
-			in[[2]string{p.Machine, p.Name}] = true
+		sb.mirror = newScheduleMirror(placements)
+	}
+	if len(full) > 0 {
+		for name := range sb.mirror.byUnit {
+			sb.touched[name] = struct{}{}
 		}
-		for k := range st.sched.orphans {
-			if !in[k] {
-				delete(st.sched.orphans, k)
-			}
+		for name := range st.sched.units {
+			sb.touched[name] = struct{}{}
+		}
+	}
+	sb.reconcile()
+	// Orphans (placements naming something unknown) are the mirror's too.
+	for k := range st.sched.orphans {
+		if _, ok := sb.mirror.byUnit[k[1]][k[0]]; !ok {
+			delete(st.sched.orphans, k)
 		}
 	}
 	if int64(len(st.reasons)) != ws.Count {
@@ -369,19 +484,6 @@ func (e *Engine) catchUp(ctx context.Context, sb *standby) (full []string, err e
 	e.log.Info("standby: caught up", "units", len(us.Changed), "machines", len(ms.Changed), "placements", len(ps.Changed),
 		"reasons", len(ws.Changed), "read_in_full", full, "took", time.Since(start))
 	return full, nil
-}
-
-// placementCount is how many schedule entries the model holds: placements
-// on present machines, parked ones, and those naming something unknown.
-func (s *Scheduler) placementCount() int {
-	n := len(s.orphans)
-	for _, u := range s.units {
-		n += u.on.len()
-	}
-	for _, ps := range s.parked {
-		n += len(ps)
-	}
-	return n
 }
 
 func (st *leaderState) unitList() []registry.Unit {

@@ -100,27 +100,22 @@ func (c *standbyCluster) change() {
 }
 
 // settled waits until the leader has written what the changes call for:
-// the schedule and the reasons stop changing.
+// the schedule and the reasons stay the same for a while.
 func (c *standbyCluster) settled() {
 	t := c.t
-	var last int64 = -1
+	var last string
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		time.Sleep(300 * time.Millisecond)
-		ps, err := c.reg.PlacementsSince(c.ctx, 1)
+		ps, _, err := c.reg.Placements(c.ctx)
 		require.NoError(t, err)
-		ws, err := c.reg.UnplacedSince(c.ctx, 1)
+		ws, _, err := c.reg.Unplaced(c.ctx)
 		require.NoError(t, err)
-		// The highest mod revision and the counts change whenever a key is
-		// written or deleted.
-		sum := ps.Count*1_000_003 + ws.Count
-		for _, p := range ps.Changed {
-			sum += int64(len(p.Machine) + len(p.Name))
-		}
-		if sum == last {
+		now := fmt.Sprint(ps, ws)
+		if now == last {
 			return
 		}
-		last = sum
+		last = now
 		require.True(t, time.Now().Before(deadline), "schedule still changing after 20 s")
 	}
 }
