@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,6 +87,8 @@ type server struct {
 	maxStreams int
 	streamsMu  sync.Mutex
 	streams    map[string]int // open event streams by caller
+
+	lists *listCache // listings being paged through
 }
 
 // NewServer returns the handler of fleet's v1 API on top of c:
@@ -117,7 +120,7 @@ type server struct {
 //
 // Errors are {"error":{"code":N,"message":"..."}}.
 func NewServer(c Client, opts ...ServerOption) http.Handler {
-	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler), maxStreams: defaultMaxEventStreams, streams: map[string]int{}}
+	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler), maxStreams: defaultMaxEventStreams, streams: map[string]int{}, lists: newListCache()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -188,13 +191,12 @@ func (s *server) listUnits(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, err)
 		return
 	}
-	units, err := s.c.Units(r.Context())
+	items, next, err := page(s, "units", tok, func() ([]*Unit, error) { return s.c.Units(r.Context()) })
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	items, next := pageOf(units, tok)
-	s.sendJSON(w, http.StatusOK, UnitPage{Units: items, NextPageToken: next})
+	sendPage(s, w, "units", items, next)
 }
 
 func (s *server) getUnit(w http.ResponseWriter, r *http.Request) {
@@ -337,13 +339,14 @@ func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, err)
 		return
 	}
-	states, err := s.c.UnitStates(r.Context(), StateFilter{MachineIDs: q["machineID"], UnitNames: q["unitName"]})
+	f := StateFilter{MachineIDs: q["machineID"], UnitNames: q["unitName"]}
+	key := "state?" + url.Values{"machineID": f.MachineIDs, "unitName": f.UnitNames}.Encode()
+	items, next, err := page(s, key, tok, func() ([]*UnitState, error) { return s.c.UnitStates(r.Context(), f) })
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	items, next := pageOf(states, tok)
-	s.sendJSON(w, http.StatusOK, UnitStatePage{States: items, NextPageToken: next})
+	sendPage(s, w, "states", items, next)
 }
 
 // getState answers fleet v1.0's fleetctl, which waits on it after a start:
@@ -387,13 +390,12 @@ func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, err)
 		return
 	}
-	ms, err := s.c.Machines(r.Context())
+	items, next, err := page(s, "machines", tok, func() ([]Machine, error) { return s.c.Machines(r.Context()) })
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	items, next := pageOf(ms, tok)
-	s.sendJSON(w, http.StatusOK, MachinePage{Machines: items, NextPageToken: next})
+	sendPage(s, w, "machines", items, next)
 }
 
 // patchMachines applies fleet's JSON Patch of machine metadata. Like fleet
