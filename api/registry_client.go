@@ -287,26 +287,42 @@ func (c *registryClient) ReplaceUnit(ctx context.Context, u *Unit) ([]string, er
 }
 
 func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]string, error) {
+	rec, body, warnings, err := c.prepare(ctx, u, replace)
+	if err != nil {
+		return nil, err
+	}
+	err = c.reg.CreateUnit(ctx, rec, body, replace)
+	if errors.Is(err, registry.ErrExists) {
+		return nil, errorf(ErrExists, "unit %s already exists", rec.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return warnings, nil
+}
+
+// prepare checks a submitted unit and returns the record and body to store.
+func (c *registryClient) prepare(ctx context.Context, u *Unit, replace bool) (registry.Unit, string, []string, error) {
 	if u == nil {
-		return nil, errorf(ErrInvalid, "no unit given")
+		return registry.Unit{}, "", nil, errorf(ErrInvalid, "no unit given")
 	}
 	name := u.Name
 	n, err := unit.ParseName(name)
 	if err != nil {
-		return nil, errorf(ErrInvalid, "%v", err)
+		return registry.Unit{}, "", nil, errorf(ErrInvalid, "%v", err)
 	}
 	state := registry.StateInactive
 	if u.DesiredState != "" {
 		if state, err = registry.ParseState(u.DesiredState); err != nil {
-			return nil, errorf(ErrInvalid, "unit %s: %v", name, err)
+			return registry.Unit{}, "", nil, errorf(ErrInvalid, "unit %s: %v", name, err)
 		}
 	}
 	if err := checkTemplateState(n, state); err != nil {
-		return nil, err
+		return registry.Unit{}, "", nil, err
 	}
 	f, warnings, err := c.unitFile(ctx, n, u.Options)
 	if err != nil {
-		return nil, err
+		return registry.Unit{}, "", nil, err
 	}
 	if replace && u.DesiredState == "" {
 		// Keep the desired state of the unit being replaced, so replacing a
@@ -315,18 +331,10 @@ func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]s
 		case err == nil:
 			state = old.DesiredState
 		case !errors.Is(err, registry.ErrNotFound):
-			return nil, err
+			return registry.Unit{}, "", nil, err
 		}
 	}
-	rec := registry.Unit{Name: name, Hash: f.Hash().String(), DesiredState: state}
-	err = c.reg.CreateUnit(ctx, rec, f.String(), replace)
-	if errors.Is(err, registry.ErrExists) {
-		return nil, errorf(ErrExists, "unit %s already exists", name)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return warnings, nil
+	return registry.Unit{Name: name, Hash: f.Hash().String(), DesiredState: state}, f.String(), warnings, nil
 }
 
 // unitFile turns submitted options into the unit file to store, checked with

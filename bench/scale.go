@@ -259,12 +259,13 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 	return nil
 }
 
-// submit creates units through the API's registry client (what fleetctl
-// --driver=etcd and fleetd's HTTP API run), workers at a time. Templates
-// go first, one by one.
+// submit creates units through the API's registry client's batch create
+// (api.UnitBatchCreator, what fleetctl --driver=etcd runs: 63 units to an
+// etcd transaction), workers transactions at a time. Templates go first,
+// one by one.
 func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) error {
 	cl := api.NewRegistryClient(c.reg)
-	create := func(u benchUnit) error {
+	wire := func(u benchUnit) (*api.Unit, error) {
 		wu := &api.Unit{Name: u.Name, DesiredState: "inactive"}
 		if u.Launched {
 			wu.DesiredState = "launched"
@@ -272,22 +273,43 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 		if u.Body != "" {
 			f, err := unit.ParseString(u.Body)
 			if err != nil {
-				return fmt.Errorf("unit %s: %w", u.Name, err)
+				return nil, fmt.Errorf("unit %s: %w", u.Name, err)
 			}
 			wu.Options = api.OptionsFromFile(f)
+		}
+		return wu, nil
+	}
+	i := 0
+	for ; i < len(units) && !units[i].Launched; i++ {
+		wu, err := wire(units[i])
+		if err != nil {
+			return err
 		}
 		if _, err := cl.CreateUnit(ctx, wu); err != nil {
 			return err
 		}
-		return nil
 	}
-	i := 0
-	for ; i < len(units) && !units[i].Launched; i++ {
-		if err := create(units[i]); err != nil {
-			return err
+	var chunks [][]benchUnit
+	for rest := units[i:]; len(rest) > 0; {
+		n := min(len(rest), 63)
+		chunks, rest = append(chunks, rest[:n]), rest[n:]
+	}
+	bc := cl.(api.UnitBatchCreator)
+	return forEach(chunks, workers, func(chunk []benchUnit) error {
+		wus := make([]*api.Unit, len(chunk))
+		for j, u := range chunk {
+			var err error
+			if wus[j], err = wire(u); err != nil {
+				return err
+			}
 		}
-	}
-	return forEach(units[i:], workers, create)
+		for _, r := range bc.CreateUnits(ctx, wus) {
+			if r.Err != nil {
+				return r.Err
+			}
+		}
+		return nil
+	})
 }
 
 func cmpErr(a, b error) error {
