@@ -158,7 +158,11 @@ type route struct {
 // routes is the API's route table; RequiredRole decides who may use each.
 func (s *server) routes() []route {
 	return []route{
-		{"/fleet/v1/units", map[string]http.HandlerFunc{http.MethodGet: s.listUnits}},
+		{"/fleet/v1/units", map[string]http.HandlerFunc{
+			http.MethodGet:    s.listUnits,
+			http.MethodPost:   s.createUnits,  // batch, see UnitBatcher
+			http.MethodDelete: s.destroyUnits, // batch
+		}},
 		{"/fleet/v1/units/{name}", map[string]http.HandlerFunc{
 			http.MethodGet:    s.getUnit,
 			http.MethodPut:    s.putUnit,

@@ -128,7 +128,7 @@ their watches share one gRPC stream and their lease keepalives one keepalive str
 Everything runs on the same cores: etcd, the engines and 10,000 agents compete for them.
 
 Units are submitted through the API's registry client (api.NewRegistryClient, what the HTTP API and
-` + "`fleetctl --driver=etcd`" + ` run), with its batch create (api.UnitBatchCreator: 63 validated units to one etcd
+` + "`fleetctl --driver=etcd`" + ` run), with its batch create (api.UnitBatcher: 63 validated units to one etcd
 transaction, as ` + "`fleetctl --driver=etcd start`" + ` submits), 64 transactions at a time, all desired ` + "`launched`" + `. The mix: 2 global units (one on every
 machine, one on the role=edge quarter), 15% web@ instances (MachineMetadata=role=web), 10% worker@
 instances, one db@ instance per 10 machines (Conflicts=db@*.service), 10% region-pinned units, 5% sidecars

@@ -260,7 +260,7 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 }
 
 // submit creates units through the API's registry client's batch create
-// (api.UnitBatchCreator, what fleetctl --driver=etcd runs: 63 units to an
+// (api.UnitBatcher, what fleetctl --driver=etcd runs: 63 units to an
 // etcd transaction), workers transactions at a time. Templates go first,
 // one by one.
 func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) error {
@@ -294,7 +294,7 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 		n := min(len(rest), 63)
 		chunks, rest = append(chunks, rest[:n]), rest[n:]
 	}
-	bc := cl.(api.UnitBatchCreator)
+	bc := cl.(api.UnitBatcher)
 	return forEach(chunks, workers, func(chunk []benchUnit) error {
 		wus := make([]*api.Unit, len(chunk))
 		for j, u := range chunk {

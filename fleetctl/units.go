@@ -165,8 +165,18 @@ they are stopped, unscheduled and forgotten.`,
 				return err
 			}
 			// Every unit is tried: one that cannot be destroyed does not
-			// keep the others.
+			// keep the others. A client that takes batches destroys them
+			// all in one request.
+			var errs []error
+			if b, ok := c.(api.UnitBatcher); ok && len(names) > 1 {
+				if errs = b.DestroyUnits(ctx, names); errors.Is(errs[0], api.ErrNoBatch) {
+					errs = nil
+				}
+			}
 			return inOrder(ctx, len(names), true, func(ctx context.Context, i int) error {
+				if errs != nil {
+					return errs[i]
+				}
 				return c.DestroyUnit(ctx, names[i])
 			}, func(i int) {
 				fmt.Fprintf(a.stdout, "Destroyed %s\n", names[i])
@@ -468,11 +478,11 @@ func newUnit(it ensureItem, state registry.State) *api.Unit {
 }
 
 // createBatch submits, in one batch, the units ensureUnit would submit
-// first, when the client can (api.UnitBatchCreator: the registry client of
-// --driver=etcd writes 63 units to an etcd transaction). It returns the
+// first, when the client can (api.UnitBatcher: one request to fleetd, whose
+// registry client writes 63 units to an etcd transaction). It returns the
 // result by item; items it did not try are absent.
 func (a *app) createBatch(ctx context.Context, c api.Client, items []ensureItem, state registry.State) map[int]api.CreateResult {
-	bc, ok := c.(api.UnitBatchCreator)
+	bc, ok := c.(api.UnitBatcher)
 	if !ok || len(items) < 2 {
 		return nil
 	}
@@ -484,8 +494,14 @@ func (a *app) createBatch(ctx context.Context, c api.Client, items []ensureItem,
 			at = append(at, i)
 		}
 	}
+	if len(us) < 2 {
+		return nil
+	}
 	out := make(map[int]api.CreateResult, len(us))
 	for j, r := range bc.CreateUnits(ctx, us) {
+		if errors.Is(r.Err, api.ErrNoBatch) {
+			return nil // one request per unit, as to fleet
+		}
 		out[at[j]] = r
 	}
 	return out

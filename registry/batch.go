@@ -102,3 +102,35 @@ func (r *Registry) createBatch(ctx context.Context, us []NewUnit, idx []int, err
 		idx = left
 	}
 }
+
+// DestroyUnits deletes unit records as DestroyUnit does, 127 to a
+// transaction. errs[i] is nil, ErrNotFound (wrapped) or why names[i] was
+// not destroyed.
+func (r *Registry) DestroyUnits(ctx context.Context, names []string) (errs []error) {
+	errs = make([]error, len(names))
+	for start := 0; start < len(names); start += maxTxnOps {
+		part := names[start:min(len(names), start+maxTxnOps)]
+		ops := make([]clientv3.Op, len(part))
+		seen := make(map[string]bool, len(part))
+		for i, n := range part {
+			if seen[n] {
+				// A key twice in one transaction is refused: the second
+				// finds it gone.
+				ops[i] = clientv3.OpGet(r.keys.unit(n) + "\x00")
+				continue
+			}
+			seen[n] = true
+			ops[i] = clientv3.OpDelete(r.keys.unit(n))
+		}
+		resp, err := r.txn(ctx, nil, ops)
+		for i, n := range part {
+			switch {
+			case err != nil:
+				errs[start+i] = fmt.Errorf("destroy unit %s: %w", n, err)
+			case resp.Responses[i].GetResponseDeleteRange() == nil || resp.Responses[i].GetResponseDeleteRange().Deleted == 0:
+				errs[start+i] = fmt.Errorf("destroy unit %s: %w", n, ErrNotFound)
+			}
+		}
+	}
+	return errs
+}
