@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/seed-a1ce88ea/fleet/machine"
@@ -386,20 +387,22 @@ func (e *Engine) catchUp(ctx context.Context, sb *standby) (full []string, err e
 	reg := e.cfg.Registry
 	st := sb.st
 	start := time.Now()
-	us, err := reg.UnitsSince(ctx, sb.unitRev)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := reg.MachinesSince(ctx, sb.machineRev)
-	if err != nil {
-		return nil, err
-	}
-	ps, err := reg.PlacementsSince(ctx, sb.placeRev)
-	if err != nil {
-		return nil, err
-	}
-	ws, err := reg.UnplacedSince(ctx, sb.whyRev)
-	if err != nil {
+	// The four reads go at once: at a takeover they are what stands
+	// between the election and the first plan.
+	var (
+		us                     registry.Since[registry.Unit]
+		ms                     registry.Since[machine.Machine]
+		ps                     registry.Since[registry.Placement]
+		ws                     registry.Since[registry.UnplacedReason]
+		uerr, merr, perr, werr error
+		wg                     sync.WaitGroup
+	)
+	wg.Go(func() { us, uerr = reg.UnitsSince(ctx, sb.unitRev) })
+	wg.Go(func() { ms, merr = reg.MachinesSince(ctx, sb.machineRev) })
+	wg.Go(func() { ps, perr = reg.PlacementsSince(ctx, sb.placeRev) })
+	wg.Go(func() { ws, werr = reg.UnplacedSince(ctx, sb.whyRev) })
+	wg.Wait()
+	if err := errors.Join(uerr, merr, perr, werr); err != nil {
 		return nil, err
 	}
 	for _, m := range ms.Changed {
@@ -476,9 +479,9 @@ func (e *Engine) catchUp(ctx context.Context, sb *standby) (full []string, err e
 		}
 		st.reasons = reasons
 	}
-	// Each read was at its own revision, the last at the highest: what
-	// happened in between arrives again through the watches and applies
-	// as a no-op.
+	// Each prefix was read at its own revision; the watches resume from
+	// it, and what a later full read already applied arrives again as a
+	// no-op.
 	sb.unitRev, sb.machineRev, sb.placeRev, sb.whyRev = us.Rev, ms.Rev, ps.Rev, ws.Rev
 	sb.settle()
 	e.log.Info("standby: caught up", "units", len(us.Changed), "machines", len(ms.Changed), "placements", len(ps.Changed),
