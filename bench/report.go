@@ -271,7 +271,7 @@ func bounds(r *ScaleResult) []string {
 		out = append(out, s)
 	}
 	if r.BacklogDone && r.BacklogPlaceRate < 5000 {
-		out = append(out, fmt.Sprintf("Backlog placement rate: from its start to its last placement (%s) the new engine used %.1f s of CPU, etcd %.1f s, the simulated machines and benchmark %.1f s, on %d cores. The engine first reads the whole registry and plans (%s to its first write); the writes then go in sequential fenced transactions of at most 127 operations while the agents publish a state per placement into the same etcd, so etcd's write path (one member, fsync) and the shared cores bound the rest.",
+		out = append(out, fmt.Sprintf("Backlog placement rate: from its start to its last placement (%s) the new engine used %.1f s of CPU, etcd %.1f s, the simulated machines and benchmark %.1f s, on %d cores. The engine (started cold: no standby ran) first reads the whole registry and plans (%s to its first write); the writes then go in fenced transactions of at most 127 operations, 4 in flight, while the agents publish a state per placement into the same etcd, so etcd's write path (one member, fsync) and the shared cores bound the rest.",
 			ms(r.BacklogAllPlaced), r.BacklogEngineCPU.Seconds(), r.BacklogEtcdCPU.Seconds(), r.BacklogOtherCPU.Seconds(), runtime.NumCPU(), ms(r.BacklogFirst)))
 	}
 	if r.FailoverDone && r.FailoverTime > w.AgentTTL+time.Second {
@@ -279,19 +279,21 @@ func bounds(r *ScaleResult) []string {
 			(r.FailoverTime-w.AgentTTL).Round(time.Millisecond), r.KeepalivesPerSec))
 	}
 	if r.TakeoverElected > 3*time.Second || (r.TakeoverDone && r.TakeoverPlaced > 3*time.Second) {
-		out = append(out, fmt.Sprintf("Leader takeover: a SIGKILLed leader keeps the lead until its session lease expires (engine_leader_ttl %s); the new leader then re-reads every unit, body, machine and placement and plans from scratch before its first write (%s after it was elected). A shorter leader TTL and a standby that keeps its model warm through the same watches would move it.",
+		out = append(out, fmt.Sprintf("Leader takeover: a SIGKILLed leader keeps the lead until its session lease expires (engine_leader_ttl %s), which no standby shortens; the new leader, a warm standby, then catches up with what changed since its model's revisions and writes its first plan (%s after it was elected; see its log's \"standby: caught up\" and \"first plan written\").",
 			w.LeaderTTL, (r.TakeoverPlaced-r.TakeoverElected).Round(time.Millisecond)))
 	}
 	for _, l := range r.Lists {
 		if strings.Contains(l.Command, "list-unit-files --driver=api") && (l.Err != "" || pct(l.Runs, 99) > time.Second) {
-			out = append(out, "`list-unit-files` over the HTTP API: fleet's v1 API pages units 100 at a time and the server re-reads every unit, body and placement from etcd for each page, so a listing costs units/100 full reads (quadratic). A server-side cursor over one etcd read revision (or a larger page) would make it one read.")
+			out = append(out, fmt.Sprintf("`list-unit-files` over the HTTP API at %d rows: one read of every unit, body, placement and state key at one revision (pages after the first are cut from it), then every unit's options parsed from its body, encoded as JSON, decoded by fleetctl and each one's hash computed again from its options: fleet v1's wire form of a unit carries its whole file. The per-row cost (~%s) is the encoding, not the reads.",
+				l.Rows, (pct(l.Runs, 50)/time.Duration(max(l.Rows, 1))).Round(time.Microsecond/10)))
 		}
 		if strings.HasPrefix(l.Command, "fleetctl list-units --driver=etcd") && w.Units >= 100000 && l.Err == "" && pct(l.Runs, 99) > time.Second {
 			out = append(out, fmt.Sprintf("`%s` at %d rows: one range read of every published state (a few hundred bytes of JSON each, the whole read in one gRPC message) and one of every machine, then decoding, sorting and printing every row in one process, on cores that etcd and %d simulated machines' keepalives share. A per-row cost of ~%s is what a leaner state encoding (or a server-side count/filter for the common questions) would move.",
 				l.Command, l.Rows, w.Machines, (pct(l.Runs, 50)/time.Duration(max(l.Rows, 1))).Round(time.Microsecond/10)))
 		}
 		if strings.HasPrefix(l.Command, "fleetctl list-units --driver=api") && w.Units >= 100000 && (l.Err != "" || pct(l.Runs, 99) > time.Second) {
-			out = append(out, "`list-units` over the HTTP API at this scale: if the API pages unit states (100 a page) and the server re-reads every state from etcd for each page, as it does for units, a listing costs states/100 full reads; compare the same command with --driver=etcd, one range read. A cursor over one read revision, or one response, would make the API path one read too.")
+			out = append(out, fmt.Sprintf("`list-units` over the HTTP API at %d rows: one range read of every state (pages after the first are cut from it), encoded as JSON by the server and decoded by fleetctl (~%s a row); compare the same command with --driver=etcd, the same read without the HTTP leg.",
+				l.Rows, (pct(l.Runs, 50)/time.Duration(max(l.Rows, 1))).Round(time.Microsecond/10)))
 		}
 
 	}
