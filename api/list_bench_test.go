@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,4 +92,82 @@ func BenchmarkList(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSubmit times submitting FLEET_BENCH_UNITS units (default
+// 10,000) through the registry client: one CreateUnit per unit, 64 in
+// flight (what the HTTP API does per PUT), against CreateUnits, 63 units to
+// a transaction, 64 transactions in flight.
+//
+//	go test ./api/ -run '^$' -bench BenchmarkSubmit -benchtime 1x -cpuprofile /tmp/submit.prof
+func BenchmarkSubmit(b *testing.B) {
+	n := 10000
+	if v := os.Getenv("FLEET_BENCH_UNITS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatalf("FLEET_BENCH_UNITS=%q: %v", v, err)
+		}
+	}
+	e := etcdtest.Start(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	reg := registry.New(e.Client(b), registry.WithRequestTimeout(time.Minute))
+	rc := api.NewRegistryClient(reg)
+	units := func(run int) []*api.Unit {
+		us := make([]*api.Unit, n)
+		for i := range us {
+			us[i] = &api.Unit{Name: fmt.Sprintf("r%d-u%06d.service", run, i), DesiredState: "launched", Options: []*api.UnitOption{
+				{Section: "Unit", Name: "Description", Value: fmt.Sprintf("unit %d", i)},
+				{Section: "Service", Name: "ExecStart", Value: fmt.Sprintf("/bin/sleep %d", i)},
+			}}
+		}
+		return us
+	}
+	run := 0
+	parallel := func(items int, f func(i int) error) error {
+		work := make(chan int)
+		errc := make(chan error, 64)
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				for i := range work {
+					if err := f(i); err != nil {
+						errc <- err
+						return
+					}
+				}
+			})
+		}
+		for i := range items {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		close(errc)
+		return <-errc
+	}
+	b.Run("one-per-unit", func(b *testing.B) {
+		for b.Loop() {
+			run++
+			us := units(run)
+			require.NoError(b, parallel(len(us), func(i int) error { _, err := rc.CreateUnit(ctx, us[i]); return err }))
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "units/s")
+	})
+	b.Run("batch", func(b *testing.B) {
+		bc := rc.(api.UnitBatcher)
+		for b.Loop() {
+			run++
+			us := units(run)
+			require.NoError(b, parallel((len(us)+62)/63, func(i int) error {
+				for _, r := range bc.CreateUnits(ctx, us[i*63:min(len(us), i*63+63)]) {
+					if r.Err != nil {
+						return r.Err
+					}
+				}
+				return nil
+			}))
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "units/s")
+	})
 }

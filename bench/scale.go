@@ -260,9 +260,8 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 }
 
 // submit creates units through the API's registry client's batch create
-// (api.UnitBatcher, what fleetctl --driver=etcd runs: 63 units to an
-// etcd transaction), workers transactions at a time. Templates go first,
-// one by one.
+// (api.UnitBatcher, what fleetctl runs: 63 units to an etcd transaction),
+// workers transactions at a time. Templates go first, one by one.
 func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) error {
 	cl := api.NewRegistryClient(c.reg)
 	wire := func(u benchUnit) (*api.Unit, error) {
@@ -312,6 +311,10 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 	})
 }
 
+// submitTxns is how many batch-create transactions the benchmark keeps in
+// flight: as many as one fleetctl command (registry.CreateUnits).
+const submitTxns = 8
+
 func cmpErr(a, b error) error {
 	if a != nil {
 		return a
@@ -338,7 +341,7 @@ func (r *ScaleResult) bulk(ctx context.Context, c *cluster, obs *observer, log *
 	done := make(chan error, 1)
 	sctx, stopSubmit := context.WithCancel(ctx) // ended at the deadline
 	defer stopSubmit()
-	go func() { done <- submit(sctx, c, units, 64) }()
+	go func() { done <- submit(sctx, c, units, submitTxns) }()
 	all := func(o *observer) bool { return o.active >= r.Placements && o.placements >= r.Placements }
 	progress := time.NewTicker(10 * time.Second)
 	defer progress.Stop()
@@ -562,7 +565,7 @@ func (r *ScaleResult) takeover(ctx context.Context, c *cluster, obs *observer, l
 	e.kill()
 	c.deadEngineCPU[e] = st
 	errc := make(chan error, 1)
-	go func() { errc <- submit(ctx, c, units, 16) }()
+	go func() { errc <- submit(ctx, c, units, submitTxns) }()
 	if _, err := c.waitLeader(ctx, leader, w.Deadline); err != nil {
 		r.note("takeover: %v", err)
 		return
@@ -719,7 +722,7 @@ func (r *ScaleResult) backlog(ctx context.Context, c *cluster, obs *observer, lo
 	}
 	r.BacklogUnits = n
 	log.Info("backlog: submitting with no engine running", "units", n)
-	if err := submit(ctx, c, units, 64); err != nil {
+	if err := submit(ctx, c, units, submitTxns); err != nil {
 		r.note("backlog: submission: %v", err)
 		return
 	}

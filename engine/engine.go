@@ -470,7 +470,9 @@ func (e *Engine) fetchBodies(ctx context.Context, st *leaderState, hashes map[st
 		got map[string]string
 		err error
 	)
-	if len(missing) > bulkBodies {
+	if len(missing) > bulkBodies && len(missing) > len(st.bodies) {
+		// Mostly unknown (a new term, a standby starting): one read of
+		// all is cheaper; a burst among many known bodies reads its own.
 		got, err = e.cfg.Registry.Bodies(ctx)
 	} else {
 		got, err = e.cfg.Registry.BodiesOf(ctx, missing)

@@ -532,9 +532,11 @@ func (e *Engine) takeOver(ctx context.Context, lead *registry.Leadership, sb *st
 }
 
 // startStandby follows the cluster into *sbp while the engine campaigns;
-// the returned stop ends it and waits, leaving *sbp as far as it got (nil
-// after a failure: the next wait reads in full). Without Config.Standby it
-// does nothing.
+// the returned stop ends it and waits, leaving *sbp as far as it got.
+// After a failed read or watch the model is kept and caught up (a few
+// cheap reads) rather than read again in full, so that an etcd too busy to
+// answer in time is not sent the largest reads there are. Without
+// Config.Standby it does nothing.
 func (e *Engine) startStandby(ctx context.Context, sbp **standby) (stop func()) {
 	if !e.cfg.Standby {
 		return func() {}
@@ -549,8 +551,7 @@ func (e *Engine) startStandby(ctx context.Context, sbp **standby) (stop func()) 
 			if ctx.Err() != nil {
 				return
 			}
-			*sbp = nil
-			e.log.Warn("standby: read again after error", "err", err, "in", backoff)
+			e.log.Warn("standby: catch up after error", "err", err, "in", backoff)
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 30*time.Second)
 		}
