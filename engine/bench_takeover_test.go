@@ -120,7 +120,15 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 	b.StartTimer()
 	kill := time.Now()
 	_ = cliA.Close() // the leader is gone: no resign, its lease expires
-	go stopA()
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); stopA() }()
+	defer func() {
+		select {
+		case <-stopped:
+		case <-time.After(30 * time.Second):
+			b.Error("the killed leader's Run did not return")
+		}
+	}()
 	create(late)
 	select {
 	case t := <-firstPlaced:
