@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
@@ -84,6 +86,30 @@ func BenchmarkList(b *testing.B) {
 				require.Len(b, us, n)
 			}
 		})
+		if c.name == "http" {
+			// fleet v1.0's fleetctl: pages of 100, each token sent back.
+			b.Run("units/http-pages-of-100", func(b *testing.B) {
+				for b.Loop() {
+					got, tok := 0, ""
+					for {
+						url := srv.URL + "/fleet/v1/units"
+						if tok != "" {
+							url += "?nextPageToken=" + tok
+						}
+						resp, err := http.Get(url)
+						require.NoError(b, err)
+						var p api.UnitPage
+						require.NoError(b, json.NewDecoder(resp.Body).Decode(&p))
+						resp.Body.Close()
+						got += len(p.Units)
+						if tok = p.NextPageToken; tok == "" {
+							break
+						}
+					}
+					require.Equal(b, n, got)
+				}
+			})
+		}
 		b.Run("states/"+c.name, func(b *testing.B) {
 			for b.Loop() {
 				ss, err := c.c.UnitStates(ctx, api.StateFilter{})
