@@ -94,13 +94,13 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 		return func() { cancel(); <-done }
 	}
 	cliA, cliB := client(), client()
+	defer cliA.Close()
 	defer cliB.Close()
 	stopA := run("a", cliA)
 	for l, _ := reg.Leader(ctx); l != "a"; l, _ = reg.Leader(ctx) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stopB := run("b", cliB)
-	defer stopB()
 	create(units[:nUnits])
 	select {
 	case <-placed:
@@ -114,14 +114,26 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer stopA()
+	defer stopB()
 	late := units[nUnits:]
 	firstPlaced, allPlaced := countNamed(ctx, reg, rev, late)
 
+	// Kill whichever leads now (on a loaded machine the lead may have
+	// moved already).
+	leader, err := reg.Leader(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	victim, stopVictim := cliA, stopA
+	if leader == "b" {
+		victim, stopVictim = cliB, stopB
+	}
 	b.StartTimer()
 	kill := time.Now()
-	_ = cliA.Close() // the leader is gone: no resign, its lease expires
+	_ = victim.Close() // the leader is gone: no resign, its lease expires
 	stopped := make(chan struct{})
-	go func() { defer close(stopped); stopA() }()
+	go func() { defer close(stopped); stopVictim() }()
 	defer func() {
 		select {
 		case <-stopped:
