@@ -3,6 +3,10 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,9 +90,25 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 		b.Fatal(err)
 	}
 	placed := countPlacements(ctx, reg, rev, nUnits)
+	// The engines' logs say where a takeover's time went (catch-up, first
+	// plan); they are shown with -v.
+	logf, err := os.Create(filepath.Join(b.TempDir(), "engines.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = logf.Close()
+		text, _ := os.ReadFile(logf.Name())
+		for _, l := range strings.Split(string(text), "\n") {
+			if strings.Contains(l, "standby:") || strings.Contains(l, "became engine leader") {
+				b.Log(l)
+			}
+		}
+	}()
 	run := func(id string, cli *clientv3.Client) (stop func()) {
 		ectx, cancel := context.WithCancel(ctx)
-		e := engine.New(engine.Config{Registry: registry.New(cli), ID: id, LeaderTTL: 2 * time.Second, Standby: standby})
+		e := engine.New(engine.Config{Registry: registry.New(cli), ID: id, LeaderTTL: 2 * time.Second, Standby: standby,
+			Log: slog.New(slog.NewTextHandler(logf, nil)).With("engine", id)})
 		done := make(chan struct{})
 		go func() { defer close(done); _ = e.Run(ectx) }()
 		return func() { cancel(); <-done }
