@@ -20,8 +20,8 @@ type engineRole struct {
 	Endpoints []string
 	ID        string
 	LeaderTTL time.Duration
-	// NoStandby turns the engine's warm standby off (fleetd's
-	// engine_standby=false), to measure a takeover without it.
+	// NoStandby turns the engine's warm standby off; the benchmark's
+	// engines run with it on (fleetd's engine_standby=true).
 	NoStandby bool
 }
 
