@@ -62,10 +62,10 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 		"GET /fleet/v1/events":                    auth.RoleRead,
 		"HEAD /fleet/v1/units":                    auth.RoleRead,
 		"HEAD /fleet/v1/units/{name}/status":      auth.RoleRead,
-		"POST /fleet/v1/units":                    auth.RoleAdmin, // 405 for an admin
+		"POST /fleet/v1/units":                    auth.RoleAdmin, // batch create
 		"POST /fleet/v1/units/{name}":             auth.RoleAdmin,
 		"PATCH /fleet/v1/units/{name}":            auth.RoleAdmin,
-		"DELETE /fleet/v1/units":                  auth.RoleAdmin,
+		"DELETE /fleet/v1/units":                  auth.RoleAdmin, // batch destroy
 		"DELETE /fleet/v1/units/{name}/status":    auth.RoleAdmin,
 		"PUT /fleet/v1/machines":                  auth.RoleAdmin,
 		"POST /fleet/v1/events":                   auth.RoleAdmin,

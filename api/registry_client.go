@@ -100,18 +100,8 @@ func (c *registryClient) SetMachineMetadata(ctx context.Context, ops []MachineMe
 	return c.reg.PatchMetadata(ctx, rops)
 }
 
-// unplacedReasons reads why the engine leader placed units nowhere. The
-// reasons only add to what the units say: failing to read them costs the
-// reasons, not the answer.
-func (c *registryClient) unplacedReasons(ctx context.Context) map[string]string {
-	r, _, err := c.reg.Unplaced(ctx)
-	if err != nil {
-		return nil
-	}
-	return r
-}
-
-// unplacedReason is unplacedReasons for one unit: "" for none.
+// unplacedReason reads why the engine leader placed unit name nowhere: ""
+// for none.
 func (c *registryClient) unplacedReason(ctx context.Context, name string) string {
 	why, err := c.reg.UnplacedReason(ctx, name)
 	if err != nil {
@@ -121,37 +111,21 @@ func (c *registryClient) unplacedReason(ctx context.Context, name string) string
 }
 
 func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
-	recs, _, err := c.reg.Units(ctx)
+	// One read at one revision: units, bodies, placements, reasons and
+	// which states are published agree with each other.
+	l, err := c.reg.ListUnits(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// Bodies and placements are read after the units, so every body a unit
-	// refers to is there unless the unit was replaced and its old body
-	// collected meanwhile; that body is then read alone (and the unit skipped
-	// if it was destroyed too).
-	bodies, err := c.reg.Bodies(ctx)
-	if err != nil {
-		return nil, err
-	}
-	placed, err := c.placements(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reasons := c.unplacedReasons(ctx)
-	// Read after the placements: a state read here was published for a
-	// placement read there, or a later one.
-	states, err := c.reg.States(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	reported := make(map[[2]string]bool, len(states))
-	for _, s := range states {
-		reported[[2]string{s.Machine, s.Name}] = true
-	}
-	out := make([]*Unit, 0, len(recs))
-	for _, rec := range recs {
-		body, ok := bodies[rec.Hash]
+	// Units sharing a body (templates' instances, replicas) share its
+	// parse; each gets its own options.
+	files := make(map[string]*unit.File, len(l.Bodies))
+	out := make([]*Unit, 0, len(l.Units))
+	for _, rec := range l.Units {
+		body, ok := l.Bodies[rec.Hash]
 		if !ok {
+			// Only a unit whose body is missing from the store (collected
+			// or never written) gets here: Unit says what is wrong.
 			u, err := c.Unit(ctx, rec.Name)
 			if errors.Is(err, ErrNotFound) {
 				continue
@@ -162,10 +136,14 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 			out = append(out, u)
 			continue
 		}
-		u, err := wireUnit(rec, body, placed[rec.Name], reasons[rec.Name], func(m string) bool { return reported[[2]string{m, rec.Name}] })
-		if err != nil {
-			return nil, err
+		f := files[rec.Hash]
+		if f == nil {
+			if f, err = unit.ParseString(body); err != nil {
+				return nil, fmt.Errorf("unit %s: stored body %s: %w", rec.Name, rec.Hash, err)
+			}
+			files[rec.Hash] = f
 		}
+		u := wireUnitFile(rec, f, l.Placements[rec.Name], l.Unplaced[rec.Name], func(m string) bool { return l.Reported[[2]string{m, rec.Name}] })
 		out = append(out, u)
 	}
 	return out, nil
@@ -200,19 +178,6 @@ func (c *registryClient) Unit(ctx context.Context, name string) (*Unit, error) {
 	return wireUnit(rec, body, placed, c.unplacedReason(ctx, name), func(m string) bool { return slices.Contains(reported, m) })
 }
 
-// placements reads the whole schedule, grouped by unit name.
-func (c *registryClient) placements(ctx context.Context) (map[string][]registry.Placement, error) {
-	ps, _, err := c.reg.Placements(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]registry.Placement)
-	for _, p := range ps {
-		out[p.Name] = append(out[p.Name], p)
-	}
-	return out, nil
-}
-
 // wireUnit builds the wire form of a unit: its options from its body, its
 // current state and machine from its placements, and unplacedReason, the
 // engine's word on why it runs nowhere, if it should run and does not.
@@ -227,11 +192,16 @@ func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unpla
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: stored body %s: %w", rec.Name, rec.Hash, err)
 	}
+	return wireUnitFile(rec, f, placed, unplacedReason, reported), nil
+}
+
+// wireUnitFile is wireUnit with the body already parsed.
+func wireUnitFile(rec registry.Unit, f *unit.File, placed []registry.Placement, unplacedReason string, reported func(machine string) bool) *Unit {
 	u := &Unit{Name: rec.Name, Options: OptionsFromFile(f), DesiredState: string(rec.DesiredState)}
 	if fo, _, err := f.FleetOptions(rec.Name); err == nil && fo.Global {
 		// A global unit is scheduled on many machines: like fleet, report
 		// neither a current state nor a machine.
-		return u, nil
+		return u
 	}
 	u.CurrentState = string(registry.StateInactive)
 	if p, ok := pickPlacement(placed, rec.Hash); ok {
@@ -242,7 +212,7 @@ func wireUnit(rec registry.Unit, body string, placed []registry.Placement, unpla
 	} else if rec.DesiredState != registry.StateInactive {
 		u.UnplacedReason = unplacedReason
 	}
-	return u, nil
+	return u
 }
 
 // pickPlacement chooses the placement that describes a unit: one with the
@@ -325,41 +295,13 @@ func (c *registryClient) ReplaceUnit(ctx context.Context, u *Unit) ([]string, er
 }
 
 func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]string, error) {
-	if u == nil {
-		return nil, errorf(ErrInvalid, "no unit given")
-	}
-	name := u.Name
-	n, err := unit.ParseName(name)
-	if err != nil {
-		return nil, errorf(ErrInvalid, "%v", err)
-	}
-	state := registry.StateInactive
-	if u.DesiredState != "" {
-		if state, err = registry.ParseState(u.DesiredState); err != nil {
-			return nil, errorf(ErrInvalid, "unit %s: %v", name, err)
-		}
-	}
-	if err := checkTemplateState(n, state); err != nil {
-		return nil, err
-	}
-	f, warnings, err := c.unitFile(ctx, n, u.Options)
+	rec, body, warnings, err := c.prepare(ctx, u, replace)
 	if err != nil {
 		return nil, err
 	}
-	if replace && u.DesiredState == "" {
-		// Keep the desired state of the unit being replaced, so replacing a
-		// running unit's file does not stop it.
-		switch old, err := c.reg.Unit(ctx, name); {
-		case err == nil:
-			state = old.DesiredState
-		case !errors.Is(err, registry.ErrNotFound):
-			return nil, err
-		}
-	}
-	rec := registry.Unit{Name: name, Hash: f.Hash().String(), DesiredState: state}
-	err = c.reg.CreateUnit(ctx, rec, f.String(), replace)
+	err = c.reg.CreateUnit(ctx, rec, body, replace)
 	if errors.Is(err, registry.ErrExists) {
-		return nil, errorf(ErrExists, "unit %s already exists", name)
+		return nil, errorf(ErrExists, "unit %s already exists", rec.Name)
 	}
 	if errors.Is(err, registry.ErrRolloutActive) {
 		return nil, errorf(ErrConflict, "%v", err)
@@ -368,6 +310,42 @@ func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]s
 		return nil, err
 	}
 	return warnings, nil
+}
+
+// prepare checks a submitted unit and returns the record and body to store.
+func (c *registryClient) prepare(ctx context.Context, u *Unit, replace bool) (registry.Unit, string, []string, error) {
+	if u == nil {
+		return registry.Unit{}, "", nil, errorf(ErrInvalid, "no unit given")
+	}
+	name := u.Name
+	n, err := unit.ParseName(name)
+	if err != nil {
+		return registry.Unit{}, "", nil, errorf(ErrInvalid, "%v", err)
+	}
+	state := registry.StateInactive
+	if u.DesiredState != "" {
+		if state, err = registry.ParseState(u.DesiredState); err != nil {
+			return registry.Unit{}, "", nil, errorf(ErrInvalid, "unit %s: %v", name, err)
+		}
+	}
+	if err := checkTemplateState(n, state); err != nil {
+		return registry.Unit{}, "", nil, err
+	}
+	f, warnings, err := c.unitFile(ctx, n, u.Options)
+	if err != nil {
+		return registry.Unit{}, "", nil, err
+	}
+	if replace && u.DesiredState == "" {
+		// Keep the desired state of the unit being replaced, so replacing a
+		// running unit's file does not stop it.
+		switch old, err := c.reg.Unit(ctx, name); {
+		case err == nil:
+			state = old.DesiredState
+		case !errors.Is(err, registry.ErrNotFound):
+			return registry.Unit{}, "", nil, err
+		}
+	}
+	return registry.Unit{Name: name, Hash: f.Hash().String(), DesiredState: state}, f.String(), warnings, nil
 }
 
 // unitFile turns submitted options into the unit file to store, checked with

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,6 +87,8 @@ type server struct {
 	maxStreams int
 	streamsMu  sync.Mutex
 	streams    map[string]int // open event streams by caller
+
+	lists *listCache // listings being paged through
 }
 
 // NewServer returns the handler of fleet's v1 API on top of c:
@@ -120,7 +123,7 @@ type server struct {
 //
 // Errors are {"error":{"code":N,"message":"..."}}.
 func NewServer(c Client, opts ...ServerOption) http.Handler {
-	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler), maxStreams: defaultMaxEventStreams, streams: map[string]int{}}
+	s := &server{c: c, version: "dev", log: slog.New(slog.DiscardHandler), maxStreams: defaultMaxEventStreams, streams: map[string]int{}, lists: newListCache()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -158,7 +161,11 @@ type route struct {
 // routes is the API's route table; RequiredRole decides who may use each.
 func (s *server) routes() []route {
 	return []route{
-		{"/fleet/v1/units", map[string]http.HandlerFunc{http.MethodGet: s.listUnits}},
+		{"/fleet/v1/units", map[string]http.HandlerFunc{
+			http.MethodGet:    s.listUnits,
+			http.MethodPost:   s.createUnits,  // batch, see UnitBatcher
+			http.MethodDelete: s.destroyUnits, // batch
+		}},
 		{"/fleet/v1/units/{name}", map[string]http.HandlerFunc{
 			http.MethodGet:    s.getUnit,
 			http.MethodPut:    s.putUnit,
@@ -202,13 +209,12 @@ func (s *server) listUnits(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, err)
 		return
 	}
-	units, err := s.c.Units(r.Context())
+	items, next, err := page(s, "units", tok, func() ([]*Unit, error) { return s.c.Units(r.Context()) })
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	items, next := pageOf(units, tok)
-	s.sendJSON(w, http.StatusOK, UnitPage{Units: items, NextPageToken: next})
+	sendPage(s, w, "units", items, next)
 }
 
 func (s *server) getUnit(w http.ResponseWriter, r *http.Request) {
@@ -351,13 +357,14 @@ func (s *server) listStates(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, err)
 		return
 	}
-	states, err := s.c.UnitStates(r.Context(), StateFilter{MachineIDs: q["machineID"], UnitNames: q["unitName"]})
+	f := StateFilter{MachineIDs: q["machineID"], UnitNames: q["unitName"]}
+	key := "state?" + url.Values{"machineID": f.MachineIDs, "unitName": f.UnitNames}.Encode()
+	items, next, err := page(s, key, tok, func() ([]*UnitState, error) { return s.c.UnitStates(r.Context(), f) })
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	items, next := pageOf(states, tok)
-	s.sendJSON(w, http.StatusOK, UnitStatePage{States: items, NextPageToken: next})
+	sendPage(s, w, "states", items, next)
 }
 
 // getState answers fleet v1.0's fleetctl, which waits on it after a start:
@@ -401,13 +408,12 @@ func (s *server) listMachines(w http.ResponseWriter, r *http.Request) {
 		s.sendError(w, r, err)
 		return
 	}
-	ms, err := s.c.Machines(r.Context())
+	items, next, err := page(s, "machines", tok, func() ([]Machine, error) { return s.c.Machines(r.Context()) })
 	if err != nil {
 		s.sendError(w, r, err)
 		return
 	}
-	items, next := pageOf(ms, tok)
-	s.sendJSON(w, http.StatusOK, MachinePage{Machines: items, NextPageToken: next})
+	sendPage(s, w, "machines", items, next)
 }
 
 // patchMachines applies fleet's JSON Patch of machine metadata. Like fleet

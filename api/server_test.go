@@ -149,7 +149,8 @@ func TestServerStatusCodes(t *testing.T) {
 	}{
 		{name: "unknown unit", method: "GET", path: "/fleet/v1/units/nope.service", code: 404, message: "unit nope.service not found"},
 		{name: "unknown resource", method: "GET", path: "/fleet/v1/nope", code: 404, message: "no such API resource"},
-		{name: "POST on collection", method: "POST", path: "/fleet/v1/units", body: "{}", code: 405, message: "use GET"},
+		{name: "PATCH on collection", method: "PATCH", path: "/fleet/v1/units", body: "{}", code: 405, message: "use DELETE, GET, POST"},
+		{name: "empty batch", method: "POST", path: "/fleet/v1/units", body: "{}", code: 400, message: "the batch is empty"},
 		{name: "PATCH on unit", method: "PATCH", path: "/fleet/v1/units/hello.service", body: "{}", code: 405, message: "use DELETE, GET, PUT"},
 		{name: "DELETE machines", method: "DELETE", path: "/fleet/v1/machines", code: 405},
 		{name: "POST state", method: "POST", path: "/fleet/v1/state", body: "{}", code: 405},

@@ -190,7 +190,8 @@ type cluster struct {
 	metricsURL string
 
 	agentReqs  *reqCounter
-	agentCli   *clientv3.Client // one client shared by every simulated machine
+	agentCli   *clientv3.Client   // one client shared by every simulated machine
+	ownClis    []*clientv3.Client // those of machines with a client of their own (Workload.OwnClients)
 	driverReqs *reqCounter
 	driverCli  *clientv3.Client // the benchmark's own: submissions, observation
 	reg        *registry.Registry
@@ -250,10 +251,20 @@ func startCluster(ctx context.Context, dir string, noFsync bool, log *slog.Logge
 
 // addMachines registers n more simulated machines, 64 at a time, and
 // starts their agents.
-func (c *cluster) addMachines(ctx context.Context, n int, ttl time.Duration) error {
-	reg := registry.New(c.agentCli)
+// The first own of them get an etcd client each; the rest share one.
+func (c *cluster) addMachines(ctx context.Context, n, own int, ttl time.Duration) error {
+	shared := registry.New(c.agentCli)
 	first := len(c.machines)
 	for i := range n {
+		reg := shared
+		if i < own {
+			cli, err := newClient(c.endpoints, c.agentReqs)
+			if err != nil {
+				return fmt.Errorf("etcd client of machine %d: %w", first+i, err)
+			}
+			c.ownClis = append(c.ownClis, cli)
+			reg = registry.New(cli)
+		}
 		c.machines = append(c.machines, &simMachine{m: benchMachine(first + i), sd: NewMemorySystemd(), reg: reg, ttl: ttl, log: c.log})
 	}
 	work := make(chan *simMachine)
@@ -352,6 +363,9 @@ func (c *cluster) close() {
 	}
 	if c.agentCli != nil {
 		_ = c.agentCli.Close()
+	}
+	for _, cli := range c.ownClis {
+		_ = cli.Close()
 	}
 	if c.driverCli != nil {
 		_ = c.driverCli.Close()

@@ -20,6 +20,9 @@ type engineRole struct {
 	Endpoints []string
 	ID        string
 	LeaderTTL time.Duration
+	// NoStandby turns the engine's warm standby off; the benchmark's
+	// engines run with it on (fleetd's engine_standby=true).
+	NoStandby bool
 }
 
 func (r engineRole) run(ctx context.Context) error {
@@ -29,7 +32,7 @@ func (r engineRole) run(ctx context.Context) error {
 	}
 	defer cli.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	e := engine.New(engine.Config{Registry: registry.New(cli), ID: r.ID, LeaderTTL: r.LeaderTTL, Log: log})
+	e := engine.New(engine.Config{Registry: registry.New(cli), ID: r.ID, LeaderTTL: r.LeaderTTL, Log: log, Standby: !r.NoStandby})
 	sayReady()
 	return e.Run(ctx)
 }

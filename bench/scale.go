@@ -129,7 +129,7 @@ func RunScale(ctx context.Context, w Workload, dir string, noFsync bool, log *sl
 	// Machines.
 	log.Info("registering machines", "machines", w.Machines)
 	t := time.Now()
-	if err := c.addMachines(ctx, w.Machines, w.AgentTTL); err != nil {
+	if err := c.addMachines(ctx, w.Machines, w.OwnClients, w.AgentTTL); err != nil {
 		return nil, fmt.Errorf("register machines: %w", err)
 	}
 	r.RegisterTime = time.Since(t)
@@ -259,12 +259,12 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 	return nil
 }
 
-// submit creates units through the API's registry client (what fleetctl
-// --driver=etcd and fleetd's HTTP API run), workers at a time. Templates
-// go first, one by one.
+// submit creates units through the API's registry client's batch create
+// (api.UnitBatcher, what fleetctl runs: 63 units to an etcd transaction),
+// workers transactions at a time. Templates go first, one by one.
 func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) error {
 	cl := api.NewRegistryClient(c.reg)
-	create := func(u benchUnit) error {
+	wire := func(u benchUnit) (*api.Unit, error) {
 		wu := &api.Unit{Name: u.Name, DesiredState: "inactive"}
 		if u.Launched {
 			wu.DesiredState = "launched"
@@ -272,23 +272,48 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 		if u.Body != "" {
 			f, err := unit.ParseString(u.Body)
 			if err != nil {
-				return fmt.Errorf("unit %s: %w", u.Name, err)
+				return nil, fmt.Errorf("unit %s: %w", u.Name, err)
 			}
 			wu.Options = api.OptionsFromFile(f)
+		}
+		return wu, nil
+	}
+	i := 0
+	for ; i < len(units) && !units[i].Launched; i++ {
+		wu, err := wire(units[i])
+		if err != nil {
+			return err
 		}
 		if _, err := cl.CreateUnit(ctx, wu); err != nil {
 			return err
 		}
-		return nil
 	}
-	i := 0
-	for ; i < len(units) && !units[i].Launched; i++ {
-		if err := create(units[i]); err != nil {
-			return err
+	var chunks [][]benchUnit
+	for rest := units[i:]; len(rest) > 0; {
+		n := min(len(rest), 63)
+		chunks, rest = append(chunks, rest[:n]), rest[n:]
+	}
+	bc := cl.(api.UnitBatcher)
+	return forEach(chunks, workers, func(chunk []benchUnit) error {
+		wus := make([]*api.Unit, len(chunk))
+		for j, u := range chunk {
+			var err error
+			if wus[j], err = wire(u); err != nil {
+				return err
+			}
 		}
-	}
-	return forEach(units[i:], workers, create)
+		for _, r := range bc.CreateUnits(ctx, wus) {
+			if r.Err != nil {
+				return r.Err
+			}
+		}
+		return nil
+	})
 }
+
+// submitTxns is how many batch-create transactions the benchmark keeps in
+// flight: as many as one fleetctl command (registry.CreateUnits).
+const submitTxns = 8
 
 func cmpErr(a, b error) error {
 	if a != nil {
@@ -316,7 +341,7 @@ func (r *ScaleResult) bulk(ctx context.Context, c *cluster, obs *observer, log *
 	done := make(chan error, 1)
 	sctx, stopSubmit := context.WithCancel(ctx) // ended at the deadline
 	defer stopSubmit()
-	go func() { done <- submit(sctx, c, units, 64) }()
+	go func() { done <- submit(sctx, c, units, submitTxns) }()
 	all := func(o *observer) bool { return o.active >= r.Placements && o.placements >= r.Placements }
 	progress := time.NewTicker(10 * time.Second)
 	defer progress.Stop()
@@ -540,7 +565,7 @@ func (r *ScaleResult) takeover(ctx context.Context, c *cluster, obs *observer, l
 	e.kill()
 	c.deadEngineCPU[e] = st
 	errc := make(chan error, 1)
-	go func() { errc <- submit(ctx, c, units, 16) }()
+	go func() { errc <- submit(ctx, c, units, submitTxns) }()
 	if _, err := c.waitLeader(ctx, leader, w.Deadline); err != nil {
 		r.note("takeover: %v", err)
 		return
@@ -697,7 +722,7 @@ func (r *ScaleResult) backlog(ctx context.Context, c *cluster, obs *observer, lo
 	}
 	r.BacklogUnits = n
 	log.Info("backlog: submitting with no engine running", "units", n)
-	if err := submit(ctx, c, units, 64); err != nil {
+	if err := submit(ctx, c, units, submitTxns); err != nil {
 		r.note("backlog: submission: %v", err)
 		return
 	}

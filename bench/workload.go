@@ -29,6 +29,11 @@ type Workload struct {
 	// IdleWindow is how long the presence load of the idle machines is
 	// measured; default 5 s.
 	IdleWindow time.Duration
+	// OwnClients is how many of the simulated machines (the first ones)
+	// each have an etcd client of their own, one connection per machine
+	// as with real fleetds, instead of the one client the others share
+	// (one gRPC connection carrying every watch and lease keepalive).
+	OwnClients int
 	// Deadline bounds each phase's wait: a phase that does not finish in
 	// time is reported as such, with how far it got.
 	Deadline time.Duration

@@ -69,6 +69,11 @@ type Config struct {
 	// Placement ranks the machines a unit fits on (fleet.conf placement=):
 	// PolicySpread (default) or PolicyBinpack.
 	Placement Policy
+	// Standby keeps this engine's model current while another leads (see
+	// standby.go), so that a takeover plans at once instead of reading and
+	// planning the whole cluster. It costs the memory of the model and a
+	// watch of every unit, machine, placement and reason.
+	Standby bool
 }
 
 // Engine campaigns for leadership and, while leading, schedules units.
@@ -131,12 +136,15 @@ func (e *Engine) Unplaced() map[string]string {
 // engine version is newer than this engine's, it does not campaign.
 func (e *Engine) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	var sb *standby
 	for ctx.Err() == nil {
 		if !e.eligible(ctx) {
 			sleep(ctx, e.cfg.ReconcileInterval)
 			continue
 		}
+		stopStandby := e.startStandby(ctx, &sb)
 		lead, err := e.cfg.Registry.Campaign(ctx, e.cfg.ID, e.cfg.LeaderTTL)
+		stopStandby()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -157,7 +165,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.setLeading(true)
 		e.log.Info("became engine leader", "version", e.cfg.Version)
-		err = e.lead(ctx, lead)
+		err = e.lead(ctx, lead, sb)
+		sb = nil // the model is the leader's now, ahead of etcd if a write failed
 		e.setLeading(false)
 		e.resign(ctx, lead)
 		if ctx.Err() != nil {
@@ -252,7 +261,7 @@ func sleep(ctx context.Context, d time.Duration) {
 // cluster, follow the watches deciding after each burst of events, and read
 // everything again every ReconcileInterval (feeding the scheduler only what
 // differs) or after a failed watch or write.
-func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
+func (e *Engine) lead(ctx context.Context, lead *registry.Leadership, sb *standby) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -273,17 +282,35 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership) error {
 	reg := e.cfg.Registry
 	ticker := time.NewTicker(e.cfg.ReconcileInterval)
 	defer ticker.Stop()
-	st := newLeaderState()
-	st.atMostOnceDefault = e.cfg.AtMostOnceDefault
-	st.dr.feed = newDrainFeed(reg, e.log)
-	wg.Go(func() { st.dr.feed.run(ctx) })
+	feed := newDrainFeed(reg, e.log)
+	wg.Go(func() { feed.run(ctx) })
 	select {
-	case <-st.dr.feed.ready: // the first plan must know which machines are draining
+	case <-feed.ready: // the first plan must know which machines are draining
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// fresh is the state a term starts from without a standby's model (or
+	// after a takeover from one failed): sync reads everything into it.
+	fresh := func() *leaderState {
+		st := newLeaderState()
+		st.atMostOnceDefault = e.cfg.AtMostOnceDefault
+		st.dr.feed = feed
+		return st
+	}
+	st := fresh()
 	for ctx.Err() == nil {
-		unitRev, machineRev, err := e.sync(ctx, lead, &st)
+		var unitRev, machineRev int64
+		var err error
+		if sb != nil {
+			st = sb.st
+			st.dr.feed = feed
+			if unitRev, machineRev, err = e.takeOver(ctx, lead, sb); err != nil {
+				st = fresh()
+			}
+			sb = nil
+		} else {
+			unitRev, machineRev, err = e.sync(ctx, lead, &st)
+		}
 		if errors.Is(err, registry.ErrNotLeader) {
 			return err
 		}
@@ -448,7 +475,9 @@ func (e *Engine) fetchBodies(ctx context.Context, st *leaderState, hashes map[st
 		got map[string]string
 		err error
 	)
-	if len(missing) > bulkBodies {
+	if len(missing) > bulkBodies && len(missing) > len(st.bodies) {
+		// Mostly unknown (a new term, a standby starting): one read of
+		// all is cheaper; a burst among many known bodies reads its own.
 		got, err = e.cfg.Registry.Bodies(ctx)
 	} else {
 		got, err = e.cfg.Registry.BodiesOf(ctx, missing)

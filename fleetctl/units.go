@@ -165,8 +165,18 @@ they are stopped, unscheduled and forgotten.`,
 				return err
 			}
 			// Every unit is tried: one that cannot be destroyed does not
-			// keep the others.
+			// keep the others. A client that takes batches destroys them
+			// all in one request.
+			var errs []error
+			if b, ok := c.(api.UnitBatcher); ok && len(names) > 1 {
+				if errs = b.DestroyUnits(ctx, names); errors.Is(errs[0], api.ErrNoBatch) {
+					errs = nil
+				}
+			}
 			return inOrder(ctx, len(names), true, func(ctx context.Context, i int) error {
+				if errs != nil {
+					return errs[i]
+				}
 				return c.DestroyUnit(ctx, names[i])
 			}, func(i int) {
 				fmt.Fprintf(a.stdout, "Destroyed %s\n", names[i])
@@ -324,6 +334,7 @@ type ensureItem struct {
 	n             unit.Name
 	local         *unit.File
 	localTemplate bool // local is the template beside arg, not arg itself
+	exists        bool // a batch create found it in the cluster already
 }
 
 // ensureUnits makes sure a unit exists in the cluster for every argument,
@@ -371,7 +382,19 @@ func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, repl
 	}
 	known := make([]*api.Unit, len(items))
 	warnings := make([][]string, len(items))
+	created := a.createBatch(ctx, c, items, state)
 	err = inOrder(ctx, len(items), false, func(ctx context.Context, i int) error {
+		if r, ok := created[i]; ok {
+			switch {
+			case r.Err == nil:
+				known[i], warnings[i] = newUnit(items[i], state), warnLines(items[i].name, r.Warnings)
+				return nil
+			case errors.Is(r.Err, api.ErrExists):
+				items[i].exists = true
+			default:
+				return r.Err
+			}
+		}
 		var err error
 		known[i], warnings[i], err = a.ensureUnit(ctx, c, items[i], replace, state)
 		return err
@@ -390,29 +413,13 @@ func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, repl
 // it (nil if it does not) and the warnings to print, whole lines.
 func (a *app) ensureUnit(ctx context.Context, c api.Client, it ensureItem, replace bool, state registry.State) (*api.Unit, []string, error) {
 	name := it.name
-	if it.local != nil || it.n.IsInstance() {
+	if (it.local != nil || it.n.IsInstance()) && !it.exists {
 		// Most units of a bulk command are new: submitting first costs one
 		// request for those, and two only for the units already there.
-		u := &api.Unit{Name: name, DesiredState: string(state)}
-		if it.n.Template {
-			// A template is only ever inactive: submitted as such, it is
-			// the state change that is refused, as for a template submitted
-			// earlier.
-			u.DesiredState = ""
-		}
-		if it.local != nil {
-			u.Options = api.OptionsFromFile(it.local)
-		}
-		w, err := c.CreateUnit(ctx, u)
+		w, err := c.CreateUnit(ctx, submission(it, state))
 		switch {
 		case err == nil:
-			if u.DesiredState == "" {
-				u.DesiredState = string(registry.StateInactive)
-			}
-			if it.local == nil {
-				u = nil // its options came from the template in the cluster
-			}
-			return u, warnLines(name, w), nil
+			return newUnit(it, state), warnLines(name, w), nil
 		case !errors.Is(err, api.ErrExists):
 			return nil, nil, err
 		}
@@ -443,6 +450,64 @@ func (a *app) ensureUnit(ctx context.Context, c api.Client, it ensureItem, repla
 	}
 	existing.Options = api.OptionsFromFile(it.local)
 	return existing, warnLines(name, w), nil
+}
+
+// submission is the unit ensureUnit submits first for it.
+func submission(it ensureItem, state registry.State) *api.Unit {
+	u := &api.Unit{Name: it.name, DesiredState: string(state)}
+	if it.n.Template {
+		// A template is only ever inactive: submitted as such, it is the
+		// state change that is refused, as for a template submitted
+		// earlier.
+		u.DesiredState = ""
+	}
+	if it.local != nil {
+		u.Options = api.OptionsFromFile(it.local)
+	}
+	return u
+}
+
+// newUnit is what ensureUnit knows of a unit it has just created: nil when
+// its options came from its template in the cluster.
+func newUnit(it ensureItem, state registry.State) *api.Unit {
+	if it.local == nil {
+		return nil
+	}
+	u := submission(it, state)
+	if u.DesiredState == "" {
+		u.DesiredState = string(registry.StateInactive)
+	}
+	return u
+}
+
+// createBatch submits, in one batch, the units ensureUnit would submit
+// first, when the client can (api.UnitBatcher: one request to fleetd, whose
+// registry client writes 63 units to an etcd transaction). It returns the
+// result by item; items it did not try are absent.
+func (a *app) createBatch(ctx context.Context, c api.Client, items []ensureItem, state registry.State) map[int]api.CreateResult {
+	bc, ok := c.(api.UnitBatcher)
+	if !ok || len(items) < 2 {
+		return nil
+	}
+	var us []*api.Unit
+	var at []int
+	for i, it := range items {
+		if it.local != nil || it.n.IsInstance() {
+			us = append(us, submission(it, state))
+			at = append(at, i)
+		}
+	}
+	if len(us) < 2 {
+		return nil
+	}
+	out := make(map[int]api.CreateResult, len(us))
+	for j, r := range bc.CreateUnits(ctx, us) {
+		if errors.Is(r.Err, api.ErrNoBatch) {
+			return nil // one request per unit, as to fleet
+		}
+		out[at[j]] = r
+	}
+	return out
 }
 
 // warnLines words the warnings fleet gave about a unit.

@@ -53,6 +53,7 @@ type Config struct {
 	EngineGCInterval        time.Duration // engine_gc_interval: period of the engine leader's etcd hygiene
 	EngineBodyGrace         time.Duration // engine_body_grace: how long a unit body stays unreferenced before it is collected
 	DisableEngine           bool          // disable_engine
+	EngineStandby           bool          // engine_standby: keep the engine's model warm while another leads (default off)
 	UnitsDirectory          string        // units_directory
 	APISocket               string        // api_socket: unix socket path ("" = none unless socket-activated)
 	APIListen               string        // api_listen: optional TCP address host:port
@@ -168,6 +169,11 @@ func fields() []field {
 		{"disable_engine", "never run the engine on this machine", func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			c.DisableEngine = b
+			return err
+		}},
+		{"engine_standby", "while another engine leads, follow the cluster and keep this engine's model current, so that it takes over without re-reading and re-planning everything (costs the model's memory and a watch of every unit, machine and placement change: turn it on for the few machines that run engines, not on every machine of a large cluster)", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.EngineStandby = b
 			return err
 		}},
 		{"units_directory", "where unit files are written for systemd", str(func(c *Config) *string { return &c.UnitsDirectory })},

@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, opts
 			ReconcileInterval: cfg.EngineReconcileInterval, Log: log, OnPlan: m.observePlan,
 			GCInterval: cfg.EngineGCInterval, MachineGCAfter: cfg.MachineGCAfter, BodyGrace: cfg.EngineBodyGrace,
 			AtMostOnceDefault: cfg.AgentAtMostOnceDefault, AtMostOnceMargin: cfg.EngineAtMostOnceMargin,
-			Placement: cfg.Placement})
+			Placement: cfg.Placement, Standby: cfg.EngineStandby})
 		m.watchCluster(reg, e, me.ID)
 	} else {
 		m.watchCluster(reg, nil, me.ID)

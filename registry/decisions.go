@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -86,26 +88,47 @@ func (r *Registry) WatchUnplaced(ctx context.Context, rev int64) <-chan Event[st
 // decodeUnplaced decodes the value of P/unplaced/<name>: the reason, as text.
 func decodeUnplaced(_ string, v []byte) (string, error) { return string(v), nil }
 
-// BodiesOf reads the bodies of the given hashes, 128 to a request, keyed by
-// hash. Hashes without a body are absent from the result.
+// BodiesOf reads the bodies of the given hashes, 128 to a request and up to
+// 4 requests at once, keyed by hash. Hashes without a body are absent from
+// the result.
 func (r *Registry) BodiesOf(ctx context.Context, hashes []string) (map[string]string, error) {
 	out := make(map[string]string, len(hashes))
+	var chunks [][]string
 	for len(hashes) > 0 {
 		n := min(len(hashes), maxTxnOps+1)
-		gets := make([]clientv3.Op, n)
-		for i, h := range hashes[:n] {
-			gets[i] = clientv3.OpGet(r.keys.body(h))
-		}
-		resp, err := r.txn(ctx, nil, gets)
-		if err != nil {
-			return nil, fmt.Errorf("read unit bodies: %w", err)
-		}
-		for i, rr := range resp.Responses {
-			if kvs := rr.GetResponseRange().GetKvs(); len(kvs) > 0 {
-				out[hashes[i]] = string(kvs[0].Value)
+		chunks, hashes = append(chunks, hashes[:n]), hashes[n:]
+	}
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, 4)
+	for _, chunk := range chunks {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			gets := make([]clientv3.Op, len(chunk))
+			for i, h := range chunk {
+				gets[i] = clientv3.OpGet(r.keys.body(h))
 			}
-		}
-		hashes = hashes[n:]
+			resp, err := r.txn(ctx, nil, gets)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				first = cmp.Or(first, fmt.Errorf("read unit bodies: %w", err))
+				return
+			}
+			for i, rr := range resp.Responses {
+				if kvs := rr.GetResponseRange().GetKvs(); len(kvs) > 0 {
+					out[chunk[i]] = string(kvs[0].Value)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -38,28 +39,76 @@ func (r *Registry) planOps(op PlanOp) []clientv3.Op {
 
 // applyGroups writes groups of ops in as few transactions as etcd allows,
 // each fenced by lead and never splitting a group. It returns how many
-// groups were written; on error the rest was not (ErrNotLeader when lead was
-// deposed).
+// groups were written, counted from the first; on error the rest may not
+// have been (ErrNotLeader when lead was deposed).
+//
+// Up to txnsInFlight transactions go at once when they touch disjoint keys
+// (a plan that deletes and then puts one key keeps that order), so that
+// etcd commits several in one raft entry and one fsync: a leader placing a
+// backlog waits for the disk a few times less.
 func (r *Registry) applyGroups(ctx context.Context, lead *Leadership, groups [][]clientv3.Op) (int, error) {
+	type batch struct {
+		ops    []clientv3.Op
+		groups int
+	}
+	var batches []batch
+	for i := 0; i < len(groups); {
+		var b batch
+		for i < len(groups) && len(b.ops)+len(groups[i]) <= maxTxnOps {
+			b.ops = append(b.ops, groups[i]...)
+			b.groups++
+			i++
+		}
+		if b.groups == 0 { // a group larger than a transaction: alone
+			b.ops, b.groups = groups[i], 1
+			i++
+		}
+		batches = append(batches, b)
+	}
 	done := 0
-	for done < len(groups) {
-		var batch []clientv3.Op
+	for len(batches) > 0 {
+		// A wave: the next batches whose keys are disjoint.
+		keys := map[string]bool{}
 		n := 0
-		for done+n < len(groups) && len(batch)+len(groups[done+n]) <= maxTxnOps {
-			batch = append(batch, groups[done+n]...)
+	wave:
+		for n < len(batches) && n < txnsInFlight {
+			for _, op := range batches[n].ops {
+				if keys[string(op.KeyBytes())] && n > 0 {
+					break wave
+				}
+			}
+			for _, op := range batches[n].ops {
+				keys[string(op.KeyBytes())] = true
+			}
 			n++
 		}
-		resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence()}, batch)
-		if err != nil {
-			return done, err
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence()}, batches[i].ops)
+				switch {
+				case err != nil:
+					errs[i] = err
+				case !resp.Succeeded:
+					errs[i] = ErrNotLeader
+				}
+			})
 		}
-		if !resp.Succeeded {
-			return done, ErrNotLeader
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				return done, errs[i]
+			}
+			done += batches[i].groups
 		}
-		done += n
+		batches = batches[n:]
 	}
 	return done, nil
 }
+
+// txnsInFlight bounds the fenced transactions applyGroups has in flight.
+const txnsInFlight = 4
 
 // PlacementsOf reads the placements of one unit, on every machine it is
 // scheduled to, present or not, sorted by machine. With the index complete
