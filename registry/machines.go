@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -29,6 +30,10 @@ type Presence struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	once    sync.Once
+
+	// ka is the keepalive stream renewals go on; only the goroutine that
+	// renews (keepAlive, then keepRenewing) touches it.
+	ka *keepaliveStream
 
 	mu      sync.Mutex
 	ttl     time.Duration // the lease's TTL: the smaller of the one asked for and etcd's
@@ -101,15 +106,16 @@ func (r *Registry) Register(ctx context.Context, m machine.Machine, ttl time.Dur
 // start (an adopted lease may be close to expiring), and then keeps
 // renewing it in the background.
 //
-// It renews with one KeepAliveOnce request at a time instead of clientv3's
-// KeepAlive stream, because it must know when each acknowledged request was
-// sent: etcd restarts the lease's TTL when it receives a keepalive, so the
-// lease cannot expire before send time + TTL, by this machine's own
-// monotonic clock. The at-most-once guarantee rests on that (see
-// LastRenewed).
+// It renews with one keepalive request at a time on a stream of its own
+// instead of clientv3's KeepAlive, because it must know when each
+// acknowledged request was sent: etcd restarts the lease's TTL when it
+// receives a keepalive, so the lease cannot expire before send time + TTL,
+// by this machine's own monotonic clock. The at-most-once guarantee rests
+// on that (see LastRenewed).
 func (r *Registry) keepAlive(ctx context.Context, m machine.Machine, lease clientv3.LeaseID, ttl time.Duration, adopted bool) (*Presence, error) {
 	p := &Presence{r: r, m: m, lease: lease, adopted: adopted, ttl: ttl, done: make(chan struct{})}
 	if err := p.renew(ctx); err != nil {
+		p.dropKeepalive()
 		return nil, fmt.Errorf("register machine %s: keep lease alive: %w", m.ID, err)
 	}
 	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -135,6 +141,7 @@ const renewEvery = 6
 // matter, so the presence ends (a lease etcd kept alive anyway, across a
 // leader change, is adopted by the next Register).
 func (p *Presence) keepRenewing(ctx context.Context) {
+	defer p.dropKeepalive()
 	interval := p.TTL() / renewEvery
 	for {
 		sent := time.Now()
@@ -159,14 +166,37 @@ func (p *Presence) keepRenewing(ctx context.Context) {
 
 // renew sends one keepalive and, when etcd acknowledges it, records when it
 // was sent. A request unanswered within a third of the TTL is abandoned for
-// the next one: a renewal that late would tell little.
+// the next one, with its stream: a renewal that late would tell little, and
+// an answer arriving after it must not be taken for the next one's.
 func (p *Presence) renew(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, max(p.TTL()/3, 200*time.Millisecond))
 	defer cancel()
+	if p.ka == nil {
+		ka, err := openKeepalive(p.r.cli)
+		if err != nil {
+			return fmt.Errorf("open lease keepalive stream: %w", err)
+		}
+		p.ka = ka
+	}
 	sent := time.Now()
-	resp, err := p.r.cli.KeepAliveOnce(ctx, p.lease)
-	if err != nil {
-		return err
+	if err := p.ka.stream.Send(&pb.LeaseKeepAliveRequest{ID: int64(p.lease)}); err != nil {
+		p.dropKeepalive()
+		return fmt.Errorf("send lease keepalive: %w", err)
+	}
+	var resp *pb.LeaseKeepAliveResponse
+	select {
+	case r := <-p.ka.answers:
+		if r.err != nil {
+			p.dropKeepalive()
+			return fmt.Errorf("lease keepalive: %w", r.err)
+		}
+		resp = r.resp
+	case <-ctx.Done():
+		p.dropKeepalive()
+		return fmt.Errorf("lease keepalive: %w", ctx.Err())
+	}
+	if resp.TTL <= 0 {
+		return rpctypes.ErrLeaseNotFound
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -181,6 +211,53 @@ func (p *Presence) renew(ctx context.Context) error {
 		p.renewed = sent
 	}
 	return nil
+}
+
+func (p *Presence) dropKeepalive() {
+	if p.ka != nil {
+		p.ka.cancel()
+		p.ka = nil
+	}
+}
+
+// keepaliveStream is one LeaseKeepAlive stream kept open across renewals,
+// so that a renewal is one message, where clientv3's KeepAliveOnce opens a
+// gRPC stream per renewal: with thousands of machines renewing every
+// TTL/renewEvery, setting up those streams was most of an idle etcd's work.
+// One request is in flight at a time, so each answer is the last request's.
+type keepaliveStream struct {
+	cancel  context.CancelFunc
+	stream  pb.Lease_LeaseKeepAliveClient
+	answers chan keepaliveAnswer
+}
+
+type keepaliveAnswer struct {
+	resp *pb.LeaseKeepAliveResponse
+	err  error
+}
+
+func openKeepalive(cli *clientv3.Client) (*keepaliveStream, error) {
+	ctx, cancel := context.WithCancel(cli.Ctx())
+	stream, err := pb.NewLeaseClient(cli.ActiveConnection()).LeaseKeepAlive(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	ka := &keepaliveStream{cancel: cancel, stream: stream, answers: make(chan keepaliveAnswer, 1)}
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			select {
+			case ka.answers <- keepaliveAnswer{resp: resp, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ka, nil
 }
 
 // TTL returns the lease's TTL: the one asked for, or the one etcd
