@@ -163,6 +163,9 @@ type checker struct {
 	// draining already at the listing before breaks the drain's promise.
 	draining   map[string]bool
 	targets    map[string]string
+	// listings of fleet's schedule checked for placements on draining
+	// machines, and how many of them had a machine draining.
+	listings, drainListings int
 	ident      map[*hosts.Host]map[string]string // a running unit's "MainPID/ActiveEnter" per host
 	double     map[string]time.Time              // AtMostOnce units seen on two hosts, since when
 	missing    map[string]bool                   // units fleet did not list at the last answer
@@ -398,6 +401,10 @@ func (c *checker) sampleFleet(ctx context.Context, i int) {
 		}
 	}
 	c.targets = targets
+	c.listings++
+	if len(drainedBefore) > 0 {
+		c.drainListings++
+	}
 	for _, u := range c.units {
 		switch {
 		case !listed[u.name] && !c.missing[u.name]:

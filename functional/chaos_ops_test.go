@@ -41,6 +41,11 @@ const (
 	// chaosOpLimit bounds an operation: its command retried while fleet
 	// cannot answer (etcd down), then a reboot or a rollout to its end.
 	chaosOpLimit = 120 * time.Second
+	// chaosOpsStream is the operations' stream of a seed: with it the
+	// default seed's 4 rounds do every kind, a reboot and an update only
+	// once (they take the longest), a reboot beside a drain
+	// (TestChaosOperations).
+	chaosOpsStream = 0x908
 	// chaosTmpl is the template the rolling updates replace.
 	chaosTmpl = "chaos-tmpl@*.service"
 )
@@ -244,7 +249,7 @@ func (o *chaosOps) do(p op, version int, undrain []*hosts.Host) error {
 		obs := o.r.e.Hosts()[0]
 		file := filepath.Join("/root/chaos", fmt.Sprintf("chaos-tmpl-v%d.service", version))
 		body := fmt.Sprintf("[Unit]\nDescription=chaos v%d\n[Service]\nExecStart=/bin/sleep infinity\n"+
-			"[X-Fleet]\nUpdateMaxUnavailable=2\nUpdateMinHealthy=1s\n", version)
+			"[X-Fleet]\nUpdateMaxUnavailable=4\nUpdateMinHealthy=1s\n", version)
 		if err := os.WriteFile(obs.Path(file), []byte(body), 0o644); err != nil {
 			return err
 		}

@@ -46,3 +46,23 @@ func TestParseSystemctlShow(t *testing.T) {
 	require.False(t, unitRun{active: "failed"}.copy())
 	require.Empty(t, parseShow(""))
 }
+
+func TestChaosOperations(t *testing.T) {
+	r := &chaosRunner{ops: rand.New(rand.NewPCG(chaosDefaultSeed, chaosOpsStream))}
+	o := &chaosOps{r: r}
+	seen := map[string]int{}
+	for range chaosDefaultRounds {
+		k := o.draw(chaosOpsPerRound)
+		require.Len(t, k, chaosOpsPerRound)
+		require.False(t, slices.Contains(k, opDrain) && slices.Contains(k, opDrainDeadline), "one drain a round: %v", k)
+		require.Len(t, slices.Compact(slices.Sorted(slices.Values(k))), chaosOpsPerRound, "a round's operations are distinct: %v", k)
+		for _, x := range k {
+			seen[x]++
+		}
+	}
+	for _, k := range opKinds {
+		require.NotZero(t, seen[k], "the short run does every operation: %s missing", k)
+	}
+	require.Equal(t, 1, seen[opReboot], "one reboot in the short run: the longest operations come once")
+	require.Equal(t, 1, seen[opUpdate], "one rolling update in the short run")
+}

@@ -244,7 +244,7 @@ func TestChaos(t *testing.T) {
 		// seed's schedule does not depend on how many hosts were free.
 		kinds: rand.New(rand.NewPCG(cfg.seed, 0x5eed)),
 		rng:   rand.New(rand.NewPCG(cfg.seed, 0xfa17)),
-		ops:   rand.New(rand.NewPCG(cfg.seed, 0x0905))}
+		ops:   rand.New(rand.NewPCG(cfg.seed, chaosOpsStream))}
 	r.op = &chaosOps{r: r, counts: map[string]int{}}
 	deadline := cfg.ttl + 2*time.Second
 	var worst time.Duration
@@ -264,9 +264,10 @@ func TestChaos(t *testing.T) {
 			"  faults and operations: %s\n"+
 			"  violations (%d):%s\n"+
 			"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
+			"  fleet listings with a machine draining, drained or rebooting: %d of %d\n"+
 			"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_TTL=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run '^TestChaos$' -v -count=1\n",
 			cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), cfg.ttl, c.samples, c.samplePeriod().Round(time.Millisecond),
-			strings.Join(kinds, " "), total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
+			strings.Join(kinds, " "), total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(), c.drainListings, c.listings,
 			cfg.seed, cfg.rounds, cfg.etcdOutage, cfg.ttl, strings.Join(cfg.kinds, ","))
 		figure(t, "chaos: worst convergence after faults", worst, fmt.Sprintf("seed %d, %d rounds, %d violations", cfg.seed, rounds, total))
 		if total > 0 {
