@@ -161,20 +161,20 @@ type checker struct {
 	// rebooting at the last answer, and targets where fleet placed each
 	// unit at the last listing: a unit placed anew on a machine that was
 	// draining already at the listing before breaks the drain's promise.
-	draining   map[string]bool
-	targets    map[string]string
+	draining map[string]bool
+	targets  map[string]string
 	// listings of fleet's schedule checked for placements on draining
 	// machines, and how many of them had a machine draining.
 	listings, drainListings int
-	ident      map[*hosts.Host]map[string]string // a running unit's "MainPID/ActiveEnter" per host
-	double     map[string]time.Time              // AtMostOnce units seen on two hosts, since when
-	missing    map[string]bool                   // units fleet did not list at the last answer
-	round      chaosRound
-	counts     map[string]int
-	examples   map[string][]string
-	worstTwice time.Duration // the longest an AtMostOnce unit ran twice
-	samples    int
-	firstAt    time.Time // of the first systemd sample
+	ident                   map[*hosts.Host]map[string]string // a running unit's "MainPID/ActiveEnter" per host
+	double                  map[string]time.Time              // AtMostOnce units seen on two hosts, since when
+	missing                 map[string]bool                   // units fleet did not list at the last answer
+	round                   chaosRound
+	counts                  map[string]int
+	examples                map[string][]string
+	worstTwice              time.Duration // the longest an AtMostOnce unit ran twice
+	samples                 int
+	firstAt                 time.Time // of the first systemd sample
 
 	// Set before run by groups that reuse the sampler (TestDrain): the
 	// units sampled (default chaos-*), the period (default
