@@ -23,7 +23,9 @@ import (
 )
 
 // The chaos run: 5 hosts, a 3-member etcd and 50 units of every kind, then
-// rounds of random faults drawn from a seeded source, while every host's
+// rounds of random faults drawn from a seeded source, each with an
+// operator's actions amid them (drain, undrain, mv, fleetctl reboot, a
+// rolling update: chaos_ops_test.go), while every host's
 // own systemd is sampled every 200 ms and checked against the invariants
 // (chaos_check_test.go). `make test` runs a short, fixed-seed run; `make
 // chaos` a long one. Replay a run with its seed:
