@@ -31,13 +31,14 @@ const (
 	invGlobalMissing = "global-missing" // a global unit not active on a live machine TTL+2s after the faults stopped
 	invRestart       = "restart"        // a unit restarted on a machine that never left
 	invDrainPlaced   = "drain-placed"   // fleet placed a unit anew on a machine already draining or drained
+	invDrainDone     = "drain-done"     // a drain not done (the machine drained) in its round
 	invDrainLeft     = "drain-left"     // a machine still draining or drained after the run undrained it
 	invRebootSlot    = "reboot-slot"    // a reboot not done (host back, slot free) in its round, or a slot held at the end
 	invRollout       = "rollout"        // a rollout not ended (done or reverted) in its round
 )
 
 var invariants = []string{invAtMostOnce, invConverge, invLost, invGlobalMissing, invRestart,
-	invDrainPlaced, invDrainLeft, invRebootSlot, invRollout}
+	invDrainPlaced, invDrainDone, invDrainLeft, invRebootSlot, invRollout}
 
 // unitRun is what a host's systemd says of one unit.
 type unitRun struct {

@@ -77,7 +77,7 @@ func (o *chaosOps) draw(n int) []string {
 	for tries := 0; len(out) < n; tries++ {
 		if len(o.deck) == 0 {
 			o.deck = slices.Clone(opKinds)
-			o.r.ops.Shuffle(len(o.deck), func(i, j int) { o.deck[i], o.deck[j] = o.deck[j], o.deck[i] })
+			o.r.opKinds.Shuffle(len(o.deck), func(i, j int) { o.deck[i], o.deck[j] = o.deck[j], o.deck[i] })
 		}
 		k := o.deck[0]
 		o.deck = o.deck[1:]
@@ -98,6 +98,7 @@ func (o *chaosOps) draw(n int) []string {
 type op struct {
 	kind  string
 	host  *hosts.Host // drained, rebooted, or the target of mv
+	alt   *hosts.Host // mv's target if the unit runs on host already
 	unit  string      // moved by mv
 	after time.Duration
 	desc  string
@@ -138,7 +139,8 @@ func (o *chaosOps) plan(busy map[*hosts.Host]bool) []op {
 			if p.host == nil {
 				continue
 			}
-			p.desc = fmt.Sprintf("%s %s to %s", k, p.unit, p.host.Name)
+			p.alt = o.pick(busy, append(slices.Clone(o.drained), p.host)...)
+			p.desc = fmt.Sprintf("%s %s", k, p.unit)
 		case opUpdate:
 			p.desc = fmt.Sprintf("%s %s to v%d", k, chaosTmpl, o.updates+2)
 		}
@@ -217,13 +219,48 @@ func (o *chaosOps) do(p op, version int, undrain []*hosts.Host) error {
 			args = append(args, "--deadline", "4s")
 		}
 		out, err := o.fleetctl(ctx, p, append(args, p.host.MachineID)...)
-		if err != nil && strings.Contains(out, "already") {
-			return nil // a retry of a drain that was done
+		if err != nil && !strings.Contains(out, "already") { // else a retry of a drain that was done
+			return err
+		}
+		// The drain ends (every movable unit off the machine, the rest
+		// stopped at the deadline) whatever the faults did meanwhile.
+		var state string
+		err = waitFor(ctx, chaosOpLimit, func() bool {
+			a := c.api()
+			if a == nil {
+				return false
+			}
+			ms, err := a.Machines(ctx)
+			if err != nil {
+				return false
+			}
+			for _, m := range ms {
+				if m.ID == p.host.MachineID {
+					state = m.State
+				}
+			}
+			return state == "drained"
+		})
+		if err != nil {
+			c.violate(invDrainDone, "%s: the machine reads %q, not drained, %s after fleetctl drain", p.desc, state, chaosOpLimit)
 		}
 		return err
 	case opMv:
-		_, err := o.fleetctl(ctx, p, "mv", "--no-block", p.unit, p.host.MachineID)
-		return err // refused (the unit runs there, the host left): an operator's error
+		to := p.host
+		if a := c.api(); a != nil && p.alt != nil {
+			if units, err := a.Units(ctx); err == nil {
+				for _, u := range units {
+					if u.Name == p.unit && u.MachineID == to.MachineID {
+						to = p.alt
+					}
+				}
+			}
+		}
+		_, err := o.fleetctl(ctx, p, "mv", "--no-block", p.unit, to.MachineID)
+		if err == nil {
+			c.t.Logf("chaos op %s: to %s", p.desc, to.Name)
+		}
+		return err // refused (the host left meanwhile, say): an operator's error
 	case opReboot:
 		boots := p.host.Boots()
 		if _, err := o.fleetctl(ctx, p, "reboot", p.host.MachineID); err != nil {

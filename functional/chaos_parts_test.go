@@ -48,7 +48,7 @@ func TestParseSystemctlShow(t *testing.T) {
 }
 
 func TestChaosOperations(t *testing.T) {
-	r := &chaosRunner{ops: rand.New(rand.NewPCG(chaosDefaultSeed, chaosOpsStream))}
+	r := &chaosRunner{opKinds: rand.New(rand.NewPCG(chaosDefaultSeed, chaosOpsStream))}
 	o := &chaosOps{r: r}
 	seen := map[string]int{}
 	for range chaosDefaultRounds {

@@ -246,7 +246,9 @@ func TestChaos(t *testing.T) {
 		// seed's schedule does not depend on how many hosts were free.
 		kinds: rand.New(rand.NewPCG(cfg.seed, 0x5eed)),
 		rng:   rand.New(rand.NewPCG(cfg.seed, 0xfa17)),
-		ops:   rand.New(rand.NewPCG(cfg.seed, chaosOpsStream))}
+		// And so do the kinds of operations.
+		opKinds: rand.New(rand.NewPCG(cfg.seed, chaosOpsStream)),
+		ops:     rand.New(rand.NewPCG(cfg.seed, 0x0905))}
 	r.op = &chaosOps{r: r, counts: map[string]int{}}
 	deadline := cfg.ttl + 2*time.Second
 	var worst time.Duration
@@ -306,15 +308,16 @@ func TestChaos(t *testing.T) {
 
 // chaosRunner draws and injects the faults.
 type chaosRunner struct {
-	e      *env
-	c      *checker
-	cfg    chaosConfig
-	kinds  *rand.Rand // shuffles the decks of fault kinds
-	rng    *rand.Rand // draws targets and durations
-	ops    *rand.Rand // draws operations, their targets and times
-	op     *chaosOps
-	deck   []string // fault kinds left to draw; every kind comes once per deck
-	faults map[string]int
+	e       *env
+	c       *checker
+	cfg     chaosConfig
+	kinds   *rand.Rand // shuffles the decks of fault kinds
+	rng     *rand.Rand // draws targets and durations
+	opKinds *rand.Rand // shuffles the decks of operation kinds
+	ops     *rand.Rand // draws operations' targets and times
+	op      *chaosOps
+	deck    []string // fault kinds left to draw; every kind comes once per deck
+	faults  map[string]int
 }
 
 // draw takes n distinct kinds from the deck, shuffling a new one when it
