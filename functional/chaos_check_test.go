@@ -388,17 +388,12 @@ func (c *checker) sampleFleet(ctx context.Context, i int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.targets != nil {
-		for name, to := range targets {
-			from, ok := c.targets[name]
-			if !ok || from == to {
-				continue
-			}
+		moved, onDraining := placedAnew(c.targets, targets, drainedBefore)
+		for _, name := range moved {
 			c.round.moved[name] = true
-			// Pinned units stay on a draining machine, and come back to a
-			// drained one that rebooted: their MachineID says so.
-			if to != "" && drainedBefore[to] && !strings.HasPrefix(name, "chaos-pinned@") {
-				c.violateLocked(invDrainPlaced, "%s placed on %s, draining or drained since before (it was on %q)", name, to, from)
-			}
+		}
+		for _, name := range onDraining {
+			c.violateLocked(invDrainPlaced, "%s placed on %s, draining or drained since before (it was on %q)", name, targets[name], c.targets[name])
 		}
 	}
 	c.targets = targets
@@ -415,6 +410,27 @@ func (c *checker) sampleFleet(ctx context.Context, i int) {
 			delete(c.missing, u.name)
 		}
 	}
+}
+
+// placedAnew compares two listings of fleet's schedule (unit -> machine):
+// it returns the units placed elsewhere since, and those of them placed on
+// a machine that was draining (or drained) before the newer listing. Pinned
+// units stay on a draining machine, and come back to a drained one that
+// rebooted: their MachineID says so.
+func placedAnew(before, now map[string]string, draining map[string]bool) (moved, onDraining []string) {
+	for name, to := range now {
+		from, ok := before[name]
+		if !ok || from == to {
+			continue
+		}
+		moved = append(moved, name)
+		if to != "" && draining[to] && !strings.HasPrefix(name, "chaos-pinned@") {
+			onDraining = append(onDraining, name)
+		}
+	}
+	sort.Strings(moved)
+	sort.Strings(onDraining)
+	return moved, onDraining
 }
 
 // api returns the API of a host that has not left this round, or nil.
