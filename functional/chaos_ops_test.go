@@ -283,12 +283,15 @@ func (o *chaosOps) do(p op, version int, undrain []*hosts.Host) error {
 		}
 		return err
 	case opUpdate:
-		obs := o.r.e.Hosts()[0]
-		file := filepath.Join("/root/chaos", fmt.Sprintf("chaos-tmpl-v%d.service", version))
+		// On every running host, where fleetctl may run: a host killed
+		// meanwhile has no root to write to.
+		file := filepath.Join("/tmp", fmt.Sprintf("chaos-tmpl-v%d.service", version))
 		body := fmt.Sprintf("[Unit]\nDescription=chaos v%d\n[Service]\nExecStart=/bin/sleep infinity\n"+
 			"[X-Fleet]\nUpdateMaxUnavailable=4\nUpdateMinHealthy=1s\n", version)
-		if err := os.WriteFile(obs.Path(file), []byte(body), 0o644); err != nil {
-			return err
+		for _, h := range e.running() {
+			if err := os.WriteFile(h.Path(file), []byte(body), 0o644); err != nil {
+				c.t.Logf("chaos op %s: %s on %s: %v", p.desc, file, h.Name, err)
+			}
 		}
 		if _, err := o.fleetctl(ctx, p, "update", chaosTmpl, "--file", file); err != nil {
 			return err
