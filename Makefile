@@ -55,7 +55,8 @@ functional: deps build
 
 # The long chaos run (root, Debian 12): 5 hosts, a 3-member etcd, 50 units,
 # CHAOS_ROUNDS rounds of random faults (etcd down CHAOS_ETCD_OUTAGE at a
-# time, agent_ttl CHAOS_TTL); prints the seed, faults, violations and worst
+# time, agent_ttl CHAOS_TTL) with an operator's drains, undrains, mv, reboots
+# and rolling updates amid them; prints the seed, faults, violations and worst
 # convergence. `make test` runs a short one with a fixed seed. Replay: make
 # chaos CHAOS_SEED=<seed>.
 CHAOS_SEED        ?= random

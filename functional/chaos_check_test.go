@@ -30,15 +30,22 @@ const (
 	invLost          = "lost"           // a unit no longer listed by fleet
 	invGlobalMissing = "global-missing" // a global unit not active on a live machine TTL+2s after the faults stopped
 	invRestart       = "restart"        // a unit restarted on a machine that never left
+	invDrainPlaced   = "drain-placed"   // fleet placed a unit anew on a machine already draining or drained
+	invDrainDone     = "drain-done"     // a drain not done (the machine drained) in its round
+	invDrainLeft     = "drain-left"     // a machine still draining or drained after the run undrained it
+	invRebootSlot    = "reboot-slot"    // a reboot not done (host back, slot free) in its round, or a slot held at the end
+	invRollout       = "rollout"        // a rollout not ended (done or reverted) in its round
 )
 
-var invariants = []string{invAtMostOnce, invConverge, invLost, invGlobalMissing, invRestart}
+var invariants = []string{invAtMostOnce, invConverge, invLost, invGlobalMissing, invRestart,
+	invDrainPlaced, invDrainDone, invDrainLeft, invRebootSlot, invRollout}
 
 // unitRun is what a host's systemd says of one unit.
 type unitRun struct {
 	active string // ActiveState
 	pid    string // MainPID
 	since  string // ActiveEnterTimestampMonotonic
+	desc   string // Description: which body the copy runs
 }
 
 // running reports whether the unit runs: started, or still stopping.
@@ -55,7 +62,7 @@ func (u unitRun) copy() bool {
 // systemdUnits returns what h's systemd says of its loaded units matching
 // pattern, in one systemctl call whatever their number.
 func systemdUnits(ctx context.Context, h *hosts.Host, pattern string) (map[string]unitRun, error) {
-	out, err := h.Exec(ctx, "systemctl", "show", "--property=Id,ActiveState,MainPID,ActiveEnterTimestampMonotonic", "--", pattern)
+	out, err := h.Exec(ctx, "systemctl", "show", "--property=Id,ActiveState,MainPID,ActiveEnterTimestampMonotonic,Description", "--", pattern)
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +87,8 @@ func parseShow(out string) map[string]unitRun {
 				u.pid = v
 			case "ActiveEnterTimestampMonotonic":
 				u.since = v
+			case "Description":
+				u.desc = v
 			}
 		}
 		if id != "" {
@@ -121,6 +130,13 @@ type chaosRound struct {
 	// restarts seen this round, judged at its end, once it is known which
 	// machines left.
 	restarts []restart
+	// moved are the units fleet placed elsewhere this round (a drain, a
+	// mv, a host that left): one that comes back to a host it ran on
+	// earlier in the round starts there, it does not restart.
+	moved map[string]bool
+	// rolling: a rolling update of chaos-tmpl@ ran this round, which
+	// restarts its instances where they are, with the new body.
+	rolling bool
 }
 
 // restart is a unit seen running on a host with another main process, or
@@ -142,15 +158,24 @@ type checker struct {
 	sampledAt  time.Time
 	machines   map[string]bool // machine IDs fleet lists; nil until an API answered
 	machinesAt time.Time
-	ident      map[*hosts.Host]map[string]string // a running unit's "MainPID/ActiveEnter" per host
-	double     map[string]time.Time              // AtMostOnce units seen on two hosts, since when
-	missing    map[string]bool                   // units fleet did not list at the last answer
-	round      chaosRound
-	counts     map[string]int
-	examples   map[string][]string
-	worstTwice time.Duration // the longest an AtMostOnce unit ran twice
-	samples    int
-	firstAt    time.Time // of the first systemd sample
+	// draining are the machines fleet listed as draining, drained or
+	// rebooting at the last answer, and targets where fleet placed each
+	// unit at the last listing: a unit placed anew on a machine that was
+	// draining already at the listing before breaks the drain's promise.
+	draining map[string]bool
+	targets  map[string]string
+	// listings of fleet's schedule checked for placements on draining
+	// machines, and how many of them had a machine draining.
+	listings, drainListings int
+	ident                   map[*hosts.Host]map[string]string // a running unit's "MainPID/ActiveEnter" per host
+	double                  map[string]time.Time              // AtMostOnce units seen on two hosts, since when
+	missing                 map[string]bool                   // units fleet did not list at the last answer
+	round                   chaosRound
+	counts                  map[string]int
+	examples                map[string][]string
+	worstTwice              time.Duration // the longest an AtMostOnce unit ran twice
+	samples                 int
+	firstAt                 time.Time // of the first systemd sample
 
 	// Set before run by groups that reuse the sampler (TestDrain): the
 	// units sampled (default chaos-*), the period (default
@@ -166,7 +191,7 @@ func newChecker(t *testing.T, e *env, units []chaosUnit) *checker {
 		hosts: map[*hosts.Host]hostSample{}, ident: map[*hosts.Host]map[string]string{},
 		double: map[string]time.Time{}, missing: map[string]bool{},
 		counts: map[string]int{}, examples: map[string][]string{},
-		round: chaosRound{left: map[*hosts.Host]bool{}}}
+		round: chaosRound{left: map[*hosts.Host]bool{}, moved: map[string]bool{}}}
 	for _, u := range units {
 		c.names[u.name] = u
 	}
@@ -329,11 +354,18 @@ func (c *checker) sampleFleet(ctx context.Context, i int) {
 	}
 	now := time.Now()
 	present := map[string]bool{}
+	draining := map[string]bool{}
 	for _, m := range ms {
 		present[m.ID] = true
+		if m.State == "draining" || m.State == "drained" || m.State == "rebooting" {
+			draining[m.ID] = true
+		}
 	}
 	c.mu.Lock()
-	c.machines, c.machinesAt = present, now
+	// The drains known before this answer: a placement seen at this
+	// listing and not at the last one was made after them.
+	drainedBefore := c.draining
+	c.machines, c.machinesAt, c.draining = present, now, draining
 	for _, h := range c.e.Hosts() {
 		if !present[h.MachineID] {
 			c.round.left[h] = true
@@ -348,11 +380,27 @@ func (c *checker) sampleFleet(ctx context.Context, i int) {
 		return
 	}
 	listed := map[string]bool{}
+	targets := map[string]string{}
 	for _, u := range units {
 		listed[u.Name] = true
+		targets[u.Name] = u.MachineID
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.targets != nil {
+		moved, onDraining := placedAnew(c.targets, targets, drainedBefore)
+		for _, name := range moved {
+			c.round.moved[name] = true
+		}
+		for _, name := range onDraining {
+			c.violateLocked(invDrainPlaced, "%s placed on %s, draining or drained since before (it was on %q)", name, targets[name], c.targets[name])
+		}
+	}
+	c.targets = targets
+	c.listings++
+	if len(drainedBefore) > 0 {
+		c.drainListings++
+	}
 	for _, u := range c.units {
 		switch {
 		case !listed[u.name] && !c.missing[u.name]:
@@ -362,6 +410,27 @@ func (c *checker) sampleFleet(ctx context.Context, i int) {
 			delete(c.missing, u.name)
 		}
 	}
+}
+
+// placedAnew compares two listings of fleet's schedule (unit -> machine):
+// it returns the units placed elsewhere since, and those of them placed on
+// a machine that was draining (or drained) before the newer listing. Pinned
+// units stay on a draining machine, and come back to a drained one that
+// rebooted: their MachineID says so.
+func placedAnew(before, now map[string]string, draining map[string]bool) (moved, onDraining []string) {
+	for name, to := range now {
+		from, ok := before[name]
+		if !ok || from == to {
+			continue
+		}
+		moved = append(moved, name)
+		if to != "" && draining[to] && !strings.HasPrefix(name, "chaos-pinned@") {
+			onDraining = append(onDraining, name)
+		}
+	}
+	sort.Strings(moved)
+	sort.Strings(onDraining)
+	return moved, onDraining
 }
 
 // api returns the API of a host that has not left this round, or nil.
@@ -381,7 +450,7 @@ func (c *checker) api() *platform.API {
 func (c *checker) startRound(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.round = chaosRound{n: n, left: map[*hosts.Host]bool{}, start: time.Now()}
+	c.round = chaosRound{n: n, left: map[*hosts.Host]bool{}, moved: map[string]bool{}, start: time.Now()}
 }
 
 // hostLeaves says that h's machine leaves this round (killed or cut off),
@@ -390,6 +459,13 @@ func (c *checker) hostLeaves(h *hosts.Host) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.round.left[h] = true
+}
+
+// rolloutRound says that a rolling update of chaos-tmpl@ runs this round.
+func (c *checker) rolloutRound() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.round.rolling = true
 }
 
 // etcdDown says that every agent loses etcd this round.
@@ -417,7 +493,8 @@ func (c *checker) endRound() []string {
 	defer c.mu.Unlock()
 	seen := map[restart]bool{}
 	for _, r := range c.round.restarts {
-		if c.round.left[r.host] || (c.round.etcdDown && c.names[r.unit].atMostOnce) || seen[r] {
+		if c.round.left[r.host] || (c.round.etcdDown && c.names[r.unit].atMostOnce) || seen[r] ||
+			c.round.moved[r.unit] || (c.round.rolling && strings.HasPrefix(r.unit, "chaos-tmpl@")) {
 			continue
 		}
 		if c.names[r.unit].atMostOnce && c.leaseDoubted(r.host) {
@@ -463,8 +540,14 @@ func (c *checker) converged(ctx context.Context, since time.Time) (problems, glo
 		return nil, nil, err
 	}
 	target := map[string]string{}
+	desc := map[string]string{}
 	for _, u := range units {
 		target[u.Name] = u.MachineID
+		for _, o := range u.Options {
+			if o.Section == "Unit" && o.Name == "Description" {
+				desc[u.Name] = o.Value
+			}
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -503,6 +586,11 @@ func (c *checker) converged(ctx context.Context, since time.Time) (problems, glo
 			problems = append(problems, fmt.Sprintf("%s placed on no host (%q), active on %v", u.name, target[u.name], on))
 		case !slices.Equal(on, []string{th.Name}):
 			problems = append(problems, fmt.Sprintf("%s placed on %s, active on %v", u.name, th.Name, on))
+		case c.hosts[th].units[u.name].desc != desc[u.name]:
+			// A rolling update is over only when every copy runs the body
+			// fleet holds for it.
+			problems = append(problems, fmt.Sprintf("%s on %s runs body %q, fleet says %q", u.name, th.Name,
+				c.hosts[th].units[u.name].desc, desc[u.name]))
 		}
 	}
 	sort.Strings(problems)

@@ -31,11 +31,11 @@ func TestChaosSchedule(t *testing.T) {
 }
 
 func TestParseSystemctlShow(t *testing.T) {
-	out := "ActiveState=active\nMainPID=42\nActiveEnterTimestampMonotonic=123\nId=chaos-a.service\n\n" +
+	out := "ActiveState=active\nMainPID=42\nActiveEnterTimestampMonotonic=123\nId=chaos-a.service\nDescription=chaos v2\n\n" +
 		"Id=chaos-b@1.service\nActiveState=inactive\nMainPID=0\nActiveEnterTimestampMonotonic=0\n"
 	got := parseShow(out)
 	require.Equal(t, map[string]unitRun{
-		"chaos-a.service":   {active: "active", pid: "42", since: "123"},
+		"chaos-a.service":   {active: "active", pid: "42", since: "123", desc: "chaos v2"},
 		"chaos-b@1.service": {active: "inactive", pid: "0", since: "0"},
 	}, got)
 	require.True(t, got["chaos-a.service"].running())
@@ -45,4 +45,34 @@ func TestParseSystemctlShow(t *testing.T) {
 	require.True(t, unitRun{active: "deactivating"}.running(), "a unit still stopping is a copy")
 	require.False(t, unitRun{active: "failed"}.copy())
 	require.Empty(t, parseShow(""))
+}
+
+func TestChaosOperations(t *testing.T) {
+	r := &chaosRunner{opKinds: rand.New(rand.NewPCG(chaosDefaultSeed, chaosOpsStream))}
+	o := &chaosOps{r: r}
+	seen := map[string]int{}
+	for range chaosDefaultRounds {
+		k := o.draw(chaosOpsPerRound)
+		require.Len(t, k, chaosOpsPerRound)
+		require.False(t, slices.Contains(k, opDrain) && slices.Contains(k, opDrainDeadline), "one drain a round: %v", k)
+		require.Len(t, slices.Compact(slices.Sorted(slices.Values(k))), chaosOpsPerRound, "a round's operations are distinct: %v", k)
+		for _, x := range k {
+			seen[x]++
+		}
+	}
+	for _, k := range opKinds {
+		require.NotZero(t, seen[k], "the short run does every operation: %s missing", k)
+	}
+	require.Equal(t, 1, seen[opReboot], "one reboot in the short run: the longest operations come once")
+	require.Equal(t, 1, seen[opUpdate], "one rolling update in the short run")
+}
+
+func TestPlacedAnew(t *testing.T) {
+	before := map[string]string{"a.service": "m1", "b.service": "m2", "chaos-pinned@m3.service": "", "c.service": "m3"}
+	now := map[string]string{"a.service": "m3", "b.service": "m1", "chaos-pinned@m3.service": "m3", "c.service": "m3", "d.service": "m3"}
+	moved, bad := placedAnew(before, now, map[string]bool{"m3": true})
+	require.Equal(t, []string{"a.service", "b.service", "chaos-pinned@m3.service"}, moved)
+	require.Equal(t, []string{"a.service"}, bad, "a moved onto the draining m3; c stays there, pinned units may, d is new to the listing")
+	_, bad = placedAnew(before, now, nil)
+	require.Empty(t, bad, "nothing was draining")
 }

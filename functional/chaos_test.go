@@ -23,7 +23,9 @@ import (
 )
 
 // The chaos run: 5 hosts, a 3-member etcd and 50 units of every kind, then
-// rounds of random faults drawn from a seeded source, while every host's
+// rounds of random faults drawn from a seeded source, each with an
+// operator's actions amid them (drain, undrain, mv, fleetctl reboot, a
+// rolling update: chaos_ops_test.go), while every host's
 // own systemd is sampled every 200 ms and checked against the invariants
 // (chaos_check_test.go). `make test` runs a short, fixed-seed run; `make
 // chaos` a long one. Replay a run with its seed:
@@ -169,7 +171,7 @@ func chaosUnits(machineIDs []string) ([]chaosUnit, map[string]string) {
 			files[name] = service + "[X-Fleet]\n" + xfleet
 		}
 	}
-	for i := 1; i <= 12; i++ {
+	for i := 1; i <= 14; i++ {
 		add(fmt.Sprintf("chaos-plain-%02d.service", i), "", chaosUnit{})
 	}
 	for i := 1; i <= 3; i++ {
@@ -184,7 +186,9 @@ func chaosUnits(machineIDs []string) ([]chaosUnit, map[string]string) {
 		add(ping, "", chaosUnit{})
 		add(fmt.Sprintf("chaos-pong-%d.service", i), "MachineOf="+ping+"\n", chaosUnit{})
 	}
-	for i := 1; i <= 5; i++ {
+	// Three, not five: with one host drained by the operator and another
+	// draining for a reboot, every copy still has a host of its own.
+	for i := 1; i <= 3; i++ {
 		add(fmt.Sprintf("chaos-conflict-%d.service", i), "Conflicts=chaos-conflict-*.service\n", chaosUnit{})
 	}
 	files["chaos-tmpl@.service"] = service
@@ -202,8 +206,9 @@ func chaosUnits(machineIDs []string) ([]chaosUnit, map[string]string) {
 func TestChaos(t *testing.T) {
 	cfg, err := chaosConfigFromEnv()
 	require.NoError(t, err)
-	e := boot(t, spec{hosts: chaosHosts, etcd: etcdCluster, docker: dockerShared,
-		conf: map[string]string{"agent_ttl": fmt.Sprint(cfg.ttl.Seconds())}})
+	conf := maps.Clone(chaosRebootConf)
+	conf["agent_ttl"] = fmt.Sprint(cfg.ttl.Seconds())
+	e := boot(t, spec{hosts: chaosHosts, etcd: etcdCluster, docker: dockerShared, conf: conf})
 	ctx := e.ctx
 	hs := e.Hosts()
 	var ids []string
@@ -240,7 +245,11 @@ func TestChaos(t *testing.T) {
 		// The kinds of faults come from a stream of their own, so that a
 		// seed's schedule does not depend on how many hosts were free.
 		kinds: rand.New(rand.NewPCG(cfg.seed, 0x5eed)),
-		rng:   rand.New(rand.NewPCG(cfg.seed, 0xfa17))}
+		rng:   rand.New(rand.NewPCG(cfg.seed, 0xfa17)),
+		// And so do the kinds of operations.
+		opKinds: rand.New(rand.NewPCG(cfg.seed, chaosOpsStream)),
+		ops:     rand.New(rand.NewPCG(cfg.seed, 0x0905))}
+	r.op = &chaosOps{r: r, counts: map[string]int{}}
 	deadline := cfg.ttl + 2*time.Second
 	var worst time.Duration
 	worstRound, rounds := 0, 0
@@ -251,14 +260,18 @@ func TestChaos(t *testing.T) {
 		for _, k := range faultKinds {
 			kinds = append(kinds, fmt.Sprintf("%s=%d", k, r.faults[k]))
 		}
+		for _, k := range append(slices.Clone(opKinds), opUndrain) {
+			kinds = append(kinds, fmt.Sprintf("op-%s=%d", k, r.op.counts[k]))
+		}
 		violations, total := c.summary()
 		fmt.Printf("chaos summary: seed=%d rounds=%d/%d hosts=%d units=%d agent_ttl=%s samples=%d (every %s)\n"+
-			"  faults: %s\n"+
+			"  faults and operations: %s\n"+
 			"  violations (%d):%s\n"+
 			"  worst convergence: %.2fs (round %d; limit agent_ttl+2s = %s); longest AtMostOnce unit on two hosts: %.2fs\n"+
+			"  fleet listings with a machine draining, drained or rebooting: %d of %d\n"+
 			"  replay: FLEET_CHAOS_SEED=%d FLEET_CHAOS_ROUNDS=%d FLEET_CHAOS_ETCD_OUTAGE=%s FLEET_CHAOS_TTL=%s FLEET_CHAOS_FAULTS=%s go test ./functional/ -run '^TestChaos$' -v -count=1\n",
 			cfg.seed, rounds, cfg.rounds, chaosHosts, len(units), cfg.ttl, c.samples, c.samplePeriod().Round(time.Millisecond),
-			strings.Join(kinds, " "), total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(),
+			strings.Join(kinds, " "), total, violations, worst.Seconds(), worstRound, deadline, c.worstTwice.Seconds(), c.drainListings, c.listings,
 			cfg.seed, cfg.rounds, cfg.etcdOutage, cfg.ttl, strings.Join(cfg.kinds, ","))
 		figure(t, "chaos: worst convergence after faults", worst, fmt.Sprintf("seed %d, %d rounds, %d violations", cfg.seed, rounds, total))
 		if total > 0 {
@@ -282,17 +295,29 @@ func TestChaos(t *testing.T) {
 			return
 		}
 	}
+	// The run settles: what it drained is undrained, and fleet must say so,
+	// with no reboot slot held and every unit where fleet says.
+	settled := time.Now()
+	r.op.settle(t)
+	took, err = c.waitConverged(ctx, settled, deadline, chaosConvergeLimit)
+	t.Logf("chaos: settled (every host undrained) and converged in %.2fs", took.Seconds())
+	if err != nil {
+		t.Errorf("after the run settled: %v", err)
+	}
 }
 
 // chaosRunner draws and injects the faults.
 type chaosRunner struct {
-	e      *env
-	c      *checker
-	cfg    chaosConfig
-	kinds  *rand.Rand // shuffles the decks of fault kinds
-	rng    *rand.Rand // draws targets and durations
-	deck   []string   // fault kinds left to draw; every kind comes once per deck
-	faults map[string]int
+	e       *env
+	c       *checker
+	cfg     chaosConfig
+	kinds   *rand.Rand // shuffles the decks of fault kinds
+	rng     *rand.Rand // draws targets and durations
+	opKinds *rand.Rand // shuffles the decks of operation kinds
+	ops     *rand.Rand // draws operations' targets and times
+	op      *chaosOps
+	deck    []string // fault kinds left to draw; every kind comes once per deck
+	faults  map[string]int
 }
 
 // draw takes n distinct kinds from the deck, shuffling a new one when it
@@ -350,6 +375,12 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 	}
 	var heals []heal
 	var what []string
+	// The operator's hosts first: no fault takes them (but leader-kill,
+	// whose host is the engine leader's).
+	ops := r.op.plan(busy)
+	for _, p := range ops {
+		what = append(what, "op "+p.desc)
+	}
 	for _, kind := range r.draw(chaosFaultsPerRound) {
 		r.faults[kind]++
 		switch kind {
@@ -426,11 +457,14 @@ func (r *chaosRunner) round(t *testing.T, n int) (time.Time, string) {
 	// Each fault that lasts is undone after its own time, the shortest
 	// first.
 	injected := time.Now()
+	opsDone := make(chan struct{})
+	go func() { defer close(opsDone); r.op.run(t, injected, ops) }()
 	slices.SortStableFunc(heals, func(a, b heal) int { return cmp.Compare(a.after, b.after) })
 	for _, h := range heals {
 		time.Sleep(time.Until(injected.Add(h.after)))
 		h.do()
 	}
+	<-opsDone // a reboot back, a rollout over
 	return time.Now(), strings.Join(what, ", ")
 }
 

@@ -52,6 +52,8 @@ type Machine struct {
 	ID        string            `json:"id"`
 	PrimaryIP string            `json:"primaryIP"`
 	Metadata  map[string]string `json:"metadata"`
+	// State is active, draining, drained or rebooting.
+	State string `json:"state,omitempty"`
 }
 
 // API is fleet's HTTP API of one host, reached from the machine (the test
