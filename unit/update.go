@@ -2,6 +2,7 @@ package unit
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -108,7 +109,9 @@ func (f *File) UpdatePolicy(name string) (UpdatePolicy, error) {
 }
 
 // ParseTimeSpan reads a systemd time span ("10s", "1min 30s", "500ms", or a
-// bare number of seconds). Negative spans are refused.
+// bare number of seconds). Negative spans are refused, and so are
+// "inf", "nan" and spans beyond time.Duration: strconv.ParseFloat accepts
+// them, and converting such a float to a Duration gives a negative one.
 func ParseTimeSpan(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -118,7 +121,7 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 		if n < 0 {
 			return 0, fmt.Errorf("negative time span")
 		}
-		return time.Duration(n * float64(time.Second)), nil
+		return spanOf(s, n*float64(time.Second))
 	}
 	units := []struct {
 		suffix string
@@ -130,7 +133,7 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 		{"sec", time.Second}, {"min", time.Minute}, {"us", time.Microsecond}, {"ms", time.Millisecond},
 		{"hr", time.Hour}, {"s", time.Second}, {"m", time.Minute}, {"h", time.Hour},
 	}
-	var total time.Duration
+	var total float64 // nanoseconds
 	for _, part := range strings.Fields(s) {
 		matched := false
 		for _, u := range units {
@@ -142,7 +145,7 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 			if err != nil || n < 0 {
 				continue
 			}
-			total += time.Duration(n * float64(u.d))
+			total += n * float64(u.d)
 			matched = true
 			break
 		}
@@ -150,5 +153,13 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 			return 0, fmt.Errorf("%q is not a time span (say 10s, 1min or 500ms)", part)
 		}
 	}
-	return total, nil
+	return spanOf(s, total)
+}
+
+// spanOf converts ns nanoseconds, read from s, to a Duration if it fits.
+func spanOf(s string, ns float64) (time.Duration, error) {
+	if math.IsNaN(ns) || ns >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a usable time span (at most about 290 years)", s)
+	}
+	return time.Duration(ns), nil
 }

@@ -22,6 +22,11 @@ func TestUpdatePolicy(t *testing.T) {
 			want: UpdatePolicy{MaxUnavailable: 1, MinHealthy: 500 * time.Millisecond, HealthCheck: "http://127.0.0.1:8080/health"}},
 		{name: "zero unavailable", unit: "web.service", text: "[X-Fleet]\nUpdateMaxUnavailable=0\n", err: "UpdateMaxUnavailable"},
 		{name: "bad span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=soon\n", err: "not a time span"},
+		// ParseFloat reads these; as Durations they would be negative.
+		{name: "infinite span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=inf\n", err: "not a usable time span"},
+		{name: "nan span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=NaN\n", err: "not a usable time span"},
+		{name: "huge span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=1e300s\n", err: "not a usable time span"},
+		{name: "huge sum", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=9000000000s 9000000000s\n", err: "not a usable time span"},
 		{name: "bad bool", unit: "web.service", text: "[X-Fleet]\nUpdateAutoRevert=maybe\n", err: "want true or false"},
 		{name: "bad url", unit: "web.service", text: "[X-Fleet]\nHealthCheck=http://\n", err: "not a usable URL"},
 	} {
