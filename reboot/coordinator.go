@@ -174,7 +174,7 @@ func (c *Coordinator) resume(ctx context.Context) error {
 	}
 	if ok && d.By == registry.DrainByReboot {
 		c.log.Warn("undraining: the reboot that drained this machine lost its slot (reboot_timeout) before it came back")
-		if err := c.reg.Undrain(ctx, c.cfg.Machine); err != nil && !errors.Is(err, registry.ErrNotDraining) {
+		if err := c.reg.EndDrain(ctx, d); err != nil && !errors.Is(err, registry.ErrNotDraining) {
 			return err
 		}
 	}
@@ -379,7 +379,9 @@ func (c *Coordinator) undrainOwn(ctx context.Context) error {
 	if err != nil || !ok || d.By != registry.DrainByReboot {
 		return err
 	}
-	if err := c.reg.Undrain(ctx, c.cfg.Machine); err != nil && !errors.Is(err, registry.ErrNotDraining) {
+	// Fenced by the record read: an operator may have undrained and
+	// drained the machine since.
+	if err := c.reg.EndDrain(ctx, d); err != nil && !errors.Is(err, registry.ErrNotDraining) {
 		return err
 	}
 	return nil

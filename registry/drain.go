@@ -106,6 +106,24 @@ func (r *Registry) Undrain(ctx context.Context, id string) error {
 	return nil
 }
 
+// EndDrain deletes the drain record d, fenced by d.Rev: it fails with
+// ErrNotDraining when the record is gone or was replaced since it was read.
+// The reboot coordinator undrains with it, so that an operator's drain made
+// after it read its own (an undrain and a drain in between) is not ended
+// by mistake, as a plain Undrain would.
+func (r *Registry) EndDrain(ctx context.Context, d DrainRecord) error {
+	key := r.keys.drainMachine(d.Machine)
+	resp, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", d.Rev)},
+		[]clientv3.Op{clientv3.OpDelete(key)})
+	if err != nil {
+		return fmt.Errorf("end drain of %s: %w", d.Machine, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("end drain of %s: %w (or its record changed)", d.Machine, ErrNotDraining)
+	}
+	return nil
+}
+
 // DrainOf returns machine id's drain record; ok is false when it is not
 // draining.
 func (r *Registry) DrainOf(ctx context.Context, id string) (d DrainRecord, ok bool, err error) {
