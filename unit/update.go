@@ -99,8 +99,10 @@ func (f *File) UpdatePolicy(name string) (UpdatePolicy, error) {
 		case healthCheck:
 			p.HealthCheck = expand.Replace(v)
 			if p.HealthCheckIsURL() {
+				// The value is not repeated: its user info may hold a
+				// password, and this error reaches logs and terminals.
 				if u, err := url.Parse(p.HealthCheck); err != nil || u.Host == "" {
-					return p, fmt.Errorf("[%s] %s=%q: not a usable URL", fleetSection, o.Name, v)
+					return p, fmt.Errorf("[%s] %s=: not a usable URL: want http(s)://HOST[:PORT]/PATH", fleetSection, o.Name)
 				}
 			}
 		}

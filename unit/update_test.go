@@ -29,6 +29,7 @@ func TestUpdatePolicy(t *testing.T) {
 		{name: "huge sum", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=9000000000s 9000000000s\n", err: "not a usable time span"},
 		{name: "bad bool", unit: "web.service", text: "[X-Fleet]\nUpdateAutoRevert=maybe\n", err: "want true or false"},
 		{name: "bad url", unit: "web.service", text: "[X-Fleet]\nHealthCheck=http://\n", err: "not a usable URL"},
+		{name: "bad url with a password", unit: "web.service", text: "[X-Fleet]\nHealthCheck=http://ops:s3cret@/health\n", err: "not a usable URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := ParseString(tc.text)
@@ -36,6 +37,7 @@ func TestUpdatePolicy(t *testing.T) {
 			got, err := f.UpdatePolicy(tc.unit)
 			if tc.err != "" {
 				require.ErrorContains(t, err, tc.err)
+				require.NotContains(t, err.Error(), "s3cret", "a password in a URL never reaches an error text")
 				return
 			}
 			require.NoError(t, err)
