@@ -229,7 +229,13 @@ func (c *Coordinator) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.reboot(ctx, hs[c.cfg.Machine])
+	// Released meanwhile (its deadline passed, say): rebooting now would
+	// go past the limit of reboot_max_concurrent.
+	mine, ok := hs[c.cfg.Machine]
+	if !ok {
+		return fmt.Errorf("reboot slot of %s was released right after it was taken; asking for one again", c.cfg.Machine)
+	}
+	return c.reboot(ctx, mine)
 }
 
 // wanted says why this machine needs a reboot, or "" if it does not.

@@ -1,0 +1,76 @@
+package reboot_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-a1ce88ea/fleet/internal/etcdtest"
+	"github.com/seed-a1ce88ea/fleet/machine"
+	"github.com/seed-a1ce88ea/fleet/reboot"
+	"github.com/seed-a1ce88ea/fleet/registry"
+)
+
+// releaseOnTaken is a log handler that releases the slot the coordinator
+// has just taken, as another machine's coordinator would at its deadline,
+// between the take and the coordinator's read of it.
+type releaseOnTaken struct {
+	reg      *registry.Registry
+	released atomic.Int32
+}
+
+func (h *releaseOnTaken) Enabled(context.Context, slog.Level) bool { return true }
+func (h *releaseOnTaken) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *releaseOnTaken) WithGroup(string) slog.Handler            { return h }
+func (h *releaseOnTaken) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message != "reboot slot taken" {
+		return nil
+	}
+	hs, err := h.reg.RebootHolders(ctx)
+	if err != nil {
+		return err
+	}
+	for _, holder := range hs {
+		if err := h.reg.ReleaseReboot(ctx, holder, registry.RebootLast{Machine: holder.Machine, Outcome: registry.RebootStepTimeout},
+			registry.RebootStep{Machine: holder.Machine, Step: registry.RebootStepTimeout, At: time.Now()}); err == nil {
+			h.released.Add(1)
+		}
+	}
+	return nil
+}
+
+// TestNoRebootWithoutSlot: a coordinator whose slot is released between
+// taking it and reading it back does not reboot; it asks again.
+func TestNoRebootWithoutSlot(t *testing.T) {
+	reg := registry.New(etcdtest.Start(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := reg.Register(ctx, machine.Machine{ID: "m1", Hostname: "m1"}, 3*time.Second)
+	require.NoError(t, err)
+	defer p.Close()
+	sentinel := filepath.Join(t.TempDir(), "reboot-required")
+	require.NoError(t, os.WriteFile(sentinel, nil, 0o644))
+
+	h := &releaseOnTaken{reg: reg}
+	var rebooted atomic.Int32
+	c, err := reboot.New(reboot.Config{Registry: reg, Machine: "m1", BootID: "b1", Sentinel: sentinel,
+		DrainDeadline: time.Millisecond, Poll: 5 * time.Millisecond, Log: slog.New(h),
+		Exec: func(context.Context, string) error { rebooted.Add(1); return nil }})
+	require.NoError(t, err)
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(rctx) }()
+	for h.released.Load() < 3 && rebooted.Load() == 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	require.NoError(t, ctx.Err())
+	require.Zero(t, rebooted.Load(), "rebooted without holding a slot")
+}
