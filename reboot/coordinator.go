@@ -52,6 +52,7 @@ type Coordinator struct {
 
 	queued      bool      // this coordinator queued the machine
 	failedUntil time.Time // after a failed reboot command, wait before trying again
+	failed      string    // why it failed, for the release's step
 }
 
 // New checks cfg and returns a Coordinator; Run starts it.
@@ -199,6 +200,11 @@ func (c *Coordinator) sync(ctx context.Context) error {
 		if h.BootID != c.cfg.BootID {
 			return c.finish(ctx, h)
 		}
+		if now.Before(c.failedUntil) {
+			// The reboot command failed and the slot's release did not
+			// go through: release it again rather than run the command.
+			return c.releaseFailed(ctx, h)
+		}
 		return c.reboot(ctx, h) // fleetd restarted after taking the slot
 	}
 	reason, err := c.wanted(ctx)
@@ -290,16 +296,22 @@ func (c *Coordinator) reboot(ctx context.Context, h registry.RebootHolder) error
 			return nil // going down
 		}
 		c.log.Error("reboot command failed; releasing the slot", "err", err)
-		c.failedUntil = c.cfg.Now().Add(c.cfg.Timeout)
-		if uerr := c.undrainOwn(ctx); uerr != nil {
-			return errors.Join(err, uerr)
-		}
-		now := c.cfg.Now()
-		return c.reg.ReleaseReboot(ctx, h, registry.RebootLast{Started: h.Since, Ended: now, OldBootID: h.BootID, Outcome: registry.RebootStepFailed},
-			c.step(registry.RebootStepFailed, err.Error()))
+		c.failedUntil, c.failed = c.cfg.Now().Add(c.cfg.Timeout), err.Error()
+		return c.releaseFailed(ctx, h)
 	}
 	sleep(ctx, c.cfg.Timeout)
 	return nil
+}
+
+// releaseFailed undoes the drain of a reboot whose command failed and
+// gives its slot back.
+func (c *Coordinator) releaseFailed(ctx context.Context, h registry.RebootHolder) error {
+	if err := c.undrainOwn(ctx); err != nil {
+		return err
+	}
+	now := c.cfg.Now()
+	return c.reg.ReleaseReboot(ctx, h, registry.RebootLast{Started: h.Since, Ended: now, OldBootID: h.BootID, Outcome: registry.RebootStepFailed},
+		c.step(registry.RebootStepFailed, c.failed))
 }
 
 // drain asks for this machine's drain, by the reboot, unless a drain is

@@ -2,6 +2,7 @@ package reboot_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -73,4 +74,73 @@ func TestNoRebootWithoutSlot(t *testing.T) {
 	<-done
 	require.NoError(t, ctx.Err())
 	require.Zero(t, rebooted.Load(), "rebooted without holding a slot")
+}
+
+// retakeOnFailure is a log handler that, when the reboot command has
+// failed, writes the slot again (a new revision), so that the
+// coordinator's fenced release of it fails.
+type retakeOnFailure struct {
+	reg *registry.Registry
+}
+
+func (h *retakeOnFailure) Enabled(context.Context, slog.Level) bool { return true }
+func (h *retakeOnFailure) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *retakeOnFailure) WithGroup(string) slog.Handler            { return h }
+func (h *retakeOnFailure) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message != "reboot command failed; releasing the slot" {
+		return nil
+	}
+	hs, err := h.reg.RebootHolders(ctx)
+	if err != nil {
+		return err
+	}
+	for _, holder := range hs {
+		if err := h.reg.ReleaseReboot(ctx, holder, registry.RebootLast{}, registry.RebootStep{Machine: holder.Machine}); err != nil {
+			return err
+		}
+		if _, err := h.reg.AcquireReboot(ctx, holder, 1, registry.RebootStep{Machine: holder.Machine, Step: registry.RebootStepAcquired}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestFailedRebootNotRetriedWhenReleaseFails: after the reboot command
+// failed, a slot whose release did not go through is released again; the
+// command is not run again before reboot_timeout.
+func TestFailedRebootNotRetriedWhenReleaseFails(t *testing.T) {
+	reg := registry.New(etcdtest.Start(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := reg.Register(ctx, machine.Machine{ID: "m1", Hostname: "m1"}, 3*time.Second)
+	require.NoError(t, err)
+	defer p.Close()
+	sentinel := filepath.Join(t.TempDir(), "reboot-required")
+	require.NoError(t, os.WriteFile(sentinel, nil, 0o644))
+
+	var runs atomic.Int32
+	c, err := reboot.New(reboot.Config{Registry: reg, Machine: "m1", BootID: "b1", Sentinel: sentinel,
+		DrainDeadline: time.Millisecond, Poll: 5 * time.Millisecond, Timeout: time.Hour, Log: slog.New(&retakeOnFailure{reg: reg}),
+		Exec: func(context.Context, string) error { runs.Add(1); return errors.New("no reboot for you") }})
+	require.NoError(t, err)
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(rctx) }()
+	for ctx.Err() == nil && runs.Load() < 2 {
+		// Only the coordinator's release records the outcome "failed" (the
+		// handler's records none): the slot is then given back.
+		st, err := reg.RebootStatus(ctx)
+		if err == nil && len(st.Holders) == 0 && st.Last["m1"].Outcome == registry.RebootStepFailed {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	<-done
+	require.NoError(t, ctx.Err())
+	require.Equal(t, int32(1), runs.Load(), "the failed reboot command ran again")
+	st, err := reg.RebootStatus(ctx)
+	require.NoError(t, err)
+	require.Equal(t, registry.RebootStepFailed, st.Last["m1"].Outcome)
+	require.Equal(t, "no reboot for you", st.Steps["m1"].Detail)
 }
