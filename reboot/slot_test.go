@@ -18,29 +18,32 @@ import (
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
 
-// releaseOnTaken is a log handler that releases the slot the coordinator
-// has just taken, as another machine's coordinator would at its deadline,
-// between the take and the coordinator's read of it.
-type releaseOnTaken struct {
-	reg      *registry.Registry
-	released atomic.Int32
+// onLog is a log handler that runs do, in the coordinator's goroutine,
+// when the coordinator logs msg: a hook between two of its steps.
+type onLog struct {
+	msg string
+	do  func(ctx context.Context) error
 }
 
-func (h *releaseOnTaken) Enabled(context.Context, slog.Level) bool { return true }
-func (h *releaseOnTaken) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *releaseOnTaken) WithGroup(string) slog.Handler            { return h }
-func (h *releaseOnTaken) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message != "reboot slot taken" {
+func (h *onLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *onLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *onLog) WithGroup(string) slog.Handler            { return h }
+func (h *onLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message != h.msg {
 		return nil
 	}
-	hs, err := h.reg.RebootHolders(ctx)
+	return h.do(ctx)
+}
+
+// forEachHolder runs f on every holder of a reboot slot.
+func forEachHolder(ctx context.Context, reg *registry.Registry, f func(registry.RebootHolder) error) error {
+	hs, err := reg.RebootHolders(ctx)
 	if err != nil {
 		return err
 	}
-	for _, holder := range hs {
-		if err := h.reg.ReleaseReboot(ctx, holder, registry.RebootLast{Machine: holder.Machine, Outcome: registry.RebootStepTimeout},
-			registry.RebootStep{Machine: holder.Machine, Step: registry.RebootStepTimeout, At: time.Now()}); err == nil {
-			h.released.Add(1)
+	for _, h := range hs {
+		if err := f(h); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -58,7 +61,19 @@ func TestNoRebootWithoutSlot(t *testing.T) {
 	sentinel := filepath.Join(t.TempDir(), "reboot-required")
 	require.NoError(t, os.WriteFile(sentinel, nil, 0o644))
 
-	h := &releaseOnTaken{reg: reg}
+	// Releases the slot just taken, as another machine's coordinator would
+	// at its deadline, between the take and the coordinator's read of it.
+	var released atomic.Int32
+	h := &onLog{msg: "reboot slot taken", do: func(ctx context.Context) error {
+		return forEachHolder(ctx, reg, func(holder registry.RebootHolder) error {
+			err := reg.ReleaseReboot(ctx, holder, registry.RebootLast{Machine: holder.Machine, Outcome: registry.RebootStepTimeout},
+				registry.RebootStep{Machine: holder.Machine, Step: registry.RebootStepTimeout, At: time.Now()})
+			if err == nil {
+				released.Add(1)
+			}
+			return err
+		})
+	}}
 	var rebooted atomic.Int32
 	c, err := reboot.New(reboot.Config{Registry: reg, Machine: "m1", BootID: "b1", Sentinel: sentinel,
 		DrainDeadline: time.Millisecond, Poll: 5 * time.Millisecond, Log: slog.New(h),
@@ -67,42 +82,13 @@ func TestNoRebootWithoutSlot(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.Run(rctx) }()
-	for h.released.Load() < 3 && rebooted.Load() == 0 && ctx.Err() == nil {
+	for released.Load() < 3 && rebooted.Load() == 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stop()
 	<-done
 	require.NoError(t, ctx.Err())
 	require.Zero(t, rebooted.Load(), "rebooted without holding a slot")
-}
-
-// retakeOnFailure is a log handler that, when the reboot command has
-// failed, writes the slot again (a new revision), so that the
-// coordinator's fenced release of it fails.
-type retakeOnFailure struct {
-	reg *registry.Registry
-}
-
-func (h *retakeOnFailure) Enabled(context.Context, slog.Level) bool { return true }
-func (h *retakeOnFailure) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *retakeOnFailure) WithGroup(string) slog.Handler            { return h }
-func (h *retakeOnFailure) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message != "reboot command failed; releasing the slot" {
-		return nil
-	}
-	hs, err := h.reg.RebootHolders(ctx)
-	if err != nil {
-		return err
-	}
-	for _, holder := range hs {
-		if err := h.reg.ReleaseReboot(ctx, holder, registry.RebootLast{}, registry.RebootStep{Machine: holder.Machine}); err != nil {
-			return err
-		}
-		if _, err := h.reg.AcquireReboot(ctx, holder, 1, registry.RebootStep{Machine: holder.Machine, Step: registry.RebootStepAcquired}); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // TestFailedRebootNotRetriedWhenReleaseFails: after the reboot command
@@ -118,9 +104,20 @@ func TestFailedRebootNotRetriedWhenReleaseFails(t *testing.T) {
 	sentinel := filepath.Join(t.TempDir(), "reboot-required")
 	require.NoError(t, os.WriteFile(sentinel, nil, 0o644))
 
+	// Writes the slot again (a new revision) once the reboot command
+	// failed, so that the coordinator's fenced release of it fails.
+	retake := &onLog{msg: "reboot command failed; releasing the slot", do: func(ctx context.Context) error {
+		return forEachHolder(ctx, reg, func(holder registry.RebootHolder) error {
+			if err := reg.ReleaseReboot(ctx, holder, registry.RebootLast{}, registry.RebootStep{Machine: holder.Machine}); err != nil {
+				return err
+			}
+			_, err := reg.AcquireReboot(ctx, holder, 1, registry.RebootStep{Machine: holder.Machine, Step: registry.RebootStepAcquired})
+			return err
+		})
+	}}
 	var runs atomic.Int32
 	c, err := reboot.New(reboot.Config{Registry: reg, Machine: "m1", BootID: "b1", Sentinel: sentinel,
-		DrainDeadline: time.Millisecond, Poll: 5 * time.Millisecond, Timeout: time.Hour, Log: slog.New(&retakeOnFailure{reg: reg}),
+		DrainDeadline: time.Millisecond, Poll: 5 * time.Millisecond, Timeout: time.Hour, Log: slog.New(retake),
 		Exec: func(context.Context, string) error { runs.Add(1); return errors.New("no reboot for you") }})
 	require.NoError(t, err)
 	rctx, stop := context.WithCancel(ctx)
