@@ -49,17 +49,25 @@ func forEachHolder(ctx context.Context, reg *registry.Registry, f func(registry.
 	return nil
 }
 
+// wantsReboot is a cluster of one present machine, m1, whose sentinel
+// file asks for a reboot.
+func wantsReboot(t *testing.T) (*registry.Registry, context.Context, string) {
+	t.Helper()
+	reg := registry.New(etcdtest.Start(t).Client(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	p, err := reg.Register(ctx, machine.Machine{ID: "m1", Hostname: "m1"}, 3*time.Second)
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	sentinel := filepath.Join(t.TempDir(), "reboot-required")
+	require.NoError(t, os.WriteFile(sentinel, nil, 0o644))
+	return reg, ctx, sentinel
+}
+
 // TestNoRebootWithoutSlot: a coordinator whose slot is released between
 // taking it and reading it back does not reboot; it asks again.
 func TestNoRebootWithoutSlot(t *testing.T) {
-	reg := registry.New(etcdtest.Start(t).Client(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := reg.Register(ctx, machine.Machine{ID: "m1", Hostname: "m1"}, 3*time.Second)
-	require.NoError(t, err)
-	defer p.Close()
-	sentinel := filepath.Join(t.TempDir(), "reboot-required")
-	require.NoError(t, os.WriteFile(sentinel, nil, 0o644))
+	reg, ctx, sentinel := wantsReboot(t)
 
 	// Releases the slot just taken, as another machine's coordinator would
 	// at its deadline, between the take and the coordinator's read of it.
@@ -95,14 +103,7 @@ func TestNoRebootWithoutSlot(t *testing.T) {
 // failed, a slot whose release did not go through is released again; the
 // command is not run again before reboot_timeout.
 func TestFailedRebootNotRetriedWhenReleaseFails(t *testing.T) {
-	reg := registry.New(etcdtest.Start(t).Client(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := reg.Register(ctx, machine.Machine{ID: "m1", Hostname: "m1"}, 3*time.Second)
-	require.NoError(t, err)
-	defer p.Close()
-	sentinel := filepath.Join(t.TempDir(), "reboot-required")
-	require.NoError(t, os.WriteFile(sentinel, nil, 0o644))
+	reg, ctx, sentinel := wantsReboot(t)
 
 	// Writes the slot again (a new revision) once the reboot command
 	// failed, so that the coordinator's fenced release of it fails.
