@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/seed-a1ce88ea/fleet/registry"
@@ -150,7 +151,13 @@ func runHealthCheck(ctx context.Context, check string) string {
 		}
 		return registry.HealthPass
 	}
-	err := exec.CommandContext(ctx, "/bin/sh", "-c", check).Run()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", check)
+	// Its own process group, killed whole at the timeout: killing only the
+	// shell would leave what it started (a hung curl, say) running, one
+	// more every healthInterval.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	err := cmd.Run()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:

@@ -4,7 +4,11 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -39,4 +43,23 @@ func TestHealthOfFollowsTheBody(t *testing.T) {
 	require.Empty(t, a.healthOf("web.service", "h2", "active"), "a result belongs to the body it was taken for")
 	a.noteHealthCheck("web.service", "h2", "[Service]\nExecStart=/bin/true\n")
 	require.Empty(t, a.health.checks, "a body without a check forgets it")
+}
+
+// TestHealthCheckTimeoutKillsItsProcesses: a command check that outlives
+// its timeout is killed with everything it started, or a check that hangs
+// would leave one more process behind every healthInterval.
+func TestHealthCheckTimeoutKillsItsProcesses(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	res := runHealthCheck(ctx, "sleep 1000 & echo $! > "+pidFile+"; wait")
+	require.True(t, strings.HasPrefix(res, "fail: did not end within"), res)
+	b, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat")
+	if err == nil {
+		// A zombie (state Z) waits for a reaper only: it runs no more.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		require.Equal(t, "Z", fields[0], "the check's child still runs")
+	}
 }

@@ -149,7 +149,7 @@ func (c *registryClient) DrainMachine(ctx context.Context, id string, req DrainR
 		return nil, errorf(ErrConflict, "machine %s is %s already (since %s, by %s); undrain it first",
 			id, registry.StateOf(&cur, false), cur.Since.Format(time.RFC3339), cur.By)
 	}
-	s, err := engine.LoadScheduler(ctx, c.reg)
+	s, err := engine.LoadScheduler(ctx, c.reg, c.policy, c.atMostOnceDefault)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +196,7 @@ func (c *registryClient) MoveUnit(ctx context.Context, name, machineID string) e
 	if err := c.presentMachine(ctx, machineID); err != nil {
 		return err
 	}
-	s, err := engine.LoadScheduler(ctx, c.reg)
+	s, err := engine.LoadScheduler(ctx, c.reg, c.policy, c.atMostOnceDefault)
 	if err != nil {
 		return err
 	}

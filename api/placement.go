@@ -26,9 +26,10 @@ func WithPlacement(p engine.Policy, atMostOnceDefault bool) RegistryOption {
 	return func(c *registryClient) { c.policy, c.atMostOnceDefault = p, atMostOnceDefault }
 }
 
-// ExplainPlacement reads the whole cluster (machines, units and their bodies,
-// the schedule) and runs the scheduler over it as a new leader would: the
-// answer is what the engine decides, at the cost of one full pass.
+// ExplainPlacement reads the whole cluster (engine.LoadScheduler: machines,
+// units and their bodies, the schedule, drains) and runs the scheduler over
+// it as a new leader would: the answer is what the engine decides, at the
+// cost of one full pass.
 func (c *registryClient) ExplainPlacement(ctx context.Context, name string) (engine.Explanation, error) {
 	if _, err := c.reg.Unit(ctx, name); err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
@@ -36,42 +37,14 @@ func (c *registryClient) ExplainPlacement(ctx context.Context, name string) (eng
 		}
 		return engine.Explanation{}, err
 	}
-	ms, _, err := c.reg.Machines(ctx)
+	s, err := engine.LoadScheduler(ctx, c.reg, c.policy, c.atMostOnceDefault)
 	if err != nil {
 		return engine.Explanation{}, err
 	}
-	overrides, err := c.reg.MetadataOverrides(ctx)
-	if err != nil {
-		return engine.Explanation{}, err
-	}
-	for i, m := range ms {
-		if o, ok := overrides[m.ID]; ok {
-			ms[i].Metadata = o.Apply(m.Metadata)
-		}
-	}
-	units, _, err := c.reg.Units(ctx)
-	if err != nil {
-		return engine.Explanation{}, err
-	}
-	bodies, err := c.reg.Bodies(ctx)
-	if err != nil {
-		return engine.Explanation{}, err
-	}
-	placements, _, err := c.reg.Placements(ctx)
-	if err != nil {
-		return engine.Explanation{}, err
-	}
-	snap := engine.Snapshot{Machines: ms, Placements: placements, Policy: c.policy}
-	for _, u := range units {
-		body, ok := bodies[u.Hash]
-		if !ok {
-			continue // placed nowhere new by the engine either
-		}
-		snap.Units = append(snap.Units, engine.UnitOf(u, body, c.atMostOnceDefault))
-	}
-	e, ok := engine.Explain(snap, name)
+	s.Plan() // what the leader would decide now
+	e, ok := s.Explain(name)
 	if !ok {
-		return engine.Explanation{}, errorf(ErrNotFound, "unit %s has no body to explain", name)
+		return engine.Explanation{}, errorf(ErrNotFound, "unit %s was destroyed meanwhile", name)
 	}
 	return e, nil
 }

@@ -46,3 +46,24 @@ func TestExplainPlacement(t *testing.T) {
 		})
 	}
 }
+
+// TestExplainPlacementDraining: explain answers as the engine decides, so a
+// draining machine is rejected by the Draining checker, not where the unit
+// would go.
+func TestExplainPlacementDraining(t *testing.T) {
+	c := newCluster(t)
+	cl := clients(t, c)["registry"]
+	ctx := c.ctx
+	c.addMachine(machine.Machine{ID: "m1"})
+	c.addMachine(machine.Machine{ID: "m2"})
+	_, err := cl.CreateUnit(ctx, &api.Unit{Name: "web.service", DesiredState: "launched", Options: helloOpts})
+	require.NoError(t, err)
+	_, err = cl.(api.Drainer).DrainMachine(ctx, "m1", api.DrainRequest{})
+	require.NoError(t, err)
+
+	e, err := cl.(api.Explainer).ExplainPlacement(ctx, "web.service")
+	require.NoError(t, err)
+	require.Len(t, e.Machines, 2)
+	require.Equal(t, engine.Verdict{Machine: "m1", Verdict: "rejected", Checker: "Draining", Detail: e.Machines[0].Detail}, e.Machines[0])
+	require.Equal(t, "placed", e.Machines[1].Verdict, "where the leader would place it now")
+}

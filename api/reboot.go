@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
 	"time"
@@ -145,7 +144,7 @@ func (c *registryClient) RebootStatus(ctx context.Context) (*RebootStatus, error
 }
 
 func (c *httpClient) RequestReboot(ctx context.Context, machineID string) error {
-	resp, err := c.do(ctx, request{method: http.MethodPut, path: "/machines/" + url.PathEscape(machineID) + "/reboot"})
+	resp, err := c.do(ctx, request{method: http.MethodPut, path: "/machines/" + machineID + "/reboot"})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,10 @@ func TestRebootRequestAndStatus(t *testing.T) {
 			err := rb.RequestReboot(ctx, "nope")
 			require.ErrorIs(t, err, api.ErrNotFound)
 			require.ErrorContains(t, err, "machine nope is not present")
+			// The HTTP client sets URL.Path, which net/url escapes itself:
+			// escaping the ID first made fleetd read "no%20pe".
+			err = rb.RequestReboot(ctx, "no pe")
+			require.ErrorContains(t, err, "machine no pe is not present")
 			require.NoError(t, rb.RequestReboot(ctx, "m1"))
 
 			now := time.Now().UTC().Truncate(time.Second)

@@ -344,10 +344,12 @@ func (e *Engine) finishDrains(ctx context.Context, lead *registry.Leadership, st
 // LoadScheduler reads the cluster from etcd (units and their bodies,
 // present machines, the schedule, drains) into a Scheduler, for answers that
 // need the engine's rules outside the leader: a drain's plan
-// (PreviewDrain), whether a move may be made (CheckMove). It costs a full
-// read of the cluster.
-func LoadScheduler(ctx context.Context, reg *registry.Registry) (*Scheduler, error) {
-	e := &Engine{cfg: Config{Registry: reg}}
+// (PreviewDrain), whether a move may be made (CheckMove), why a unit is
+// where it is (Explain). policy and atMostOnceDefault are the engine's
+// (Config.Placement, Config.AtMostOnceDefault), so that the answers are
+// the leader's. It costs a full read of the cluster.
+func LoadScheduler(ctx context.Context, reg *registry.Registry, policy Policy, atMostOnceDefault bool) (*Scheduler, error) {
+	e := &Engine{cfg: Config{Registry: reg, Placement: policy, AtMostOnceDefault: atMostOnceDefault}}
 	units, _, err := reg.Units(ctx)
 	if err != nil {
 		return nil, err
@@ -365,6 +367,7 @@ func LoadScheduler(ctx context.Context, reg *registry.Registry) (*Scheduler, err
 		return nil, err
 	}
 	st := newLeaderState()
+	st.atMostOnceDefault = atMostOnceDefault
 	hashes := make(map[string]bool, len(units))
 	for _, u := range units {
 		hashes[u.Hash] = true
@@ -372,7 +375,7 @@ func LoadScheduler(ctx context.Context, reg *registry.Registry) (*Scheduler, err
 	if err := e.fetchBodies(ctx, st, hashes); err != nil {
 		return nil, err
 	}
-	snap := Snapshot{Machines: machines, Placements: placements}
+	snap := Snapshot{Machines: machines, Placements: placements, Policy: policy}
 	for _, u := range units {
 		st.setRecord(u)
 		snap.Units = append(snap.Units, st.schedUnit(u))

@@ -32,13 +32,6 @@ func unitFrom(u registry.Unit, b *fleetBody, ok bool, atMostOnceDefault bool) Un
 	return su
 }
 
-// UnitOf is what the scheduler makes of a unit record whose body is text:
-// for readers outside the leader (GET /fleet/v1/units/{name}/placement)
-// that build a Snapshot of their own.
-func UnitOf(u registry.Unit, text string, atMostOnceDefault bool) Unit {
-	return unitFrom(u, parseFleetBody(text), true, atMostOnceDefault)
-}
-
 // Verdict is one machine's answer for one unit, as fleetctl explain shows it.
 type Verdict struct {
 	Machine string `json:"machineID"`
@@ -100,14 +93,6 @@ func (s *Scheduler) Explain(name string) (e Explanation, ok bool) {
 		e.Machines = append(e.Machines, v)
 	}
 	return e, true
-}
-
-// Explain builds a scheduler from snap, as a leader taking over would hold
-// it, and explains the unit called name (see Scheduler.Explain).
-func Explain(snap Snapshot, name string) (Explanation, bool) {
-	s := NewScheduler(snap)
-	s.Plan() // what the leader would decide now
-	return s.Explain(name)
 }
 
 // score is how well m takes u, higher better (see Verdict.Score).

@@ -131,7 +131,6 @@ func (v rolloutView) gone(s registry.RolloutStep) string {
 // read gathers the view of ro's units.
 func (c *rollouter) read(ctx context.Context, ro registry.Rollout) (rolloutView, error) {
 	v := rolloutView{units: map[string]registry.Unit{}, placements: map[string][]string{}, states: map[[2]string]registry.UnitState{}, absent: map[string]bool{}}
-	machines := map[string]bool{}
 	var names []string
 	for _, ru := range ro.Units {
 		u, err := c.reg.Unit(ctx, ru.Name)
@@ -148,7 +147,6 @@ func (c *rollouter) read(ctx context.Context, ro registry.Rollout) (rolloutView,
 		}
 		for _, p := range ps {
 			v.placements[ru.Name] = append(v.placements[ru.Name], p.Machine)
-			machines[p.Machine] = true
 		}
 		names = append(names, ru.Name)
 	}
@@ -169,15 +167,26 @@ func (c *rollouter) read(ctx context.Context, ro registry.Rollout) (rolloutView,
 			return v, err
 		}
 	}
-	if len(machines) == 0 {
-		return v, nil
+	// States of the copies in flight only, each where its unit is placed:
+	// decide looks at no other, and every unit against every machine
+	// (StatesOf's product) would be units x machines reads every tick.
+	inFlight := map[string]bool{}
+	for _, s := range ro.Steps {
+		if s.State == registry.StepUpdating || s.State == registry.StepReverting {
+			inFlight[s.Unit] = true
+		}
 	}
-	states, err := c.reg.StatesOf(ctx, names, sortedKeys(machines))
-	if err != nil {
-		return v, err
-	}
-	for _, s := range states {
-		v.states[[2]string{s.Name, s.Machine}] = s
+	for _, name := range names {
+		if !inFlight[name] || len(v.placements[name]) == 0 {
+			continue
+		}
+		states, err := c.reg.StatesOf(ctx, []string{name}, v.placements[name])
+		if err != nil {
+			return v, err
+		}
+		for _, s := range states {
+			v.states[[2]string{s.Name, s.Machine}] = s
+		}
 	}
 	return v, nil
 }

@@ -57,12 +57,10 @@ each step.`,
 					ids = append(ids, m.ID)
 				}
 			}
-			for _, arg := range args {
-				m, err := findMachine(ctx, c, arg)
-				if err != nil {
+			if len(args) > 0 {
+				if ids, err = resolveMachines(ctx, c, args); err != nil {
 					return err
 				}
-				ids = append(ids, m.ID)
 			}
 			for _, id := range ids {
 				if err := rb.RequestReboot(ctx, id); err != nil {

@@ -29,7 +29,8 @@ func TestRebootCommands(t *testing.T) {
 			require.NoError(t, err)
 			require.Empty(t, st.Requests, "nothing requested when one machine is unknown")
 
-			r = h.run("reboot", m1[:6])
+			// A machine named twice (by two prefixes) is asked once.
+			r = h.run("reboot", m1[:6], m1)
 			require.NoError(t, r.err)
 			require.Equal(t, "Reboot of "+m1+" requested\n", r.stdout)
 			r = h.run("reboot", "--all")

@@ -10,6 +10,7 @@ import (
 // generated and attached units) from, system and user instances alike. A
 // units_directory in one of them, inside one, or above one would let fleet
 // overwrite or shadow the host's own units, and its cleanup remove them.
+// dist/debian/prerm repeats the list (fleet_owns): keep the two alike.
 var systemdUnitDirs = []string{
 	"/etc/systemd/system", "/etc/systemd/system.control", "/etc/systemd/system.attached",
 	"/run/systemd/system", "/run/systemd/system.control", "/run/systemd/system.attached",

@@ -52,6 +52,7 @@ type Coordinator struct {
 
 	queued      bool      // this coordinator queued the machine
 	failedUntil time.Time // after a failed reboot command, wait before trying again
+	failed      string    // why it failed, for the release's step
 }
 
 // New checks cfg and returns a Coordinator; Run starts it.
@@ -174,7 +175,7 @@ func (c *Coordinator) resume(ctx context.Context) error {
 	}
 	if ok && d.By == registry.DrainByReboot {
 		c.log.Warn("undraining: the reboot that drained this machine lost its slot (reboot_timeout) before it came back")
-		if err := c.reg.Undrain(ctx, c.cfg.Machine); err != nil && !errors.Is(err, registry.ErrNotDraining) {
+		if err := c.reg.EndDrain(ctx, d); err != nil && !errors.Is(err, registry.ErrNotDraining) {
 			return err
 		}
 	}
@@ -198,6 +199,11 @@ func (c *Coordinator) sync(ctx context.Context) error {
 	if h, mine := hs[c.cfg.Machine]; mine {
 		if h.BootID != c.cfg.BootID {
 			return c.finish(ctx, h)
+		}
+		if now.Before(c.failedUntil) {
+			// The reboot command failed and the slot's release did not
+			// go through: release it again rather than run the command.
+			return c.releaseFailed(ctx, h)
 		}
 		return c.reboot(ctx, h) // fleetd restarted after taking the slot
 	}
@@ -229,7 +235,13 @@ func (c *Coordinator) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.reboot(ctx, hs[c.cfg.Machine])
+	// Released meanwhile (its deadline passed, say): rebooting now would
+	// go past the limit of reboot_max_concurrent.
+	mine, ok := hs[c.cfg.Machine]
+	if !ok {
+		return fmt.Errorf("reboot slot of %s was released right after it was taken; asking for one again", c.cfg.Machine)
+	}
+	return c.reboot(ctx, mine)
 }
 
 // wanted says why this machine needs a reboot, or "" if it does not.
@@ -284,16 +296,22 @@ func (c *Coordinator) reboot(ctx context.Context, h registry.RebootHolder) error
 			return nil // going down
 		}
 		c.log.Error("reboot command failed; releasing the slot", "err", err)
-		c.failedUntil = c.cfg.Now().Add(c.cfg.Timeout)
-		if uerr := c.undrainOwn(ctx); uerr != nil {
-			return errors.Join(err, uerr)
-		}
-		now := c.cfg.Now()
-		return c.reg.ReleaseReboot(ctx, h, registry.RebootLast{Started: h.Since, Ended: now, OldBootID: h.BootID, Outcome: registry.RebootStepFailed},
-			c.step(registry.RebootStepFailed, err.Error()))
+		c.failedUntil, c.failed = c.cfg.Now().Add(c.cfg.Timeout), err.Error()
+		return c.releaseFailed(ctx, h)
 	}
 	sleep(ctx, c.cfg.Timeout)
 	return nil
+}
+
+// releaseFailed undoes the drain of a reboot whose command failed and
+// gives its slot back.
+func (c *Coordinator) releaseFailed(ctx context.Context, h registry.RebootHolder) error {
+	if err := c.undrainOwn(ctx); err != nil {
+		return err
+	}
+	now := c.cfg.Now()
+	return c.reg.ReleaseReboot(ctx, h, registry.RebootLast{Started: h.Since, Ended: now, OldBootID: h.BootID, Outcome: registry.RebootStepFailed},
+		c.step(registry.RebootStepFailed, c.failed))
 }
 
 // drain asks for this machine's drain, by the reboot, unless a drain is
@@ -379,7 +397,9 @@ func (c *Coordinator) undrainOwn(ctx context.Context) error {
 	if err != nil || !ok || d.By != registry.DrainByReboot {
 		return err
 	}
-	if err := c.reg.Undrain(ctx, c.cfg.Machine); err != nil && !errors.Is(err, registry.ErrNotDraining) {
+	// Fenced by the record read: an operator may have undrained and
+	// drained the machine since.
+	if err := c.reg.EndDrain(ctx, d); err != nil && !errors.Is(err, registry.ErrNotDraining) {
 		return err
 	}
 	return nil

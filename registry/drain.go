@@ -106,6 +106,40 @@ func (r *Registry) Undrain(ctx context.Context, id string) error {
 	return nil
 }
 
+// EndDrain deletes the drain record d, fenced by d.Rev: it fails with
+// ErrNotDraining when the record is gone or was replaced since it was read.
+// The reboot coordinator undrains with it, so that an operator's drain made
+// after it read its own (an undrain and a drain in between) is not ended
+// by mistake, as a plain Undrain would.
+func (r *Registry) EndDrain(ctx context.Context, d DrainRecord) error {
+	key := r.keys.drainMachine(d.Machine)
+	ok, err := r.ifUnchanged(ctx, nil, key, d.Rev, clientv3.OpDelete(key))
+	if err != nil {
+		return fmt.Errorf("end drain of %s: %w", d.Machine, err)
+	}
+	if !ok {
+		return fmt.Errorf("end drain of %s: %w (or its record changed)", d.Machine, ErrNotDraining)
+	}
+	return nil
+}
+
+// ifUnchanged runs ops if key's mod revision is still rev (the record as
+// read) and, with lead, lead is still the leader; it reports whether they
+// ran. Records the engine leader and operators both write (drains, moves,
+// reboot slots) change only this way, so neither undoes the other's
+// newer write.
+func (r *Registry) ifUnchanged(ctx context.Context, lead *Leadership, key string, rev int64, ops ...clientv3.Op) (bool, error) {
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}
+	if lead != nil {
+		cmps = append(cmps, lead.fence())
+	}
+	resp, err := r.txn(ctx, cmps, ops)
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
 // DrainOf returns machine id's drain record; ok is false when it is not
 // draining.
 func (r *Registry) DrainOf(ctx context.Context, id string) (d DrainRecord, ok bool, err error) {
@@ -151,12 +185,11 @@ func readRecords[T any](ctx context.Context, r *Registry, prefix, what string, d
 func (r *Registry) SetDrainDone(ctx context.Context, lead *Leadership, d DrainRecord, at time.Time) error {
 	key := r.keys.drainMachine(d.Machine)
 	d.Done = at
-	resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence(), clientv3.Compare(clientv3.ModRevision(key), "=", d.Rev)},
-		[]clientv3.Op{clientv3.OpPut(key, mustJSON(d))})
+	ok, err := r.ifUnchanged(ctx, lead, key, d.Rev, clientv3.OpPut(key, mustJSON(d)))
 	if err != nil {
 		return fmt.Errorf("mark drain of %s done: %w", d.Machine, err)
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return fmt.Errorf("mark drain of %s done: %w (or the record changed)", d.Machine, ErrNotLeader)
 	}
 	return nil

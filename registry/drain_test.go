@@ -47,3 +47,27 @@ func TestDrainRecord(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok)
 }
+
+// TestEndDrain: EndDrain ends only the drain record it read; one made after
+// an undrain and a new drain (an operator's) stays.
+func TestEndDrain(t *testing.T) {
+	reg, ctx := newRegistry(t)
+	require.NoError(t, reg.Drain(ctx, registry.DrainRecord{Machine: "m1", Since: time.Now(), By: registry.DrainByReboot}))
+	ours, ok, err := reg.DrainOf(ctx, "m1")
+	require.NoError(t, err)
+	require.True(t, ok)
+
+	require.NoError(t, reg.Undrain(ctx, "m1"))
+	require.NoError(t, reg.Drain(ctx, registry.DrainRecord{Machine: "m1", Since: time.Now(), Identity: "alice"}))
+	require.ErrorIs(t, reg.EndDrain(ctx, ours), registry.ErrNotDraining)
+	theirs, ok, err := reg.DrainOf(ctx, "m1")
+	require.NoError(t, err)
+	require.True(t, ok, "the operator's drain stays")
+	require.Equal(t, registry.DrainByUser, theirs.By)
+
+	require.NoError(t, reg.EndDrain(ctx, theirs))
+	_, ok, err = reg.DrainOf(ctx, "m1")
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.ErrorIs(t, reg.EndDrain(ctx, theirs), registry.ErrNotDraining)
+}

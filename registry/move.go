@@ -70,12 +70,11 @@ func (r *Registry) Moves(ctx context.Context) (map[string]MoveRecord, int64, err
 // record being the one read (m.Rev).
 func (r *Registry) EndMove(ctx context.Context, lead *Leadership, m MoveRecord) error {
 	key := r.keys.moveUnit(m.Unit)
-	resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence(), clientv3.Compare(clientv3.ModRevision(key), "=", m.Rev)},
-		[]clientv3.Op{clientv3.OpDelete(key)})
+	ok, err := r.ifUnchanged(ctx, lead, key, m.Rev, clientv3.OpDelete(key))
 	if err != nil {
 		return fmt.Errorf("end move of %s: %w", m.Unit, err)
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return fmt.Errorf("end move of %s: %w (or the record changed)", m.Unit, ErrNotLeader)
 	}
 	return nil

@@ -190,17 +190,17 @@ func (r *Registry) AcquireReboot(ctx context.Context, h RebootHolder, slots int,
 // records last and the step.
 func (r *Registry) ReleaseReboot(ctx context.Context, h RebootHolder, last RebootLast, step RebootStep) error {
 	key := r.keys.rebootHolder(h.Machine)
-	resp, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", h.Rev)}, []clientv3.Op{
+	ok, err := r.ifUnchanged(ctx, nil, key, h.Rev,
 		clientv3.OpDelete(key),
 		clientv3.OpDelete(r.keys.rebootRequest(h.Machine)),
 		clientv3.OpDelete(r.keys.rebootQueue(h.Machine)),
 		clientv3.OpPut(r.keys.rebootLast(h.Machine), mustJSON(last)),
 		r.stepOp(step),
-	})
+	)
 	if err != nil {
 		return fmt.Errorf("release reboot slot of %s: %w", h.Machine, err)
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return fmt.Errorf("release reboot slot of %s: %w", h.Machine, ErrNotHolder)
 	}
 	return nil

@@ -112,8 +112,9 @@ type token struct {
 	col  int
 }
 
-// splitTokens is splitValues keeping each value's column, for errors that
-// say where a MachineMetadata= line is wrong.
+// splitTokens splits one option value into its whitespace-separated values
+// with their columns, for errors that say where a MachineMetadata= line is
+// wrong. Double quotes group, and are removed; empty values are dropped.
 func splitTokens(s string) ([]token, error) {
 	s = joinContinuations(s)
 	var (
@@ -129,6 +130,8 @@ func splitTokens(s string) ([]token, error) {
 		cur.Reset()
 		start = -1
 	}
+	// Bytes, not runes: the separators are ASCII, and other bytes must pass
+	// through unchanged even when they are not valid UTF-8.
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if start < 0 && (quoted || !isSpace(c)) {

@@ -289,34 +289,14 @@ func fleetKey(option string) (key string, known bool) {
 // splitValues splits one option value into its whitespace-separated values.
 // Double quotes group, and are removed; empty values are dropped.
 func splitValues(s string) ([]string, error) {
-	s = joinContinuations(s)
-	var (
-		values []string
-		cur    strings.Builder
-		quoted bool
-	)
-	end := func() {
-		if cur.Len() > 0 {
-			values = append(values, cur.String())
-			cur.Reset()
-		}
+	toks, err := splitTokens(s)
+	if err != nil {
+		return nil, err
 	}
-	// Bytes, not runes: the separators are ASCII, and other bytes must pass
-	// through unchanged even when they are not valid UTF-8.
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			quoted = !quoted
-		case !quoted && isSpace(c):
-			end()
-		default:
-			cur.WriteByte(c)
-		}
+	values := make([]string, 0, len(toks))
+	for _, t := range toks {
+		values = append(values, t.text)
 	}
-	if quoted {
-		return nil, fmt.Errorf("unclosed double quote in %q", clip(s))
-	}
-	end()
 	return values, nil
 }
 

@@ -27,7 +27,9 @@ func ParseCPU(s string) (int64, error) {
 		s, scale = strings.TrimSuffix(s, "%"), 10
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+	// Bounded as ParseMemory is: past int64 the conversion below wraps to a
+	// negative demand.
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*scale > math.MaxInt64/2 {
 		return 0, fmt.Errorf("%q is not a CPU amount: want cores (0.5, 2) or a percentage of one core (150%%)", clip(s))
 	}
 	return int64(math.Ceil(f * scale)), nil

@@ -2,6 +2,7 @@ package unit
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -98,8 +99,10 @@ func (f *File) UpdatePolicy(name string) (UpdatePolicy, error) {
 		case healthCheck:
 			p.HealthCheck = expand.Replace(v)
 			if p.HealthCheckIsURL() {
+				// The value is not repeated: its user info may hold a
+				// password, and this error reaches logs and terminals.
 				if u, err := url.Parse(p.HealthCheck); err != nil || u.Host == "" {
-					return p, fmt.Errorf("[%s] %s=%q: not a usable URL", fleetSection, o.Name, v)
+					return p, fmt.Errorf("[%s] %s=: not a usable URL: want http(s)://HOST[:PORT]/PATH", fleetSection, o.Name)
 				}
 			}
 		}
@@ -108,7 +111,9 @@ func (f *File) UpdatePolicy(name string) (UpdatePolicy, error) {
 }
 
 // ParseTimeSpan reads a systemd time span ("10s", "1min 30s", "500ms", or a
-// bare number of seconds). Negative spans are refused.
+// bare number of seconds). Negative spans are refused, and so are
+// "inf", "nan" and spans beyond time.Duration: strconv.ParseFloat accepts
+// them, and converting such a float to a Duration gives a negative one.
 func ParseTimeSpan(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -118,7 +123,7 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 		if n < 0 {
 			return 0, fmt.Errorf("negative time span")
 		}
-		return time.Duration(n * float64(time.Second)), nil
+		return spanOf(s, n*float64(time.Second))
 	}
 	units := []struct {
 		suffix string
@@ -130,7 +135,7 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 		{"sec", time.Second}, {"min", time.Minute}, {"us", time.Microsecond}, {"ms", time.Millisecond},
 		{"hr", time.Hour}, {"s", time.Second}, {"m", time.Minute}, {"h", time.Hour},
 	}
-	var total time.Duration
+	var total float64 // nanoseconds
 	for _, part := range strings.Fields(s) {
 		matched := false
 		for _, u := range units {
@@ -142,7 +147,7 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 			if err != nil || n < 0 {
 				continue
 			}
-			total += time.Duration(n * float64(u.d))
+			total += n * float64(u.d)
 			matched = true
 			break
 		}
@@ -150,5 +155,13 @@ func ParseTimeSpan(s string) (time.Duration, error) {
 			return 0, fmt.Errorf("%q is not a time span (say 10s, 1min or 500ms)", part)
 		}
 	}
-	return total, nil
+	return spanOf(s, total)
+}
+
+// spanOf converts ns nanoseconds, read from s, to a Duration if it fits.
+func spanOf(s string, ns float64) (time.Duration, error) {
+	if math.IsNaN(ns) || ns >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a usable time span (at most about 290 years)", s)
+	}
+	return time.Duration(ns), nil
 }

@@ -22,8 +22,14 @@ func TestUpdatePolicy(t *testing.T) {
 			want: UpdatePolicy{MaxUnavailable: 1, MinHealthy: 500 * time.Millisecond, HealthCheck: "http://127.0.0.1:8080/health"}},
 		{name: "zero unavailable", unit: "web.service", text: "[X-Fleet]\nUpdateMaxUnavailable=0\n", err: "UpdateMaxUnavailable"},
 		{name: "bad span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=soon\n", err: "not a time span"},
+		// ParseFloat reads these; as Durations they would be negative.
+		{name: "infinite span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=inf\n", err: "not a usable time span"},
+		{name: "nan span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=NaN\n", err: "not a usable time span"},
+		{name: "huge span", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=1e300s\n", err: "not a usable time span"},
+		{name: "huge sum", unit: "web.service", text: "[X-Fleet]\nUpdateMinHealthy=9000000000s 9000000000s\n", err: "not a usable time span"},
 		{name: "bad bool", unit: "web.service", text: "[X-Fleet]\nUpdateAutoRevert=maybe\n", err: "want true or false"},
 		{name: "bad url", unit: "web.service", text: "[X-Fleet]\nHealthCheck=http://\n", err: "not a usable URL"},
+		{name: "bad url with a password", unit: "web.service", text: "[X-Fleet]\nHealthCheck=http://ops:s3cret@/health\n", err: "not a usable URL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := ParseString(tc.text)
@@ -31,6 +37,7 @@ func TestUpdatePolicy(t *testing.T) {
 			got, err := f.UpdatePolicy(tc.unit)
 			if tc.err != "" {
 				require.ErrorContains(t, err, tc.err)
+				require.NotContains(t, err.Error(), "s3cret", "a password in a URL never reaches an error text")
 				return
 			}
 			require.NoError(t, err)
