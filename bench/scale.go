@@ -313,7 +313,7 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 
 // submitTxns is how many batch-create transactions the benchmark keeps in
 // flight: as many as one fleetctl command (registry.CreateUnits).
-const submitTxns = 8
+const submitTxns = 2
 
 func cmpErr(a, b error) error {
 	if a != nil {

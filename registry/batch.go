@@ -20,8 +20,13 @@ type NewUnit struct {
 const unitsPerTxn = maxTxnOps / 2
 
 // createTxnsInFlight bounds the create transactions CreateUnits has in
-// flight, so that etcd commits several in one raft entry and fsync.
-const createTxnsInFlight = 8
+// flight, so that etcd commits more than one in a raft entry and fsync,
+// but no more than etcd can apply while agents publish states: with 8, a
+// 100,000-unit submission to 10,000 simulated machines on 2 cores made
+// etcd's apply fall 5,000 entries behind ("too many requests"), lease
+// renewals stalled and presences expired by the ten thousand; with 2 the
+// same run completed (BENCHMARKS.md).
+const createTxnsInFlight = 2
 
 // CreateUnits creates units, each as CreateUnit with replace false would,
 // many to a transaction: a bulk submission costs a write per 63 units
