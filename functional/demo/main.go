@@ -141,6 +141,8 @@ func up(ctx context.Context, cfg hosts.Config, n int, bin, unitFile, dist string
 The cluster stays up, secured. From this machine (tokens: admin.token, read.token):
   export FLEETCTL_ENDPOINT=%[2]s FLEETCTL_CA_FILE=%[1]s/ca.pem FLEETCTL_TOKEN_FILE=%[1]s/admin.token
   %[3]s/fleetctl list-units
+The dashboard: %[2]s/ui/ (the certificate is signed by %[1]s/ca.pem; sign in with the
+  contents of admin.token, or read.token to look only).
 Inside a host, as root, fleetctl uses fleetd's unix socket and needs no credentials:
   nsenter -t $(cut -d' ' -f1 %[4]s/state/h1/leader.pid) -a fleetctl list-units
 Tear it down with: make demo-down
