@@ -349,7 +349,7 @@ func (c *httpClient) getPages(ctx context.Context, path string, q url.Values, pa
 	q.Set("pageSize", strconv.Itoa(maxPageSize))
 	for {
 		p, next := page()
-		if err := c.getJSON(ctx, path, q, p); err != nil {
+		if err := c.getPage(ctx, path, q, p); err != nil {
 			return err
 		}
 		tok := next()
