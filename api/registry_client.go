@@ -524,6 +524,12 @@ func (c *registryClient) unitMachine(ctx context.Context, name string) (machine.
 // (scheduled on every matching machine). A unit whose options do not parse
 // is not global.
 func IsGlobal(u *Unit) bool {
+	// Only [X-Fleet] Global= makes a unit global: most units have no
+	// [X-Fleet] section, and parsing their options for it was most of a
+	// list-unit-files row.
+	if !slices.ContainsFunc(u.Options, func(o *UnitOption) bool { return o != nil && o.Section == "X-Fleet" }) {
+		return false
+	}
 	fo, _, err := FileFromOptions(u.Options).FleetOptions(u.Name)
 	return err == nil && fo.Global
 }

@@ -248,7 +248,11 @@ Or, choose the columns to display:
 				return nil, view{}, err
 			}
 			slices.SortFunc(ss, func(x, y *api.UnitState) int {
-				return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.MachineID, y.MachineID))
+				// Not cmp.Or: it would compare the machine IDs of every pair.
+				if c := strings.Compare(x.Name, y.Name); c != 0 {
+					return c
+				}
+				return strings.Compare(x.MachineID, y.MachineID)
 			})
 			ms, err := c.Machines(ctx)
 			return ss, view{machines: machineMap(ms)}, err
@@ -268,9 +272,7 @@ type unitFile struct {
 }
 
 func newUnitFile(u *api.Unit) *unitFile {
-	f := api.FileFromOptions(u.Options)
-	fo, _, err := f.FleetOptions(u.Name)
-	return &unitFile{Unit: u, file: f, global: err == nil && fo.Global}
+	return &unitFile{Unit: u, file: api.FileFromOptions(u.Options), global: api.IsGlobal(u)}
 }
 
 // MarshalJSON keeps --output=json the wire object.
