@@ -45,7 +45,18 @@ func recordCluster(tb testing.TB, n int) recordedCluster {
 			{Section: "Service", Name: "ExecStart", Value: "/bin/sleep " + strconv.Itoa(i)},
 		}
 		m := ms[i%machines].ID
+		switch {
+		case i%7 == 1: // an [X-Fleet] section that does not make the unit global
+			opts = append(opts, &api.UnitOption{Section: "X-Fleet", Name: "MachineMetadata", Value: "rack=1"})
+		case i%11 == 2:
+			opts = append(opts, &api.UnitOption{Section: "X-Fleet", Name: "Global", Value: "false"})
+		case i%13 == 3: // on a machine that has gone: no legend IP
+			m = fmt.Sprintf("%032x", machines+i)
+		}
 		u := &api.Unit{Name: name, Options: opts, DesiredState: "launched", CurrentState: "launched", MachineID: m}
+		if i%17 == 4 { // not scheduled: empty cells print as "-"
+			u = &api.Unit{Name: name, Options: opts[1:], DesiredState: "inactive", CurrentState: "inactive"}
+		}
 		if i%5 == 0 {
 			opts = append(opts, &api.UnitOption{Section: "X-Fleet", Name: "Global", Value: "true"})
 			u = &api.Unit{Name: name, Options: opts, DesiredState: "launched"}
@@ -57,7 +68,11 @@ func recordCluster(tb testing.TB, n int) recordedCluster {
 			places = 2 // every fifth global unit on 2 machines: ~123k rows at 100k units
 		}
 		for p := range places {
-			ss = append(ss, &api.UnitState{Name: name, Hash: hash, MachineID: ms[(i+p*3)%machines].ID, SystemdLoadState: "loaded", SystemdActiveState: "active", SystemdSubState: "running"})
+			s := &api.UnitState{Name: name, Hash: hash, MachineID: ms[(i+p*3)%machines].ID, SystemdLoadState: "loaded", SystemdActiveState: "active", SystemdSubState: "running"}
+			if i%19 == 5 {
+				s.SystemdSubState, s.Reason = "", "refused"
+			}
+			ss = append(ss, s)
 		}
 	}
 	enc := func(v any) []byte {
