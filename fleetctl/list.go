@@ -243,6 +243,7 @@ Or, choose the columns to display:
 	fleetctl list-units --fields=unit,machine`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: list(a, "list-units", &f, cs, func(ctx context.Context, c api.Client) ([]*api.UnitState, view, error) {
+			machines := fetchMachines(ctx, c)
 			ss, err := c.UnitStates(ctx, api.StateFilter{})
 			if err != nil {
 				return nil, view{}, err
@@ -254,8 +255,8 @@ Or, choose the columns to display:
 				}
 				return strings.Compare(x.MachineID, y.MachineID)
 			})
-			ms, err := c.Machines(ctx)
-			return ss, view{machines: machineMap(ms)}, err
+			ms, err := machines()
+			return ss, view{machines: ms}, err
 		}),
 	}
 	f.register(cmd, "unit,machine,active,sub", cs.names())
@@ -313,6 +314,7 @@ loaded onto a machine: their hash, desired state (DSTATE), current state
 (--fields=unit,reason) says why the engine could place a unit on no machine.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: list(a, "list-unit-files", &f, cs, func(ctx context.Context, c api.Client) ([]*unitFile, view, error) {
+			machines := fetchMachines(ctx, c)
 			us, err := c.Units(ctx)
 			if err != nil {
 				return nil, view{}, err
@@ -322,12 +324,31 @@ loaded onto a machine: their hash, desired state (DSTATE), current state
 			for i, u := range us {
 				ufs[i] = newUnitFile(u)
 			}
-			ms, err := c.Machines(ctx)
-			return ufs, view{machines: machineMap(ms)}, err
+			ms, err := machines()
+			return ufs, view{machines: ms}, err
 		}),
 	}
 	f.register(cmd, "unit,hash,dstate,state,target", cs.names())
 	return cmd
+}
+
+// fetchMachines lists the machines while the caller lists the units: at
+// 10,000 machines their read and decoding is worth overlapping with the
+// larger listing's. The returned function waits for them.
+func fetchMachines(ctx context.Context, c api.Client) func() (map[string]api.Machine, error) {
+	type answer struct {
+		ms  []api.Machine
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		ms, err := c.Machines(ctx)
+		ch <- answer{ms, err}
+	}()
+	return func() (map[string]api.Machine, error) {
+		a := <-ch
+		return machineMap(a.ms), a.err
+	}
 }
 
 func machineLegendOrEmpty(id string, v view) string {
