@@ -53,6 +53,12 @@ type Coordinator struct {
 	queued      bool      // this coordinator queued the machine
 	failedUntil time.Time // after a failed reboot command, wait before trying again
 	failed      string    // why it failed, for the release's step
+
+	// What the last sync read of the slots, and whether a watch said the
+	// slots or the requests changed since: an idle machine then reads
+	// nothing from etcd on a tick (see due).
+	holders map[string]registry.RebootHolder
+	stale   bool
 }
 
 // New checks cfg and returns a Coordinator; Run starts it.
@@ -133,9 +139,12 @@ func (c *Coordinator) loop(ctx context.Context, rev int64) {
 	requests := c.reg.WatchRebootRequests(wctx, rev)
 	tick := time.NewTicker(c.cfg.Poll)
 	defer tick.Stop()
+	c.stale = true // what happened before the watches began is unknown
 	for {
-		if err := c.sync(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("reboot coordinator", "err", err)
+		if c.due(c.cfg.Now()) {
+			if err := c.sync(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("reboot coordinator", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -145,12 +154,37 @@ func (c *Coordinator) loop(ctx context.Context, rev int64) {
 			if !ok || e.Err != nil {
 				return
 			}
+			c.stale = true
 		case e, ok := <-requests:
 			if !ok || e.Err != nil {
 				return
 			}
+			c.stale = true
 		}
 	}
+}
+
+// due says whether sync has anything to look at: the slots or the requests
+// changed (a watch said so), or something only a clock or this machine's
+// disk shows may have: its sentinel, a slot it holds or waits for, a
+// failed reboot's back-off, a holder's deadline passing. Every fleetd polls,
+// so an idle machine must not read etcd on each tick: at 10,000 machines
+// that was 20,000 reads a second.
+func (c *Coordinator) due(now time.Time) bool {
+	if c.stale || c.queued || now.Before(c.failedUntil) {
+		return true
+	}
+	if c.cfg.Sentinel != "" {
+		if _, err := os.Stat(c.cfg.Sentinel); err == nil {
+			return true
+		}
+	}
+	for _, h := range c.holders {
+		if h.Machine == c.cfg.Machine || now.After(h.Deadline) {
+			return true
+		}
+	}
+	return false
 }
 
 // resume finds where this machine was when fleetd started: back from a
@@ -191,6 +225,9 @@ func (c *Coordinator) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Requests are read below (wanted) after this point, so a request
+	// arriving meanwhile sets stale again through its watch.
+	c.holders, c.stale = hs, false
 	for _, h := range hs {
 		if h.Machine != c.cfg.Machine && now.After(h.Deadline) {
 			c.expire(ctx, h, now)
