@@ -143,9 +143,27 @@ func (c *registryClient) DrainMachine(ctx context.Context, id string, req DrainR
 	if err := c.presentMachine(ctx, id); err != nil {
 		return nil, err
 	}
-	if cur, ok, err := c.reg.DrainOf(ctx, id); err != nil {
+	// A drain recorded by someone else between the preview and the write
+	// would make the preview wrong: plan again with it in view.
+	for attempt := 1; ; attempt++ {
+		plan, err := c.drainOnce(ctx, id, req, d)
+		if !errors.Is(err, registry.ErrDrainsChanged) {
+			return plan, err
+		}
+		if attempt == 5 {
+			return nil, errorf(ErrConflict, "machine %s: other drains kept being recorded while this one was planned; try again", id)
+		}
+	}
+}
+
+// drainOnce previews the drain against the drains at one revision and
+// records it only if no other drain was recorded since.
+func (c *registryClient) drainOnce(ctx context.Context, id string, req DrainRequest, deadline time.Duration) (*DrainPlan, error) {
+	drains, rev, err := c.reg.Drains(ctx)
+	if err != nil {
 		return nil, err
-	} else if ok {
+	}
+	if cur, ok := drains[id]; ok {
 		return nil, errorf(ErrConflict, "machine %s is %s already (since %s, by %s); undrain it first",
 			id, registry.StateOf(&cur, false), cur.Since.Format(time.RFC3339), cur.By)
 	}
@@ -159,13 +177,13 @@ func (c *registryClient) DrainMachine(ctx context.Context, id string, req DrainR
 	}
 	now := time.Now().UTC()
 	rec := registry.DrainRecord{Machine: id, Since: now, IncludeGlobal: req.IncludeGlobal, By: registry.DrainByUser}
-	if d > 0 {
-		rec.Deadline = now.Add(d)
+	if deadline > 0 {
+		rec.Deadline = now.Add(deadline)
 	}
 	if who, ok := auth.FromContext(ctx); ok {
 		rec.Identity = who.Name
 	}
-	if err := c.reg.Drain(ctx, rec); err != nil {
+	if err := c.reg.DrainIfUnchanged(ctx, rec, rev); err != nil {
 		if errors.Is(err, registry.ErrDraining) {
 			return nil, errorf(ErrConflict, "machine %s is draining already; undrain it first", id)
 		}

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -85,5 +86,53 @@ func TestDrainAndMove(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, "m2", moves["a.service"].To)
 		})
+	}
+}
+
+// TestConcurrentDrainsKeepLastMachine: two machines that can each run a unit
+// are drained at the same moment, again and again; at most one of the two
+// drains may pass, since together they would leave the unit nowhere.
+func TestConcurrentDrainsKeepLastMachine(t *testing.T) {
+	c := newCluster(t)
+	cl := clients(t, c)["registry"]
+	dr := cl.(api.Drainer)
+	ctx := c.ctx
+	c.addMachine(machine.Machine{ID: "m1"})
+	c.addMachine(machine.Machine{ID: "m2"})
+	_, err := cl.CreateUnit(ctx, &api.Unit{Name: "a.service", Options: helloOpts, DesiredState: "launched"})
+	require.NoError(t, err)
+	c.place("m1", "a.service", registry.StateLaunched)
+
+	// One after the other, before any engine moved a.service off m1: the
+	// second drain is refused, since a.service would have nowhere to go.
+	_, err = dr.DrainMachine(ctx, "m1", api.DrainRequest{})
+	require.NoError(t, err)
+	_, err = dr.DrainMachine(ctx, "m2", api.DrainRequest{})
+	require.ErrorIs(t, err, api.ErrConflict)
+	require.ErrorContains(t, err, "a.service (leaving draining machine m1:")
+	require.NoError(t, dr.UndrainMachine(ctx, "m1"))
+
+	for round := 0; round < 20; round++ {
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, id := range []string{"m1", "m2"} {
+			wg.Go(func() { _, errs[i] = dr.DrainMachine(ctx, id, api.DrainRequest{}) })
+		}
+		wg.Wait()
+		passed := 0
+		for _, err := range errs {
+			if err == nil {
+				passed++
+			} else {
+				require.ErrorIs(t, err, api.ErrConflict)
+			}
+		}
+		require.Equal(t, 1, passed, "round %d: %v", round, errs)
+		drains, _, err := c.reg.Drains(ctx)
+		require.NoError(t, err)
+		require.Len(t, drains, 1)
+		for id := range drains {
+			require.NoError(t, dr.UndrainMachine(ctx, id))
+		}
 	}
 }

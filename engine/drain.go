@@ -501,7 +501,33 @@ func (s *Scheduler) PreviewDrain(id string, includeGlobal bool) DrainPlan {
 			}
 		}
 	}
+	// Units still waiting to leave other draining machines need a home
+	// too: previewed without them, two drains planned one after the other
+	// (before the engine moved anything) could each look harmless.
+	leaving := map[string]string{}
+	for _, other := range sortedKeys(s.dr.drains) {
+		d, om := s.dr.drains[other], s.machines[other]
+		if other == id || !d.Draining() || om == nil {
+			continue
+		}
+		for _, name := range sortedKeys(om.units) {
+			u := om.units[name]
+			if u.Invalid != "" || u.Fleet.Global || u.Fleet.PinnedTo(other) || len(u.Fleet.MachineOf) > 0 || u.on.len() > 1 {
+				continue
+			}
+			leaving[name] = other
+			s.unplace(u, om, false)
+			if u.wants() {
+				s.enqueue(u)
+			}
+		}
+	}
 	s.Plan()
+	for _, name := range sortedKeys(leaving) {
+		if u := s.units[name]; u.reason != "" {
+			plan.Unplaced[name] = fmt.Sprintf("leaving draining machine %s: %s", leaving[name], s.whyNowhereBut(u, id))
+		}
+	}
 	for _, name := range moved {
 		u := s.units[name]
 		switch {

@@ -66,9 +66,22 @@ func validMachineID(id string) error {
 	return nil
 }
 
+// ErrDrainsChanged is returned by DrainIfUnchanged when another drain was
+// recorded after the revision its caller's plan was made at.
+var ErrDrainsChanged = errors.New("another drain was recorded meanwhile")
+
 // Drain starts draining machine d.Machine. It fails with ErrDraining when a
 // drain record exists already, and writes nothing then.
 func (r *Registry) Drain(ctx context.Context, d DrainRecord) error {
+	return r.DrainIfUnchanged(ctx, d, 0)
+}
+
+// DrainIfUnchanged is Drain that also fails, with ErrDrainsChanged, when any
+// drain record was written after revision rev (0: no such check). A caller
+// that checked "is this the last machine that can run a unit?" against the
+// drains read at rev needs it: two drains checked at once could otherwise
+// both pass, and together leave the unit nowhere to run.
+func (r *Registry) DrainIfUnchanged(ctx context.Context, d DrainRecord, rev int64) error {
 	if err := validMachineID(d.Machine); err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
@@ -77,13 +90,21 @@ func (r *Registry) Drain(ctx context.Context, d DrainRecord) error {
 	}
 	d.Done = time.Time{}
 	key := r.keys.drainMachine(d.Machine)
-	resp, err := r.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
-		[]clientv3.Op{clientv3.OpPut(key, mustJSON(d))})
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+	if rev > 0 {
+		// Over a range, a compare holds when it holds for every key in it.
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r.keys.drains()), "<", rev+1).WithPrefix())
+	}
+	resp, err := r.txn(ctx, cmps, []clientv3.Op{clientv3.OpPut(key, mustJSON(d))},
+		clientv3.OpGet(key, clientv3.WithCountOnly()))
 	if err != nil {
 		return fmt.Errorf("drain %s: %w", d.Machine, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("drain %s: %w", d.Machine, ErrDraining)
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			return fmt.Errorf("drain %s: %w", d.Machine, ErrDraining)
+		}
+		return fmt.Errorf("drain %s: %w", d.Machine, ErrDrainsChanged)
 	}
 	return nil
 }

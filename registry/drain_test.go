@@ -71,3 +71,26 @@ func TestEndDrain(t *testing.T) {
 	require.False(t, ok)
 	require.ErrorIs(t, reg.EndDrain(ctx, theirs), registry.ErrNotDraining)
 }
+
+// TestDrainIfUnchanged: a drain planned against the drains read at some
+// revision is refused once another drain was recorded after it, so two
+// drains checked at the same time cannot both pass a last-machine check.
+func TestDrainIfUnchanged(t *testing.T) {
+	reg, ctx := newRegistry(t)
+	_, rev, err := reg.Drains(ctx)
+	require.NoError(t, err)
+	require.NoError(t, reg.DrainIfUnchanged(ctx, registry.DrainRecord{Machine: "m1", Since: time.Now()}, rev))
+
+	// m2's plan was made at rev, before m1's drain: refused, nothing written.
+	err = reg.DrainIfUnchanged(ctx, registry.DrainRecord{Machine: "m2", Since: time.Now()}, rev)
+	require.ErrorIs(t, err, registry.ErrDrainsChanged)
+	_, ok, err := reg.DrainOf(ctx, "m2")
+	require.NoError(t, err)
+	require.False(t, ok)
+
+	// Planned again with m1's drain in view: recorded.
+	_, rev, err = reg.Drains(ctx)
+	require.NoError(t, err)
+	require.NoError(t, reg.DrainIfUnchanged(ctx, registry.DrainRecord{Machine: "m2", Since: time.Now()}, rev))
+	require.ErrorIs(t, reg.DrainIfUnchanged(ctx, registry.DrainRecord{Machine: "m2", Since: time.Now()}, rev), registry.ErrDraining)
+}
