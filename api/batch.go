@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/seed-a1ce88ea/fleet/registry"
 )
@@ -47,6 +50,7 @@ var (
 )
 
 func (c *registryClient) CreateUnits(ctx context.Context, us []*Unit) []CreateResult {
+	t := time.Now()
 	out := make([]CreateResult, len(us))
 	var news []registry.NewUnit
 	var at []int
@@ -64,7 +68,11 @@ func (c *registryClient) CreateUnits(ctx context.Context, us []*Unit) []CreateRe
 		news = append(news, registry.NewUnit{Unit: rec, Body: body})
 		at = append(at, i)
 	}
-	for j, err := range c.reg.CreateUnits(ctx, news) {
+	timing(ctx).add("check", t)
+	t = time.Now()
+	errs := c.reg.CreateUnits(ctx, news)
+	timing(ctx).add("etcd", t)
+	for j, err := range errs {
 		i := at[j]
 		switch {
 		case errors.Is(err, registry.ErrExists):
@@ -77,7 +85,9 @@ func (c *registryClient) CreateUnits(ctx context.Context, us []*Unit) []CreateRe
 }
 
 func (c *registryClient) DestroyUnits(ctx context.Context, names []string) []error {
+	t := time.Now()
 	errs := c.reg.DestroyUnits(ctx, names)
+	timing(ctx).add("etcd", t)
 	for i, err := range errs {
 		if errors.Is(err, registry.ErrNotFound) {
 			errs[i] = errorf(ErrNotFound, "unit %s not found", names[i])
@@ -133,19 +143,23 @@ func (s *server) createUnits(w http.ResponseWriter, r *http.Request) {
 		s.sendCode(w, http.StatusUnsupportedMediaType, err.Error())
 		return
 	}
+	ctx, st := withTiming(r.Context())
+	t := time.Now()
 	var req batchCreate
 	if !s.decodeBody(w, r, &req, "batch of units") {
 		return
 	}
+	st.add("decode", t)
 	b, ok := s.batcher(w, r, len(req.Units))
 	if !ok {
 		return
 	}
-	noteAudit(r.Context(), "unit.create-batch", "", fmt.Sprintf("%d units", len(req.Units)))
+	noteAudit(ctx, "unit.create-batch", "", fmt.Sprintf("%d units", len(req.Units)))
 	out := batchAnswer{Results: make([]batchResult, len(req.Units))}
-	for i, res := range b.CreateUnits(r.Context(), req.Units) {
+	for i, res := range b.CreateUnits(ctx, req.Units) {
 		out.Results[i] = resultOf(res.Warnings, res.Err)
 	}
+	st.header(w)
 	s.sendJSON(w, http.StatusOK, out)
 }
 
@@ -154,20 +168,63 @@ func (s *server) destroyUnits(w http.ResponseWriter, r *http.Request) {
 		s.sendCode(w, http.StatusUnsupportedMediaType, err.Error())
 		return
 	}
+	ctx, st := withTiming(r.Context())
+	t := time.Now()
 	var req batchDestroy
 	if !s.decodeBody(w, r, &req, "batch of unit names") {
 		return
 	}
+	st.add("decode", t)
 	b, ok := s.batcher(w, r, len(req.Names))
 	if !ok {
 		return
 	}
-	noteAudit(r.Context(), "unit.destroy-batch", "", fmt.Sprintf("%d units", len(req.Names)))
+	noteAudit(ctx, "unit.destroy-batch", "", fmt.Sprintf("%d units", len(req.Names)))
 	out := batchAnswer{Results: make([]batchResult, len(req.Names))}
-	for i, err := range b.DestroyUnits(r.Context(), req.Names) {
+	for i, err := range b.DestroyUnits(ctx, req.Names) {
 		out.Results[i] = resultOf(nil, err)
 	}
+	st.header(w)
 	s.sendJSON(w, http.StatusOK, out)
+}
+
+// serverTiming is where a batch request's time went on the server, sent
+// back in a Server-Timing header (fleetctl --debug prints it): a batch is
+// one request, so the client alone cannot tell fleetd's work from etcd's.
+type serverTiming struct {
+	mu    sync.Mutex
+	parts []string
+}
+
+type serverTimingKey struct{}
+
+func withTiming(ctx context.Context) (context.Context, *serverTiming) {
+	st := &serverTiming{}
+	return context.WithValue(ctx, serverTimingKey{}, st), st
+}
+
+// timing is ctx's serverTiming, nil (which records nothing) if none.
+func timing(ctx context.Context) *serverTiming {
+	st, _ := ctx.Value(serverTimingKey{}).(*serverTiming)
+	return st
+}
+
+// add records that part took from start until now.
+func (st *serverTiming) add(part string, start time.Time) {
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.parts = append(st.parts, fmt.Sprintf("%s;dur=%.1f", part, float64(time.Since(start).Microseconds())/1000))
+}
+
+func (st *serverTiming) header(w http.ResponseWriter) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.parts) > 0 {
+		w.Header().Set("Server-Timing", strings.Join(st.parts, ", "))
+	}
 }
 
 // batcher returns the server's client as a UnitBatcher, or answers why a

@@ -9,7 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/seed-a1ce88ea/fleet/api"
 	"github.com/seed-a1ce88ea/fleet/functional/platform"
 	"github.com/seed-a1ce88ea/fleet/internal/hosts"
 	"github.com/seed-a1ce88ea/fleet/registry"
@@ -94,6 +98,104 @@ type StartFigures struct {
 	// Destroy: `fleetctl destroy` of every unit returned; Gone: none is
 	// active in any host any more.
 	Destroy, Gone time.Duration
+	// SubmitTrace and DestroyTrace say where the command's time went: its
+	// requests (fleetctl --debug, with the server's Server-Timing), its own
+	// CPU, and the CPU of every process on the machine meanwhile.
+	SubmitTrace, DestroyTrace string `json:",omitempty"`
+	// SubmitAlone: `fleetctl submit` of the same files (nothing placed or
+	// started in answer) returned, before the start; with its trace.
+	SubmitAlone      time.Duration `json:",omitempty"`
+	SubmitAloneTrace string        `json:",omitempty"`
+}
+
+// fleetctlRun is one fleetctl command timed in the first host.
+type fleetctlRun struct {
+	start    time.Time
+	took     time.Duration
+	out      string        // its output, without the lines the benchmark adds
+	cpu      time.Duration // fleetctl's own user and system time
+	requests []string      // its --debug lines: each request, its time and the server's
+	shares   []CPUShare    // every process's CPU meanwhile
+	window   time.Duration // what shares cover: the command and reading /proc around it
+	// before and beforeWindow: the same in the second before the command.
+	before       []CPUShare
+	beforeWindow time.Duration
+}
+
+// runFleetctl runs fleetctl with args in the first host as a user would,
+// with --debug (every request and its time) and under a shell that tells
+// its CPU time, and snapshots every process's CPU around it.
+func runFleetctl(ctx context.Context, hs []*hosts.Host, fleetctl []string, args ...string) (fleetctlRun, error) {
+	var r fleetctlRun
+	cmd := append([]string{"sh", "-c", `"$@"; s=$?; times; exit $s`, "sh"}, fleetctl...)
+	cmd = append(append(cmd, "--debug"), args...)
+	a := snapCPU(hs)
+	// What the cluster does anyway, a second before the command.
+	time.Sleep(time.Second)
+	b := snapCPU(hs)
+	r.before = cpuWindow(a, b, hs, 0)
+	r.beforeWindow = b.at.Add(b.took).Sub(a.at)
+	a = b
+	r.start = time.Now()
+	out, err := hs[0].Exec(ctx, cmd...)
+	r.took = time.Since(r.start)
+	b = snapCPU(hs)
+	if err != nil {
+		return r, err
+	}
+	var keep []string
+	var times []string
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(l, "DEBUG: "):
+			r.requests = append(r.requests, strings.TrimPrefix(l, "DEBUG: "))
+		case timesLine.MatchString(l):
+			times = append(times, l)
+		default:
+			keep = append(keep, l)
+		}
+	}
+	if len(times) == 2 {
+		// times: the shell's user and system time, then its children's.
+		m := timesLine.FindStringSubmatch(times[1])
+		for _, i := range []int{1, 3} {
+			mins, _ := strconv.Atoi(m[i])
+			sec, _ := strconv.ParseFloat(m[i+1], 64)
+			r.cpu += time.Duration(mins)*time.Minute + time.Duration(sec*float64(time.Second))
+		}
+	}
+	r.out = strings.Join(keep, "\n")
+	r.shares = cpuWindow(a, b, hs, r.cpu)
+	r.window = b.at.Add(b.took).Sub(a.at)
+	return r, nil
+}
+
+// debugFrom is the start of a step in a fleetctl --debug line.
+var debugFrom = regexp.MustCompile(`, from (\d\d:\d\d:\d\d\.\d+)`)
+
+// timesLine is a line of the shell's times: "0m0.120000s 0m0.030000s".
+var timesLine = regexp.MustCompile(`^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$`)
+
+// trace words where the command's time went.
+func (r fleetctlRun) trace() string {
+	var reqs []string
+	for i, l := range r.requests {
+		if i == 8 {
+			reqs = append(reqs, fmt.Sprintf("... %d lines in all", len(r.requests)))
+			break
+		}
+		// The wall-clock time a step started, as from the command's start.
+		if m := debugFrom.FindStringSubmatchIndex(l); m != nil {
+			y, mo, d := r.start.Date()
+			if at, err := time.ParseInLocation("2006-01-02 "+api.DebugClock, fmt.Sprintf("%04d-%02d-%02d %s", y, mo, d, l[m[2]:m[3]]), r.start.Location()); err == nil {
+				l = l[:m[0]] + ", at +" + ms(at.Sub(r.start)) + l[m[1]:]
+			}
+		}
+		reqs = append(reqs, l)
+	}
+	return fmt.Sprintf("steps: %s. fleetctl's own CPU %s. CPU meanwhile (%s incl. reading /proc): %s. In the second before (%s): %s",
+		strings.Join(reqs, ", "), ms(r.cpu), ms(r.window), cpuLine(r.shares, r.window, runtime.NumCPU()),
+		ms(r.beforeWindow), cpuLine(r.before, r.beforeWindow, runtime.NumCPU()))
 }
 
 // BulkResult is what RunBulk measured.
@@ -196,7 +298,7 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1, perfDir 
 		if err := os.WriteFile(h1.Path("/root/fleetctl-before"), b, 0o755); err != nil {
 			return nil, err
 		}
-		sf, _, err := startAndDestroy(ctx, hs, obs, []string{"/root/fleetctl-before"}, run.Units, "", log)
+		sf, _, err := startAndDestroy(ctx, hs, obs, []string{"/root/fleetctl-before"}, run.Units, false, "", log)
 		if err != nil {
 			return nil, fmt.Errorf("the earlier fleetctl: %w", err)
 		}
@@ -207,7 +309,7 @@ func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1, perfDir 
 	if perfDir != "" {
 		perfFile = filepath.Join(perfDir, fmt.Sprintf("bulk-%dx%d.perf.data", run.Hosts, run.Units))
 	}
-	sf, split, err := startAndDestroy(ctx, hs, obs, []string{hosts.BinMount + "/fleetctl"}, run.Units, perfFile, log)
+	sf, split, err := startAndDestroy(ctx, hs, obs, []string{hosts.BinMount + "/fleetctl"}, run.Units, true, perfFile, log)
 	if err != nil {
 		return nil, err
 	}
@@ -333,10 +435,23 @@ func firstLines(s string, n int) string {
 // would: start --no-block of every unit file, then destroy of them all, and
 // times both until the hosts' systemd shows the result. It returns which
 // units ran where.
-func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleetctl []string, units int, perfFile string, log *slog.Logger) (StartFigures, map[string][]string, error) {
+func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleetctl []string, units int, submitOnly bool, perfFile string, log *slog.Logger) (StartFigures, map[string][]string, error) {
 	var f StartFigures
-	h1 := hs[0]
 	log.Info("fleetctl start --no-block", "fleetctl", fleetctl[0], "units", units, "hosts", len(hs))
+	if submitOnly {
+		// The same request with nothing placed or started in answer: what
+		// the submission costs by itself on these hosts.
+		run, err := runFleetctl(ctx, hs, fleetctl, "submit", unitsDir+"/*.service")
+		if err != nil {
+			return f, nil, err
+		}
+		f.SubmitAlone, f.SubmitAloneTrace = run.took, run.trace()
+		log.Info("fleetctl submit returned", "took", run.took, "trace", f.SubmitAloneTrace)
+		if _, err := runFleetctl(ctx, hs, fleetctl, "destroy", "bulk-*"); err != nil {
+			return f, nil, err
+		}
+		sleepCtx(ctx, 2*time.Second)
+	}
 	stopPerf := func() {}
 	if perfFile != "" {
 		perf := exec.CommandContext(ctx, "perf", "record", "-a", "-g", "-F", "499", "-o", perfFile)
@@ -365,17 +480,27 @@ func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleet
 		defer stopPerf()
 		sleepCtx(ctx, 500*time.Millisecond) // perf is recording
 	}
-	w := watchActive(ctx, hs, "bulk-", units)
-	t := time.Now()
-	out, err := h1.Exec(ctx, append(fleetctl, "start", "--no-block", unitsDir+"/*.service")...)
+	// The poller starts once the command returned: the count cannot be
+	// reached before (the last unit is submitted by then), and ten hosts'
+	// systemctl every 100 ms would compete with what is timed.
+	var early *activeWatch
+	if os.Getenv("H10_EARLY_POLL") != "" { // TEMP: measure the poller's cost
+		early = watchActive(ctx, hs, "bulk-", units)
+	}
+	run, err := runFleetctl(ctx, hs, fleetctl, "start", "--no-block", unitsDir+"/*.service")
 	if err != nil {
 		return f, nil, err
 	}
-	f.Submit = time.Since(t)
-	if n := strings.Count(string(out), "Triggered unit"); n != units {
-		return f, nil, fmt.Errorf("fleetctl start triggered %d units, not %d: %s", n, units, clip(string(out)))
+	t := run.start
+	f.Submit, f.SubmitTrace = run.took, run.trace()
+	if n := strings.Count(run.out, "Triggered unit"); n != units {
+		return f, nil, fmt.Errorf("fleetctl start triggered %d units, not %d: %s", n, units, clip(run.out))
 	}
-	split, at, err := w.wait(5 * time.Minute)
+	log.Info("fleetctl start returned", "took", run.took, "trace", f.SubmitTrace)
+	if early == nil {
+		early = watchActive(ctx, hs, "bulk-", units)
+	}
+	split, at, err := early.wait(5 * time.Minute)
 	if err != nil {
 		return f, nil, fmt.Errorf("start: %w", err)
 	}
@@ -387,13 +512,13 @@ func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleet
 	stopPerf()
 
 	sleepCtx(ctx, 2*time.Second)
-	w = watchActive(ctx, hs, "bulk-", 0)
-	t = time.Now()
-	if _, err := h1.Exec(ctx, append(fleetctl, "destroy", "bulk-*")...); err != nil {
+	if run, err = runFleetctl(ctx, hs, fleetctl, "destroy", "bulk-*"); err != nil {
 		return f, nil, err
 	}
-	f.Destroy = time.Since(t)
-	if _, at, err = w.wait(5 * time.Minute); err != nil {
+	t = run.start
+	f.Destroy, f.DestroyTrace = run.took, run.trace()
+	log.Info("fleetctl destroy returned", "took", run.took, "trace", f.DestroyTrace)
+	if _, at, err = watchActive(ctx, hs, "bulk-", 0).wait(5 * time.Minute); err != nil {
 		return f, nil, fmt.Errorf("destroy: %w", err)
 	}
 	f.Gone = at.Sub(t)
