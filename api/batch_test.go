@@ -1,11 +1,14 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -160,4 +163,46 @@ func TestDiscoveryBatches(t *testing.T) {
 			require.ErrorIs(t, err, api.ErrNotFound)
 		}
 	}
+}
+
+// TestBatchAudited: a batch call, whose audit is recorded beside its work,
+// is audited once, as answered (200), in the log and in the event stream.
+func TestBatchAudited(t *testing.T) {
+	c := newCluster(t)
+	logs := &logRecorder{}
+	srv := serveTCP(t, api.NewServer(c.rc, api.WithLogger(slog.New(logs))))
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	events := make(chan api.Event, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.rc.Events(ctx, func(e api.Event) error {
+			if e.Type == api.EventAPICall || e.Type == api.EventStreamStarted {
+				events <- e
+			}
+			return nil
+		})
+	}()
+	require.Equal(t, api.EventStreamStarted, (<-events).Type)
+
+	a := call(t, srv.URL, "POST", "/fleet/v1/units", `{"units":[`+helloJSON[:len(helloJSON)-1]+`,"name":"a.service"},`+helloJSON[:len(helloJSON)-1]+`,"name":"b.service"}]}`)
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	a = call(t, srv.URL, "DELETE", "/fleet/v1/units", `{"names":["a.service","b.service"]}`)
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	var got []string
+	for _, l := range logs.withMsg("audit") {
+		got = append(got, l["method"]+" "+l["action"]+" "+l["detail"]+" "+l["status"])
+	}
+	require.Equal(t, []string{"POST unit.create-batch 2 units 200", "DELETE unit.destroy-batch 2 units 200"}, got)
+	for _, action := range []string{"unit.create-batch", "unit.destroy-batch"} {
+		select {
+		case e := <-events:
+			require.Equal(t, action, e.Action)
+			require.Equal(t, "200 OK", e.Result)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no api.call event for %s", action)
+		}
+	}
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
 }
