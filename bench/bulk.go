@@ -245,126 +245,167 @@ func RunBulk(ctx context.Context, cfg BulkConfig, log *slog.Logger) (*BulkResult
 }
 
 func bulkRun(ctx context.Context, run BulkRun, binDir, before, fleetV1, perfDir string, r *BulkResult, log *slog.Logger) (*BulkFigures, error) {
-	ctx, cancel := context.WithCancel(ctx) // ends the observer's watches
-	defer cancel()
-	etcdDir, err := os.MkdirTemp("", "fleet-bench-etcd")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(etcdDir)
-	log.Info("booting hosts (waits for the machine-wide hosts lock if other tests hold it)", "hosts", run.Hosts)
-	c, closeHosts, err := bootHosts(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Log: log}, N: run.Hosts, EtcdDir: etcdDir}, log)
-	defer closeHosts()
-	if err != nil {
-		return nil, err
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(c.EtcdServers, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	reg := registry.New(cli)
-	resp, err := cli.Get(ctx, "/")
-	if err != nil {
-		return nil, err
-	}
-	obs := observe(ctx, reg, resp.Header.Revision)
-
-	hs := c.Hosts()
-	h1 := hs[0]
 	f := &BulkFigures{Hosts: run.Hosts, Units: run.Units}
 	names := make([]string, run.Units)
 	bodies := make(map[string]string, run.Units)
 	for i := range names {
 		names[i] = fmt.Sprintf("bulk-%03d.service", i)
 		bodies[names[i]] = fmt.Sprintf("[Unit]\nDescription=fleet-bench bulk %d\n\n[Service]\nExecStart=/bin/sleep infinity\n", i)
-		if err := writeHostFile(h1, unitsDir+"/"+names[i], bodies[names[i]]); err != nil {
-			return nil, err
-		}
 	}
-	t := time.Now()
-	if _, err := c.Fleetctl(ctx, h1, "version"); err != nil {
-		return nil, err
-	}
-	f.Exec = time.Since(t)
-	sleepCtx(ctx, 2*time.Second) // the cluster settles after boot
-
-	if before != "" {
-		// The fleetctl of an earlier commit first, on the same hosts.
-		b, err := os.ReadFile(before)
-		if err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(h1.Path("/root/fleetctl-before"), b, 0o755); err != nil {
-			return nil, err
-		}
-		sf, _, err := startAndDestroy(ctx, hs, obs, []string{"/root/fleetctl-before"}, run.Units, false, "", log)
-		if err != nil {
-			return nil, fmt.Errorf("the earlier fleetctl: %w", err)
-		}
-		f.Before = &sf
-		sleepCtx(ctx, 3*time.Second)
-	}
-	perfFile := ""
-	if perfDir != "" {
-		perfFile = filepath.Join(perfDir, fmt.Sprintf("bulk-%dx%d.perf.data", run.Hosts, run.Units))
-	}
-	sf, split, err := startAndDestroy(ctx, hs, obs, []string{hosts.BinMount + "/fleetctl"}, run.Units, true, perfFile, log)
-	if err != nil {
-		return nil, err
-	}
-	f.StartFigures = sf
-	for _, h := range hs {
-		f.Split = append(f.Split, len(split[h.Name]))
-	}
-
-	// systemd alone, the same units where fleet placed them. Under other
-	// names: fleet's agents stop units of the names they ran.
-	base := make(map[string][]string, len(hs))
-	baseBodies := make(map[string]string, len(bodies))
-	for h, names := range split {
+	// Each fleetctl, and systemd alone, gets hosts booted for it: on hosts
+	// that had started and stopped the same units a minute before, the
+	// same fleetctl took 1.4-1.6x as long to all active (BENCHMARKS.md,
+	// "Bulk on 10 hosts vs 3"), which favoured whatever ran first.
+	prepare := func(h1 *hosts.Host) error {
 		for _, n := range names {
-			b := "base-" + strings.TrimPrefix(n, "bulk-")
-			base[h] = append(base[h], b)
-			baseBodies[b] = bodies[n]
+			if err := writeHostFile(h1, unitsDir+"/"+n, bodies[n]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if before != "" {
+		err := onFreshHosts(ctx, run, binDir, log, func(c *platform.Cluster, obs *observer) error {
+			hs := c.Hosts()
+			if err := prepare(hs[0]); err != nil {
+				return err
+			}
+			// The fleetctl of an earlier commit, against this commit's fleetd.
+			b, err := os.ReadFile(before)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(hs[0].Path("/root/fleetctl-before"), b, 0o755); err != nil {
+				return err
+			}
+			sf, _, err := startAndDestroy(ctx, hs, obs, []string{"/root/fleetctl-before"}, run.Units, false, "", log)
+			if err != nil {
+				return fmt.Errorf("the earlier fleetctl: %w", err)
+			}
+			f.Before = &sf
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
-	sleepCtx(ctx, 3*time.Second) // the agents finish unlinking
-	w := watchActive(ctx, hs, "base-", run.Units)
-	t = time.Now()
-	var wg sync.WaitGroup
-	errs := make([]error, len(hs))
-	reloaded := make([]time.Time, len(hs))
-	started := make([]time.Time, len(hs))
-	for i, h := range hs {
-		wg.Go(func() { reloaded[i], started[i], errs[i] = systemdStart(ctx, h, base[h.Name], baseBodies) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	var split map[string][]string
+	err := onFreshHosts(ctx, run, binDir, log, func(c *platform.Cluster, obs *observer) error {
+		hs := c.Hosts()
+		if err := prepare(hs[0]); err != nil {
+			return err
+		}
+		t := time.Now()
+		if _, err := c.Fleetctl(ctx, hs[0], "version"); err != nil {
+			return err
+		}
+		f.Exec = time.Since(t)
+		perfFile := ""
+		if perfDir != "" {
+			perfFile = filepath.Join(perfDir, fmt.Sprintf("bulk-%dx%d.perf.data", run.Hosts, run.Units))
+		}
+		sf, sp, err := startAndDestroy(ctx, hs, obs, []string{hosts.BinMount + "/fleetctl"}, run.Units, true, perfFile, log)
+		if err != nil {
+			return err
+		}
+		f.StartFigures, split = sf, sp
+		for _, h := range hs {
+			f.Split = append(f.Split, len(split[h.Name]))
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	for i := range hs {
-		f.BaselineReload = max(f.BaselineReload, reloaded[i].Sub(t))
-		f.BaselineStart = max(f.BaselineStart, started[i].Sub(t))
-	}
-	_, at, err := w.wait(5 * time.Minute)
-	if err != nil {
-		return nil, fmt.Errorf("systemd alone: %w", err)
-	}
-	f.Baseline = at.Sub(t)
-	log.Info("systemd alone: all active", "took", f.Baseline, "reloaded", f.BaselineReload, "started", f.BaselineStart)
-	for _, h := range hs {
-		wg.Go(func() { _ = systemdRemove(ctx, h, base[h.Name]) })
-	}
-	wg.Wait()
-	if fleetV1 != "" {
-		cmds, err := runFleetV1(ctx, h1, fleetV1, run.Units, log)
-		r.FleetV1 = cmds
-		if err != nil {
-			r.Notes = append(r.Notes, fmt.Sprintf("fleet v1.0's fleetctl: %v", err))
+
+	// systemd alone, the same units on the hosts fleet had placed them on
+	// (by name: h1, h2, ...), fresh hosts again.
+	err = onFreshHosts(ctx, run, binDir, log, func(c *platform.Cluster, _ *observer) error {
+		hs := c.Hosts()
+		base := make(map[string][]string, len(hs))
+		baseBodies := make(map[string]string, len(bodies))
+		for h, names := range split {
+			for _, n := range names {
+				b := "base-" + strings.TrimPrefix(n, "bulk-")
+				base[h] = append(base[h], b)
+				baseBodies[b] = bodies[n]
+			}
 		}
+		w := watchActive(ctx, hs, "base-", run.Units)
+		t := time.Now()
+		var wg sync.WaitGroup
+		errs := make([]error, len(hs))
+		reloaded := make([]time.Time, len(hs))
+		started := make([]time.Time, len(hs))
+		for i, h := range hs {
+			wg.Go(func() { reloaded[i], started[i], errs[i] = systemdStart(ctx, h, base[h.Name], baseBodies) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		for i := range hs {
+			f.BaselineReload = max(f.BaselineReload, reloaded[i].Sub(t))
+			f.BaselineStart = max(f.BaselineStart, started[i].Sub(t))
+		}
+		_, at, err := w.wait(5 * time.Minute)
+		if err != nil {
+			return fmt.Errorf("systemd alone: %w", err)
+		}
+		f.Baseline = at.Sub(t)
+		log.Info("systemd alone: all active", "took", f.Baseline, "reloaded", f.BaselineReload, "started", f.BaselineStart)
+		for _, h := range hs {
+			wg.Go(func() { _ = systemdRemove(ctx, h, base[h.Name]) })
+		}
+		wg.Wait()
+		if fleetV1 != "" {
+			if err := prepare(hs[0]); err != nil {
+				return err
+			}
+			cmds, err := runFleetV1(ctx, hs[0], fleetV1, run.Units, log)
+			r.FleetV1 = cmds
+			if err != nil {
+				r.Notes = append(r.Notes, fmt.Sprintf("fleet v1.0's fleetctl: %v", err))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return f, nil
+}
+
+// onFreshHosts boots run's hosts (waiting for the machine-wide hosts lock),
+// with an etcd of their own and an observer of it, lets them settle, runs
+// fn, and shuts them down.
+func onFreshHosts(ctx context.Context, run BulkRun, binDir string, log *slog.Logger, fn func(c *platform.Cluster, obs *observer) error) error {
+	ctx, cancel := context.WithCancel(ctx) // ends the observer's watches
+	defer cancel()
+	etcdDir, err := os.MkdirTemp("", "fleet-bench-etcd")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(etcdDir)
+	log.Info("booting hosts (waits for the machine-wide hosts lock if other tests hold it)", "hosts", run.Hosts)
+	c, closeHosts, err := bootHosts(ctx, platform.Options{Hosts: hosts.Config{BinDir: binDir, Log: log}, N: run.Hosts, EtcdDir: etcdDir}, log)
+	defer closeHosts()
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(c.EtcdServers, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	reg := registry.New(cli)
+	resp, err := cli.Get(ctx, "/")
+	if err != nil {
+		return err
+	}
+	obs := observe(ctx, reg, resp.Header.Revision)
+	sleepCtx(ctx, 2*time.Second) // the cluster settles after boot
+	return fn(c, obs)
 }
 
 // runFleetV1 runs CoreOS fleet v1.0's fleetctl in h against our fleetd
@@ -483,10 +524,6 @@ func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleet
 	// The poller starts once the command returned: the count cannot be
 	// reached before (the last unit is submitted by then), and ten hosts'
 	// systemctl every 100 ms would compete with what is timed.
-	var early *activeWatch
-	if os.Getenv("H10_EARLY_POLL") != "" { // TEMP: measure the poller's cost
-		early = watchActive(ctx, hs, "bulk-", units)
-	}
 	run, err := runFleetctl(ctx, hs, fleetctl, "start", "--no-block", unitsDir+"/*.service")
 	if err != nil {
 		return f, nil, err
@@ -497,10 +534,7 @@ func startAndDestroy(ctx context.Context, hs []*hosts.Host, obs *observer, fleet
 		return f, nil, fmt.Errorf("fleetctl start triggered %d units, not %d: %s", n, units, clip(run.out))
 	}
 	log.Info("fleetctl start returned", "took", run.took, "trace", f.SubmitTrace)
-	if early == nil {
-		early = watchActive(ctx, hs, "bulk-", units)
-	}
-	split, at, err := early.wait(5 * time.Minute)
+	split, at, err := watchActive(ctx, hs, "bulk-", units).wait(5 * time.Minute)
 	if err != nil {
 		return f, nil, fmt.Errorf("start: %w", err)
 	}
@@ -666,9 +700,11 @@ func BulkMarkdown(env Env, r *BulkResult) string {
 		"our fleetctl runs `fleetctl start --no-block '/root/bulk/*.service'` over fleetd's unix socket, as a\n" +
 		"user would. *Active* is until every unit is active in its host's systemd, read from the hosts\n" +
 		"(`systemctl list-units`, every 100 ms, all hosts at once), counted from the start of the command.\n" +
-		"*systemd alone* is measured in the same run on the same hosts: the same unit files (named base-NNN) written into\n" +
+		"*systemd alone* is measured in the same run: the same unit files (named base-NNN) written into\n" +
 		"`/run/systemd/system` of the host fleet had placed each on, one `daemon-reload` and one\n" +
-		"`systemctl start --no-block` of all per host, all hosts at once, until all are active. CoreOS fleet\n" +
+		"`systemctl start --no-block` of all per host, all hosts at once, until all are active. Each fleetctl\n" +
+		"and systemd alone get freshly booted hosts (the same units started a second time on the same hosts\n" +
+		"took 1.4-1.6x as long). The poll starts once the command returned. CoreOS fleet\n" +
 		"v1.0's figures are the reference measured on this machine for issue 11 (same hosts and units, another\n" +
 		"day: this machine's speed varies by 2-4x between days).\n\n")
 	b.WriteString("| hosts x units | fleetctl | start --no-block returns | last placement | all active | systemd alone (reload / start returned) | ours / systemd | destroy returns | none active | units per host | exec in a host |\n")
@@ -701,6 +737,12 @@ func BulkMarkdown(env Env, r *BulkResult) string {
 		if f.Submit > 0 {
 			fmt.Fprintf(&b, "- %d x %d: start --no-block %.1fx faster than fleet v1.0's; all active within %.2fx of systemd alone (goal: 1.2x).\n",
 				f.Hosts, f.Units, ref.Seconds()/f.Submit.Seconds(), f.Active.Seconds()/max(f.Baseline.Seconds(), 1e-9))
+		}
+	}
+	for _, f := range r.Runs {
+		if f.SubmitAlone > 0 {
+			fmt.Fprintf(&b, "- %d x %d: `fleetctl submit` of the same files, nothing placed in answer, returned in %s. Where the start's time went: %s\n",
+				f.Hosts, f.Units, ms(f.SubmitAlone), f.SubmitTrace)
 		}
 	}
 	if len(r.FleetV1) > 0 {
