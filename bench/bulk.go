@@ -115,10 +115,10 @@ type fleetctlRun struct {
 	out      string        // its output, without the lines the benchmark adds
 	cpu      time.Duration // fleetctl's own user and system time
 	requests []string      // its --debug lines: each request, its time and the server's
-	shares   []CPUShare    // every process's CPU meanwhile
+	shares   []cpuShare    // every process's CPU meanwhile
 	window   time.Duration // what shares cover: the command and reading /proc around it
 	// before and beforeWindow: the same in the second before the command.
-	before       []CPUShare
+	before       []cpuShare
 	beforeWindow time.Duration
 }
 
@@ -133,7 +133,7 @@ func runFleetctl(ctx context.Context, hs []*hosts.Host, fleetctl []string, args 
 	// What the cluster does anyway, a second before the command.
 	time.Sleep(time.Second)
 	b := snapCPU(hs)
-	r.before = cpuWindow(a, b, hs, 0)
+	r.before = cpuWindow(a, b, hs[0].Name, 0)
 	r.beforeWindow = b.at.Add(b.took).Sub(a.at)
 	a = b
 	r.start = time.Now()
@@ -165,7 +165,7 @@ func runFleetctl(ctx context.Context, hs []*hosts.Host, fleetctl []string, args 
 		}
 	}
 	r.out = strings.Join(keep, "\n")
-	r.shares = cpuWindow(a, b, hs, r.cpu)
+	r.shares = cpuWindow(a, b, hs[0].Name, r.cpu)
 	r.window = b.at.Add(b.took).Sub(a.at)
 	return r, nil
 }

@@ -21,6 +21,7 @@ type cpuSnap struct {
 	at    time.Time     // reading began
 	took  time.Duration // reading took
 	procs map[int]procShare
+	self  int // this process, where etcd runs embedded
 	// children is what this process's reaped children used (fleetctl run
 	// through nsenter, the active-unit poller's systemctl), in clock ticks.
 	children time.Duration
@@ -33,16 +34,16 @@ type procShare struct {
 	cpu        time.Duration
 }
 
-// CPUShare is the CPU time a group of processes used during a window.
-type CPUShare struct {
-	Who string        // "fleetd h1", "systemd h2-h10 (9)", "fleet-bench (etcd, observer)", ...
+// cpuShare is the CPU time a group of processes used during a window.
+type cpuShare struct {
+	Who string        // "fleetd h1", "systemd other hosts (9)", "machine: etcd", ...
 	CPU time.Duration // summed over the group
 }
 
 // snapCPU reads every process's CPU time, placing each in its host by its
 // PID namespace.
 func snapCPU(hs []*hosts.Host) cpuSnap {
-	s := cpuSnap{at: time.Now(), procs: map[int]procShare{}}
+	s := cpuSnap{at: time.Now(), procs: map[int]procShare{}, self: os.Getpid()}
 	nsHost := map[string]string{}
 	for _, h := range hs {
 		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", h.Leader())); err == nil {
@@ -92,11 +93,9 @@ func snapCPU(hs []*hosts.Host) cpuSnap {
 // that ended in it is lost, unless this process reaped it (children).
 // own is the CPU of this process's children that is accounted for apart
 // (fleetctl's, from its shell's times), and is taken out of children.
-func cpuWindow(a, b cpuSnap, hs []*hosts.Host, own time.Duration) []CPUShare {
-	first := ""
-	if len(hs) > 0 {
-		first = hs[0].Name
-	}
+// Processes of the host named first (where fleetctl and the fleetd serving
+// it run) are grouped apart from the other hosts'.
+func cpuWindow(a, b cpuSnap, first string, own time.Duration) []cpuShare {
 	type group struct {
 		cpu   time.Duration
 		hosts map[string]bool
@@ -113,7 +112,6 @@ func cpuWindow(a, b cpuSnap, hs []*hosts.Host, own time.Duration) []CPUShare {
 			g.hosts[host] = true
 		}
 	}
-	self := os.Getpid()
 	for pid, p := range b.procs {
 		// A process in both is the same (a PID is not reused within a
 		// second); kernel threads change their names as they work.
@@ -122,7 +120,7 @@ func cpuWindow(a, b cpuSnap, hs []*hosts.Host, own time.Duration) []CPUShare {
 			continue
 		}
 		switch {
-		case pid == self:
+		case pid == b.self:
 			add("fleet-bench (embedded etcd, observer, poller)", "", d)
 		case p.host == "":
 			add("machine: "+p.comm, "", d)
@@ -138,20 +136,20 @@ func cpuWindow(a, b cpuSnap, hs []*hosts.Host, own time.Duration) []CPUShare {
 	if own > 0 {
 		add("fleetctl "+first, first, own)
 	}
-	var out []CPUShare
+	var out []cpuShare
 	for who, g := range groups {
 		if n := len(g.hosts); n > 1 {
 			who = fmt.Sprintf("%s (%d)", who, n)
 		}
-		out = append(out, CPUShare{Who: who, CPU: g.cpu})
+		out = append(out, cpuShare{Who: who, CPU: g.cpu})
 	}
-	slices.SortFunc(out, func(x, y CPUShare) int { return cmp.Compare(y.CPU, x.CPU) })
+	slices.SortFunc(out, func(x, y cpuShare) int { return cmp.Or(cmp.Compare(y.CPU, x.CPU), strings.Compare(x.Who, y.Who)) })
 	return out
 }
 
 // cpuLine words a window's shares: the total, then the groups of at least
 // 1% of the window's CPU capacity.
-func cpuLine(shares []CPUShare, wall time.Duration, cores int) string {
+func cpuLine(shares []cpuShare, wall time.Duration, cores int) string {
 	var total time.Duration
 	for _, s := range shares {
 		total += s.CPU
