@@ -27,6 +27,7 @@ func (c *registryClient) RecordAudit(ctx context.Context, rec registry.AuditReco
 // auditNote is what a mutating handler tells the audit about its call.
 type auditNote struct {
 	action, unit, detail string
+	recorded             bool // the handler recorded the call itself (auditBeside)
 }
 
 type auditNoteKey struct{}
@@ -46,7 +47,9 @@ func (s *server) audited(method, path string, h http.HandlerFunc) http.HandlerFu
 		note := &auditNote{action: method + " " + path, unit: r.PathValue("name")}
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h(sw, r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, note)))
-		s.audit(r, note, sw.code)
+		if !note.recorded {
+			s.audit(r, note, sw.code)
+		}
 	}
 }
 

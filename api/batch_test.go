@@ -1,9 +1,14 @@
 package api_test
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -80,4 +85,124 @@ func TestUnitBatches(t *testing.T) {
 	require.NoError(t, err)
 	rs := hc.(api.UnitBatcher).CreateUnits(c.ctx, []*api.Unit{{Name: "x.service", Options: helloOpts}})
 	require.True(t, errors.Is(rs[0].Err, api.ErrNoBatch), "%v", rs[0].Err)
+}
+
+// TestDiscoveryBatches: the discovery document describes the batch
+// methods as the server serves them: each method, sent to its path with a
+// body of its request schema's shape, creates or destroys the units and
+// answers a result per unit, with the fields the result schema names.
+func TestDiscoveryBatches(t *testing.T) {
+	c := newCluster(t)
+	srv := serveTCP(t, api.NewServer(c.rc))
+	var doc struct {
+		BasePath string `json:"basePath"`
+		Schemas  map[string]struct {
+			Properties map[string]json.RawMessage `json:"properties"`
+		} `json:"schemas"`
+		Resources map[string]struct {
+			Methods map[string]struct {
+				HTTPMethod string `json:"httpMethod"`
+				Path       string `json:"path"`
+				Request    struct {
+					Ref string `json:"$ref"`
+				} `json:"request"`
+				Response struct {
+					Ref string `json:"$ref"`
+				} `json:"response"`
+			} `json:"methods"`
+		} `json:"resources"`
+	}
+	a := call(t, srv.URL, "GET", "/fleet/v1/discovery", "")
+	require.NoError(t, json.Unmarshal([]byte(a.body), &doc))
+	methods := doc.Resources["UnitBatch"].Methods
+	require.Len(t, methods, 2)
+
+	for _, step := range []struct {
+		method string
+		body   func(field string) string
+	}{
+		{"Create", func(field string) string {
+			return `{"` + field + `":[{"name":"a.service","options":[{"section":"Service","name":"ExecStart","value":"/bin/true"}]},` +
+				`{"name":"b.service","desiredState":"launched","options":[{"section":"Service","name":"ExecStart","value":"/bin/true"}]}]}`
+		}},
+		{"Delete", func(field string) string { return `{"` + field + `":["a.service","b.service","none.service"]}` }},
+	} {
+		m, ok := methods[step.method]
+		require.True(t, ok, "UnitBatch.%s", step.method)
+		req := doc.Schemas[m.Request.Ref].Properties
+		require.Len(t, req, 1, "UnitBatch.%s's request schema %s", step.method, m.Request.Ref)
+		var field string
+		for f := range req {
+			field = f
+		}
+		got := call(t, srv.URL, m.HTTPMethod, doc.BasePath+m.Path, step.body(field))
+		require.Equal(t, http.StatusOK, got.code, "UnitBatch.%s: %s", step.method, got.body)
+		require.Contains(t, doc.Schemas[m.Response.Ref].Properties, "results")
+		var ans struct {
+			Results []map[string]json.RawMessage `json:"results"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(got.body), &ans))
+		result := doc.Schemas["UnitBatchResult"].Properties
+		for _, r := range ans.Results {
+			for k := range r {
+				require.Contains(t, result, k, "a result field the document names")
+			}
+		}
+		switch step.method {
+		case "Create":
+			require.Len(t, ans.Results, 2)
+			require.Empty(t, ans.Results[0])
+			u, err := c.rc.Unit(c.ctx, "b.service")
+			require.NoError(t, err)
+			require.Equal(t, "launched", u.DesiredState)
+		case "Delete":
+			require.Len(t, ans.Results, 3)
+			require.Empty(t, ans.Results[0])
+			require.Contains(t, string(ans.Results[2]["error"]), "404")
+			_, err := c.rc.Unit(c.ctx, "a.service")
+			require.ErrorIs(t, err, api.ErrNotFound)
+		}
+	}
+}
+
+// TestBatchAudited: a batch call, whose audit is recorded beside its work,
+// is audited once, as answered (200), in the log and in the event stream.
+func TestBatchAudited(t *testing.T) {
+	c := newCluster(t)
+	logs := &logRecorder{}
+	srv := serveTCP(t, api.NewServer(c.rc, api.WithLogger(slog.New(logs))))
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	events := make(chan api.Event, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.rc.Events(ctx, func(e api.Event) error {
+			if e.Type == api.EventAPICall || e.Type == api.EventStreamStarted {
+				events <- e
+			}
+			return nil
+		})
+	}()
+	require.Equal(t, api.EventStreamStarted, (<-events).Type)
+
+	a := call(t, srv.URL, "POST", "/fleet/v1/units", `{"units":[`+helloJSON[:len(helloJSON)-1]+`,"name":"a.service"},`+helloJSON[:len(helloJSON)-1]+`,"name":"b.service"}]}`)
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	a = call(t, srv.URL, "DELETE", "/fleet/v1/units", `{"names":["a.service","b.service"]}`)
+	require.Equal(t, http.StatusOK, a.code, a.body)
+	var got []string
+	for _, l := range logs.withMsg("audit") {
+		got = append(got, l["method"]+" "+l["action"]+" "+l["detail"]+" "+l["status"])
+	}
+	require.Equal(t, []string{"POST unit.create-batch 2 units 200", "DELETE unit.destroy-batch 2 units 200"}, got)
+	for _, action := range []string{"unit.create-batch", "unit.destroy-batch"} {
+		select {
+		case e := <-events:
+			require.Equal(t, action, e.Action)
+			require.Equal(t, "200 OK", e.Result)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no api.call event for %s", action)
+		}
+	}
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
 }

@@ -148,7 +148,13 @@ func newHTTPClient(endpoint string, timeout time.Duration, opts httpOptions) (*h
 	}, nil
 }
 
-// debugTransport logs every request and its answer's status.
+// DebugClock is how debug lines give the wall-clock time a request (or a
+// step of fleetctl's) started: with the machine's clock, a trace lines up
+// with what other processes did meanwhile.
+const DebugClock = "15:04:05.000000"
+
+// debugTransport logs every request, its answer's status, how long it took
+// and when it started.
 type debugTransport struct {
 	next http.RoundTripper
 	w    io.Writer
@@ -159,10 +165,14 @@ func (d debugTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := d.next.RoundTrip(r)
 	took := time.Since(start).Round(time.Microsecond)
 	if err != nil {
-		fmt.Fprintf(d.w, "DEBUG: %s %s: %v (%s)\n", r.Method, r.URL, err, took)
+		fmt.Fprintf(d.w, "DEBUG: %s %s: %v (%s, from %s)\n", r.Method, r.URL, err, took, start.Format(DebugClock))
 		return nil, err
 	}
-	fmt.Fprintf(d.w, "DEBUG: %s %s: %s (%s)\n", r.Method, r.URL, resp.Status, took)
+	server := ""
+	if st := resp.Header.Get("Server-Timing"); st != "" {
+		server = "; server: " + st
+	}
+	fmt.Fprintf(d.w, "DEBUG: %s %s: %s (%s, from %s%s)\n", r.Method, r.URL, resp.Status, took, start.Format(DebugClock), server)
 	return resp, nil
 }
 

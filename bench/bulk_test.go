@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"cmp"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,4 +41,50 @@ func TestBulkMarkdown(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, strings.Count(string(b), "## Bulk work on real hosts"))
 	require.Contains(t, string(b), "kept\n")
+}
+
+// TestCPUWindow: what each group of processes used between two snapshots:
+// the first host's processes apart, the other hosts' summed with their
+// count, a process new in the window whole, kernel threads renamed meanwhile
+// by their difference, and this process's reaped children less fleetctl's
+// own time, which is shown as fleetctl's.
+func TestCPUWindow(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	a := cpuSnap{self: 1, children: ms(100), procs: map[int]procShare{
+		1:  {comm: "fleet-bench", cpu: ms(1000)},
+		10: {comm: "fleetd", host: "h1", cpu: ms(500)},
+		20: {comm: "fleetd", host: "h2", cpu: ms(300)},
+		30: {comm: "fleetd", host: "h3", cpu: ms(300)},
+		40: {comm: "kworker/0:1-events", cpu: ms(900)},
+		50: {comm: "systemd-journal", host: "h2", cpu: ms(70)},
+	}}
+	b := cpuSnap{self: 1, children: ms(160), procs: map[int]procShare{
+		1:  {comm: "fleet-bench", cpu: ms(1040)},
+		10: {comm: "fleetd", host: "h1", cpu: ms(530)},
+		20: {comm: "fleetd", host: "h2", cpu: ms(320)},
+		30: {comm: "fleetd", host: "h3", cpu: ms(315)},
+		31: {comm: "sleep", host: "h3", cpu: ms(2)},
+		40: {comm: "kworker/0:1-rcu_gp", cpu: ms(905)},
+		50: {comm: "systemd-journal", host: "h2", cpu: ms(71)},
+	}}
+	got := cpuWindow(a, b, "h1", ms(20))
+	require.True(t, slices.IsSortedFunc(got, func(x, y cpuShare) int { return cmp.Compare(y.CPU, x.CPU) }), "largest first: %v", got)
+	byWho := map[string]time.Duration{}
+	for _, s := range got {
+		byWho[s.Who] = s.CPU
+	}
+	require.Equal(t, map[string]time.Duration{
+		"fleet-bench (embedded etcd, observer, poller)":            ms(40),
+		"fleet-bench's children (nsenter, the poller's systemctl)": ms(40),
+		"fleetd other hosts (2)":                                   ms(35),
+		"fleetd h1":                                                ms(30),
+		"fleetctl h1":                                              ms(20),
+		"machine: kworker/0:1-rcu_gp":                              ms(5),
+		"sleep other hosts":                                        ms(2),
+		"systemd-journal other hosts":                              ms(1),
+	}, byWho)
+	// Groups under 1% of the window's capacity (2 ms of 200) are left out.
+	require.Equal(t, "173 ms of CPU in 100 ms wall on 2 cores; fleet-bench (embedded etcd, observer, poller) 40 ms; "+
+		"fleet-bench's children (nsenter, the poller's systemctl) 40 ms; fleetd other hosts (2) 35 ms; fleetd h1 30 ms; "+
+		"fleetctl h1 20 ms; machine: kworker/0:1-rcu_gp 5.00 ms; sleep other hosts 2.00 ms", cpuLine(got, ms(100), 2))
 }

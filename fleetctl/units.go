@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -89,11 +90,16 @@ func (a *app) ensureAndTransitionCommand(cmd *cobra.Command, g goal, blockWhat s
 	cmd.Args = usageArgs(cobra.MinimumNArgs(1))
 	cmd.ValidArgsFunction = a.completeUnits(true)
 	cmd.RunE = a.run(func(ctx context.Context, c api.Client, args []string) error {
+		start := time.Now()
 		names, known, err := a.ensureUnits(ctx, c, args, replace, g.target())
 		if err != nil {
 			return err
 		}
-		return a.transition(ctx, c, names, known, g, block)
+		a.debugSince(start, "%d units submitted", len(names))
+		start = time.Now()
+		err = a.transition(ctx, c, names, known, g, block)
+		a.debugSince(start, "%d units %s", len(names), g.verb())
+		return err
 	})
 	cmd.Flags().BoolVar(&replace, "replace", false, "Replace units already in the cluster with the local versions")
 	block.register(cmd, blockWhat)
@@ -160,10 +166,12 @@ they are stopped, unscheduled and forgotten.`,
 		Args:              usageArgs(cobra.MinimumNArgs(1)),
 		ValidArgsFunction: a.completeUnits(false),
 		RunE: a.run(func(ctx context.Context, c api.Client, args []string) error {
+			start := time.Now()
 			names, err := a.unitArgs(ctx, c, args)
 			if err != nil {
 				return err
 			}
+			defer a.debugSince(start, "%d units destroyed", len(names))
 			// Every unit is tried: one that cannot be destroyed does not
 			// keep the others. A client that takes batches destroys them
 			// all in one request.
@@ -349,6 +357,7 @@ type ensureItem struct {
 // Every local file is read before anything is sent, so a bad file changes
 // nothing in the cluster; then the units go to fleet bulkWorkers at a time.
 func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, replace bool, state registry.State) ([]string, []*api.Unit, error) {
+	start := time.Now()
 	args, err := a.localArgs(ctx, c, args)
 	if err != nil {
 		return nil, nil, err
@@ -380,6 +389,7 @@ func (a *app) ensureUnits(ctx context.Context, c api.Client, args []string, repl
 		}
 		items = append(items, it)
 	}
+	a.debugSince(start, "read %d unit files", len(items))
 	known := make([]*api.Unit, len(items))
 	warnings := make([][]string, len(items))
 	created := a.createBatch(ctx, c, items, state)
@@ -508,6 +518,15 @@ func (a *app) createBatch(ctx context.Context, c api.Client, items []ensureItem,
 		out[at[j]] = r
 	}
 	return out
+}
+
+// debugSince prints, with --debug, a step of the command that ran from
+// start until now, in the form of the requests' debug lines: a bulk
+// command's time is mostly its own steps, few requests.
+func (a *app) debugSince(start time.Time, format string, args ...any) {
+	if a.debug {
+		fmt.Fprintf(a.stderr, "DEBUG: %s (%s, from %s)\n", fmt.Sprintf(format, args...), time.Since(start).Round(time.Microsecond), start.Format(api.DebugClock))
+	}
 }
 
 // warnLines words the warnings fleet gave about a unit.
