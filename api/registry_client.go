@@ -22,8 +22,9 @@ import (
 // forwardTimeout bounds one forwarded machine-local request.
 const forwardTimeout = 15 * time.Second
 
-// registryClient is the Client over etcd. It holds no state of its own: every
-// call reads the registry afresh.
+// registryClient is the Client over etcd. Every call reads the registry
+// afresh; all it keeps is what summaries need of unit files, by their
+// immutable hash (see UnitSummaries).
 type registryClient struct {
 	reg *registry.Registry
 	// peerTLS, when set, is how this fleetd forwards to others: over https
@@ -33,6 +34,8 @@ type registryClient struct {
 	// (see WithPlacement).
 	policy            engine.Policy
 	atMostOnceDefault bool
+	// facts is what summaries need of each unit file, by hash.
+	facts *factsCache
 }
 
 // RegistryOption configures NewRegistryClient.
@@ -52,7 +55,7 @@ func WithPeerTLS(cfg *tls.Config) RegistryOption {
 // unit) and answers UnitStatus and UnitJournal by forwarding to the fleetd of
 // the unit's machine at its registered API URL.
 func NewRegistryClient(reg *registry.Registry, opts ...RegistryOption) Client {
-	c := &registryClient{reg: reg}
+	c := &registryClient{reg: reg, facts: &factsCache{}}
 	for _, o := range opts {
 		o(c)
 	}

@@ -2,10 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -26,9 +28,26 @@ type UnitListing struct {
 // keys only: a listing of units needs to know that one is there, not what
 // it says.
 func (r *Registry) ListUnits(ctx context.Context) (UnitListing, error) {
+	return r.listUnits(ctx, true)
+}
+
+// ListUnitsWithoutBodies is ListUnits without the bodies (Bodies is
+// empty): a caller that keeps what it needs of each body by its hash reads
+// only the bodies it lacks, with BodiesAt at the listing's Rev. Bodies are
+// most of a listing's bytes.
+func (r *Registry) ListUnitsWithoutBodies(ctx context.Context) (UnitListing, error) {
+	return r.listUnits(ctx, false)
+}
+
+func (r *Registry) listUnits(ctx context.Context, withBodies bool) (UnitListing, error) {
+	bodies := clientv3.OpGet(r.keys.bodies(), clientv3.WithPrefix())
+	if !withBodies {
+		// Nothing is under this key: the op only keeps the indexes below.
+		bodies = clientv3.OpGet(r.keys.bodies())
+	}
 	resp, err := r.txn(ctx, nil, []clientv3.Op{
 		clientv3.OpGet(r.keys.units(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)),
-		clientv3.OpGet(r.keys.bodies(), clientv3.WithPrefix()),
+		bodies,
 		clientv3.OpGet(r.keys.schedules(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.keys.unplaced(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.keys.states(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
@@ -53,6 +72,9 @@ func (r *Registry) ListUnits(ctx context.Context) (UnitListing, error) {
 		l.Units = append(l.Units, u)
 	}
 	for _, kv := range kvs(1) {
+		if !withBodies {
+			break
+		}
 		l.Bodies[strings.TrimPrefix(string(kv.Key), r.keys.bodies())] = string(kv.Value)
 	}
 	for _, kv := range kvs(2) {
@@ -71,4 +93,68 @@ func (r *Registry) ListUnits(ctx context.Context) (UnitListing, error) {
 		}
 	}
 	return l, nil
+}
+
+// bodiesAtOnce is how many bodies BodiesAt reads with single gets; for more
+// it reads them all in one range, which costs less than as many gets.
+const bodiesAtOnce = 512
+
+// BodiesAt reads the bodies of hashes as they were at revision rev (a
+// listing's), by hash; a hash whose body is not stored is left out. Bodies
+// never change under their hash, so a compacted rev is read at the
+// current revision instead.
+func (r *Registry) BodiesAt(ctx context.Context, rev int64, hashes []string) (map[string]string, error) {
+	out := make(map[string]string, len(hashes))
+	if len(hashes) == 0 {
+		return out, nil
+	}
+	read := func(rev int64) error {
+		at := []clientv3.OpOption{}
+		if rev > 0 {
+			at = append(at, clientv3.WithRev(rev))
+		}
+		if len(hashes) > bodiesAtOnce {
+			resp, err := r.get(ctx, r.keys.bodies(), append(at, clientv3.WithPrefix())...)
+			if err != nil {
+				return err
+			}
+			want := make(map[string]bool, len(hashes))
+			for _, h := range hashes {
+				want[h] = true
+			}
+			for _, kv := range resp.Kvs {
+				if h := strings.TrimPrefix(string(kv.Key), r.keys.bodies()); want[h] {
+					out[h] = string(kv.Value)
+				}
+			}
+			return nil
+		}
+		// etcd takes up to 128 ops per transaction by default.
+		for start := 0; start < len(hashes); start += 128 {
+			part := hashes[start:min(len(hashes), start+128)]
+			ops := make([]clientv3.Op, len(part))
+			for i, h := range part {
+				ops[i] = clientv3.OpGet(r.keys.body(h), at...)
+			}
+			resp, err := r.txn(ctx, nil, ops)
+			if err != nil {
+				return err
+			}
+			for i, rr := range resp.Responses {
+				if kvs := rr.GetResponseRange().GetKvs(); len(kvs) > 0 {
+					out[part[i]] = string(kvs[0].Value)
+				}
+			}
+		}
+		return nil
+	}
+	err := read(rev)
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		clear(out)
+		err = read(0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read unit bodies at revision %d: %w", rev, err)
+	}
+	return out, nil
 }
