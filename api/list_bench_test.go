@@ -42,7 +42,7 @@ func benchUnits(tb testing.TB, def int) int {
 // listCluster fills an embedded etcd with n units (each its own body,
 // every tenth with an [X-Fleet] section, placed and reported active) on
 // 100 machines, as the list benchmarks read them.
-func listCluster(b *testing.B, ctx context.Context, n int) (*etcdtest.Etcd, *registry.Registry) {
+func listCluster(ctx context.Context, b *testing.B, n int) (*etcdtest.Etcd, *registry.Registry) {
 	e := etcdtest.Start(b)
 	reg := registry.New(e.Client(b), registry.WithRequestTimeout(time.Minute))
 	const machines = 100
@@ -98,7 +98,7 @@ func BenchmarkList(b *testing.B) {
 	n := benchUnits(b, 10000)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	_, reg := listCluster(b, ctx, n)
+	_, reg := listCluster(ctx, b, n)
 	rc := api.NewRegistryClient(reg)
 	srv := httptest.NewServer(api.NewServer(rc))
 	defer srv.Close()
@@ -174,7 +174,7 @@ func BenchmarkListFleetctl(b *testing.B) {
 	n := benchUnits(b, 100000)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	e, _ := listCluster(b, ctx, n)
+	e, _ := listCluster(ctx, b, n)
 	type tree struct{ name, dir, url string }
 	var ts []*tree
 	for _, kv := range strings.Split(trees, ",") {
