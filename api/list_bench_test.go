@@ -3,8 +3,11 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"hash"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -175,7 +178,10 @@ func BenchmarkListFleetctl(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	e, _ := listCluster(ctx, b, n)
-	type tree struct{ name, dir, url string }
+	type tree struct {
+		name, dir, url string
+		server         *os.Process
+	}
 	var ts []*tree
 	for _, kv := range strings.Split(trees, ",") {
 		name, dir, ok := strings.Cut(kv, "=")
@@ -197,7 +203,7 @@ func BenchmarkListFleetctl(b *testing.B) {
 			}
 			return err == nil
 		}, 10*time.Second, 20*time.Millisecond)
-		ts = append(ts, &tree{name: name, dir: dir, url: "http://" + addr})
+		ts = append(ts, &tree{name: name, dir: dir, url: "http://" + addr, server: cmd.Process})
 	}
 	runs := 5
 	if v := os.Getenv("FLEET_BENCH_RUNS"); v != "" {
@@ -209,33 +215,78 @@ func BenchmarkListFleetctl(b *testing.B) {
 	for b.Loop() {
 		for _, command := range []string{"list-units", "list-unit-files"} {
 			took := map[string][]time.Duration{}
+			// CPU time of fleetctl, of the API server and of this process
+			// (etcd, mostly): less swayed by a shared machine than wall time.
+			cpu := map[string][3]time.Duration{}
 			lines := map[string]int{}
-			for range runs {
+			outputs := map[[sha256.Size]byte]string{}
+			first := map[string]time.Duration{}
+			for run := range runs + 1 {
 				for _, t := range ts {
 					cmd := exec.CommandContext(ctx, filepath.Join(t.dir, "fleetctl"), "--endpoint", t.url, "--request-timeout=120s", command, "--no-legend")
 					var out countingWriter
 					cmd.Stdout = &out
 					cmd.Stderr = os.Stderr
+					srv0, self0 := procCPU(b, t.server.Pid), selfCPU(b)
 					start := time.Now()
 					require.NoError(b, cmd.Run(), "%s %s", t.name, command)
+					if run == 0 {
+						// The first run fills what the server keeps (cold);
+						// the timed runs are the ones after.
+						first[t.name] = time.Since(start)
+						continue
+					}
 					took[t.name] = append(took[t.name], time.Since(start))
+					c := cpu[t.name]
+					c[0] += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+					c[1] += procCPU(b, t.server.Pid) - srv0
+					c[2] += selfCPU(b) - self0
+					cpu[t.name] = c
 					lines[t.name] = out.lines
+					outputs[[sha256.Size]byte(out.sum.Sum(nil))] = t.name
 				}
+			}
+			if len(outputs) > 1 {
+				b.Errorf("%s: the trees print different tables (%v)", command, slices.Collect(maps.Values(outputs)))
 			}
 			for _, t := range ts {
 				ds := took[t.name]
 				slices.Sort(ds)
-				b.Logf("%s %s: %d rows, p50 %s, runs %v", t.name, command, lines[t.name], ds[len(ds)/2].Round(time.Millisecond), ds)
+				c := cpu[t.name]
+				per := func(d time.Duration) time.Duration { return (d / time.Duration(runs)).Round(time.Millisecond) }
+				b.Logf("%s %s: %d rows, first run %s, then p50 %s, runs %v; CPU per run: fleetctl %s, API server %s, etcd %s", t.name, command, lines[t.name], first[t.name].Round(time.Millisecond), ds[len(ds)/2].Round(time.Millisecond), ds, per(c[0]), per(c[1]), per(c[2]))
 				b.ReportMetric(float64(ds[len(ds)/2].Milliseconds()), t.name+"-"+command+"-p50-ms")
 			}
 		}
 	}
 }
 
-// countingWriter counts the lines written to it.
-type countingWriter struct{ lines int }
+// procCPU returns the user and system CPU time process pid has used.
+func procCPU(b *testing.B, pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(b, err)
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	utime, err := strconv.ParseInt(f[11], 10, 64)
+	require.NoError(b, err)
+	stime, err := strconv.ParseInt(f[12], 10, 64)
+	require.NoError(b, err)
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+func selfCPU(b *testing.B) time.Duration { return procCPU(b, os.Getpid()) }
+
+// countingWriter counts the lines written to it and hashes them.
+type countingWriter struct {
+	lines int
+	sum   hash.Hash
+}
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.sum == nil {
+		c.sum = sha256.New()
+	}
+	c.sum.Write(p)
 	c.lines += bytes.Count(p, []byte{'\n'})
 	return len(p), nil
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -252,7 +251,7 @@ func (c *registryClient) UnitStates(ctx context.Context, f StateFilter) ([]*Unit
 		}
 	default:
 		var err error
-		if ss, err = c.reg.States(ctx, ""); err != nil {
+		if ss, err = c.reg.ListStates(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -285,7 +284,11 @@ func dedupe(s []string) []string {
 
 func sortStates(ss []*UnitState) {
 	slices.SortFunc(ss, func(a, b *UnitState) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.MachineID, b.MachineID))
+		// Not cmp.Or: it would compare the machine IDs of every pair.
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.MachineID, b.MachineID)
 	})
 }
 

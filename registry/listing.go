@@ -3,9 +3,12 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -41,66 +44,104 @@ func (r *Registry) ListUnitsWithoutBodies(ctx context.Context) (UnitListing, err
 }
 
 func (r *Registry) listUnits(ctx context.Context, withBodies bool) (UnitListing, error) {
-	bodies := clientv3.OpGet(r.keys.bodies(), clientv3.WithPrefix())
-	if !withBodies {
-		// Nothing is under this key: the op only keeps the indexes below.
-		bodies = clientv3.OpGet(r.keys.bodies())
+	l, err := r.listUnitsAt(ctx, withBodies)
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		// Compacted between the first read and the others: read again.
+		l, err = r.listUnitsAt(ctx, withBodies)
 	}
-	resp, err := r.txn(ctx, nil, []clientv3.Op{
-		clientv3.OpGet(r.keys.units(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)),
-		bodies,
-		clientv3.OpGet(r.keys.schedules(), clientv3.WithPrefix()),
-		clientv3.OpGet(r.keys.unplaced(), clientv3.WithPrefix()),
-		clientv3.OpGet(r.keys.states(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-	})
 	if err != nil {
 		return UnitListing{}, fmt.Errorf("list units: %w", err)
 	}
-	kvs := func(i int) []*mvccpb.KeyValue { return resp.Responses[i].GetResponseRange().GetKvs() }
-	l := UnitListing{
-		Units:      make([]Unit, 0, len(kvs(0))),
-		Bodies:     make(map[string]string, len(kvs(1))),
-		Placements: make(map[string][]Placement, len(kvs(2))),
-		Unplaced:   make(map[string]string, len(kvs(3))),
-		Reported:   make(map[[2]string]bool, len(kvs(4))),
-		Rev:        resp.Header.Revision,
-	}
-	for _, kv := range kvs(0) {
-		name := strings.TrimPrefix(string(kv.Key), r.keys.units())
-		u, ok := fastUnit(name, kv.Value, kv.ModRevision)
-		if !ok {
-			var err error
-			if u, err = decodeUnit(name, kv.Value, kv.ModRevision); err != nil {
-				return UnitListing{}, err
-			}
-		}
-		l.Units = append(l.Units, u)
-	}
-	for _, kv := range kvs(1) {
-		if !withBodies {
-			break
-		}
-		l.Bodies[strings.TrimPrefix(string(kv.Key), r.keys.bodies())] = string(kv.Value)
-	}
-	for _, kv := range kvs(2) {
-		p, ok := r.fastPlacement(kv.Key, kv.Value)
-		if !ok {
-			var err error
-			if p, err = r.decodePlacement(string(kv.Key), kv.Value); err != nil {
-				return UnitListing{}, err
-			}
-		}
-		l.Placements[p.Name] = append(l.Placements[p.Name], p)
-	}
-	for _, kv := range kvs(3) {
-		l.Unplaced[strings.TrimPrefix(string(kv.Key), r.keys.unplaced())] = string(kv.Value)
-	}
-	for _, kv := range kvs(4) {
-		if m, name, ok := splitMachineKey(strings.TrimPrefix(string(kv.Key), r.keys.states())); ok {
-			l.Reported[[2]string{m, name}] = true
-		}
-	}
 	return l, nil
+}
+
+// listUnitsAt reads the parts of a listing at one revision, the current
+// one when it starts, each with its own request, all at once: etcd serves
+// them side by side and each is decoded as it arrives, where one
+// transaction read them one after another and was decoded after the last.
+func (r *Registry) listUnitsAt(ctx context.Context, withBodies bool) (UnitListing, error) {
+	// Any read gives the current revision; this key holds nothing.
+	head, err := r.get(ctx, r.keys.units())
+	if err != nil {
+		return UnitListing{}, err
+	}
+	l := UnitListing{Rev: head.Header.Revision}
+	at := clientv3.WithRev(l.Rev)
+	parts := []struct {
+		key    string
+		opts   []clientv3.OpOption
+		decode func([]*mvccpb.KeyValue) error
+	}{
+		{r.keys.units(), []clientv3.OpOption{clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}, func(kvs []*mvccpb.KeyValue) error {
+			l.Units = make([]Unit, 0, len(kvs))
+			for _, kv := range kvs {
+				name := strings.TrimPrefix(string(kv.Key), r.keys.units())
+				u, ok := fastUnit(name, kv.Value, kv.ModRevision)
+				if !ok {
+					var err error
+					if u, err = decodeUnit(name, kv.Value, kv.ModRevision); err != nil {
+						return err
+					}
+				}
+				l.Units = append(l.Units, u)
+			}
+			return nil
+		}},
+		{r.keys.bodies(), nil, func(kvs []*mvccpb.KeyValue) error {
+			l.Bodies = make(map[string]string, len(kvs))
+			for _, kv := range kvs {
+				l.Bodies[strings.TrimPrefix(string(kv.Key), r.keys.bodies())] = string(kv.Value)
+			}
+			return nil
+		}},
+		{r.keys.schedules(), nil, func(kvs []*mvccpb.KeyValue) error {
+			l.Placements = make(map[string][]Placement, len(kvs))
+			for _, kv := range kvs {
+				p, ok := r.fastPlacement(kv.Key, kv.Value)
+				if !ok {
+					var err error
+					if p, err = r.decodePlacement(string(kv.Key), kv.Value); err != nil {
+						return err
+					}
+				}
+				l.Placements[p.Name] = append(l.Placements[p.Name], p)
+			}
+			return nil
+		}},
+		{r.keys.unplaced(), nil, func(kvs []*mvccpb.KeyValue) error {
+			l.Unplaced = make(map[string]string, len(kvs))
+			for _, kv := range kvs {
+				l.Unplaced[strings.TrimPrefix(string(kv.Key), r.keys.unplaced())] = string(kv.Value)
+			}
+			return nil
+		}},
+		{r.keys.states(), []clientv3.OpOption{clientv3.WithKeysOnly()}, func(kvs []*mvccpb.KeyValue) error {
+			l.Reported = make(map[[2]string]bool, len(kvs))
+			for _, kv := range kvs {
+				if m, name, ok := splitMachineKey(strings.TrimPrefix(string(kv.Key), r.keys.states())); ok {
+					l.Reported[[2]string{m, name}] = true
+				}
+			}
+			return nil
+		}},
+	}
+	if !withBodies {
+		l.Bodies = map[string]string{}
+		parts = slices.Delete(parts, 1, 2)
+	}
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Go(func() {
+			resp, err := r.get(ctx, p.key, append(p.opts, clientv3.WithPrefix(), at)...)
+			if err == nil {
+				err = p.decode(resp.Kvs)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	return l, errors.Join(errs...)
 }
 
 // bodiesAtOnce is how many bodies BodiesAt reads with single gets; for more
@@ -189,6 +230,57 @@ func fastUnit(name string, v []byte, rev int64) (Unit, bool) {
 		return true
 	})
 	return u, ok
+}
+
+// ListStates reads every published unit state, sorted by machine, then
+// unit: States(ctx, "") for listings, whose records are decoded by
+// fastState.
+func (r *Registry) ListStates(ctx context.Context) ([]UnitState, error) {
+	resp, err := r.get(ctx, r.keys.states(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("read unit states: %w", err)
+	}
+	out := make([]UnitState, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		m, name, ok := splitMachineKey(strings.TrimPrefix(string(kv.Key), r.keys.states()))
+		if !ok {
+			return nil, fmt.Errorf("read unit states: malformed key %q", kv.Key)
+		}
+		s, ok := fastState(m, name, kv.Value)
+		if !ok {
+			s = UnitState{Machine: m, Name: name}
+			if err := json.Unmarshal(kv.Value, &s); err != nil {
+				return nil, fmt.Errorf("decode state %s: %w", kv.Key, err)
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// fastState decodes a published state.
+func fastState(machine, name string, v []byte) (UnitState, bool) {
+	s := UnitState{Machine: machine, Name: name}
+	ok := flatStrings(v, func(k, val []byte) bool {
+		switch string(k) {
+		case "hash":
+			s.Hash = string(val)
+		case "loadState":
+			s.LoadState = string(val)
+		case "activeState":
+			s.ActiveState = string(val)
+		case "subState":
+			s.SubState = string(val)
+		case "reason":
+			s.Reason = string(val)
+		case "health":
+			s.Health = string(val)
+		default:
+			return false
+		}
+		return true
+	})
+	return s, ok
 }
 
 // fastPlacement decodes a placement {"hash":...,"desiredState":...} under

@@ -30,13 +30,15 @@ var flatRecords = []string{
 	`{"hash":"ab","desiredState":"launched","other":"x"}`,
 	`[]`,
 	``,
+	`{"hash":"ab","loadState":"loaded","activeState":"active","subState":"running","reason":"","health":"pass"}`,
+	`{"hash":"ab","loadState":"loaded","activeState":"failed","subState":"failed","reason":"refused"}`,
 }
 
 // TestFastDecodersMatchJSON checks that what the fast decoders accept they
 // decode as encoding/json does.
 func TestFastDecodersMatchJSON(t *testing.T) {
 	r := New(nil)
-	accepted := 0
+	accepted, states := 0, 0
 	for _, v := range flatRecords {
 		u, ok := fastUnit("a.service", []byte(v), 7)
 		if ok {
@@ -44,6 +46,12 @@ func TestFastDecodersMatchJSON(t *testing.T) {
 			want := Unit{Name: "a.service", ModRev: 7}
 			require.NoError(t, json.Unmarshal([]byte(v), &want), v)
 			require.Equal(t, want, u, v)
+		}
+		if s, ok := fastState("m1", "a.service", []byte(v)); ok {
+			states++
+			want := UnitState{Machine: "m1", Name: "a.service"}
+			require.NoError(t, json.Unmarshal([]byte(v), &want), v)
+			require.Equal(t, want, s, v)
 		}
 		key := r.keys.schedules() + "m1/a.service"
 		p, ok := r.fastPlacement([]byte(key), []byte(v))
@@ -54,6 +62,7 @@ func TestFastDecodersMatchJSON(t *testing.T) {
 		}
 	}
 	require.Equal(t, 5, accepted, "the plain records take the fast path")
+	require.Equal(t, 4, states, "the plain states take the fast path")
 }
 
 func FuzzFastUnit(f *testing.F) {
