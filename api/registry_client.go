@@ -22,8 +22,9 @@ import (
 const forwardTimeout = 15 * time.Second
 
 // registryClient is the Client over etcd. Every call reads the registry
-// afresh; all it keeps is what summaries need of unit files, by their
-// immutable hash (see UnitSummaries).
+// afresh, but for what summaries need of unit files, kept by their
+// immutable hash (see UnitSummaries), and listings, which come from
+// memory while they keep coming (see registry.ListCache).
 type registryClient struct {
 	reg *registry.Registry
 	// peerTLS, when set, is how this fleetd forwards to others: over https
@@ -35,7 +36,15 @@ type registryClient struct {
 	atMostOnceDefault bool
 	// facts is what summaries need of each unit file, by hash.
 	facts *factsCache
+	// lists serves listings from memory while they keep coming.
+	lists *registry.ListCache
 }
+
+// listCacheIdle is how long after the last listing the client follows
+// the registry for the next (see registry.ListCache): listings repeated
+// within it (a dashboard, watch fleetctl list-units, a script) cost a
+// copy, not a read of every key.
+const listCacheIdle = time.Minute
 
 // RegistryOption configures NewRegistryClient.
 type RegistryOption func(*registryClient)
@@ -54,7 +63,7 @@ func WithPeerTLS(cfg *tls.Config) RegistryOption {
 // unit) and answers UnitStatus and UnitJournal by forwarding to the fleetd of
 // the unit's machine at its registered API URL.
 func NewRegistryClient(reg *registry.Registry, opts ...RegistryOption) Client {
-	c := &registryClient{reg: reg, facts: &factsCache{}}
+	c := &registryClient{reg: reg, facts: &factsCache{}, lists: registry.NewListCache(reg, listCacheIdle)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -251,7 +260,7 @@ func (c *registryClient) UnitStates(ctx context.Context, f StateFilter) ([]*Unit
 		}
 	default:
 		var err error
-		if ss, err = c.reg.ListStates(ctx); err != nil {
+		if ss, err = c.lists.States(ctx); err != nil {
 			return nil, err
 		}
 	}

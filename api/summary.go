@@ -192,10 +192,11 @@ func (c *factsCache) add(add map[string]*fileFacts) {
 }
 
 func (c *registryClient) UnitSummaries(ctx context.Context) ([]*UnitSummary, error) {
-	// One read at one revision, without the bodies: what a summary needs
-	// of a body is kept by its hash, and only the bodies of files not seen
-	// before are read, at the same revision.
-	l, err := c.reg.ListUnitsWithoutBodies(ctx)
+	// One read at one revision (or the followed state at one revision),
+	// without the bodies: what a summary needs of a body is kept by its
+	// hash, and only the bodies of files not seen before are read, at the
+	// same revision.
+	l, err := c.lists.Units(ctx)
 	if err != nil {
 		return nil, err
 	}
