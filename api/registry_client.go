@@ -154,7 +154,7 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 			}
 			files[rec.Hash] = f
 		}
-		u := wireUnitFile(rec, f, l.Placements[rec.Name], l.Unplaced[rec.Name], func(m string) bool { return l.Reported[[2]string{m, rec.Name}] })
+		u := wireUnitFile(rec, f, l.Placements[rec.Name], l.Unplaced[rec.Name], func(m string) bool { return l.IsReported(m, rec.Name) })
 		out = append(out, u)
 	}
 	return out, nil

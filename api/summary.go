@@ -196,10 +196,17 @@ func (c *registryClient) UnitSummaries(ctx context.Context) ([]*UnitSummary, err
 	// without the bodies: what a summary needs of a body is kept by its
 	// hash, and only the bodies of files not seen before are read, at the
 	// same revision.
-	l, err := c.lists.Units(ctx)
-	if err != nil {
-		return nil, err
-	}
+	var out []*UnitSummary
+	err := c.lists.Units(ctx, func(l registry.UnitListing) error {
+		var err error
+		out, err = c.summarize(ctx, l)
+		return err
+	})
+	return out, err
+}
+
+// summarize builds the summaries of listing l.
+func (c *registryClient) summarize(ctx context.Context, l registry.UnitListing) ([]*UnitSummary, error) {
 	var hashes []string
 	seen := make(map[string]bool)
 	for _, rec := range l.Units {
@@ -245,7 +252,7 @@ func (c *registryClient) UnitSummaries(ctx context.Context) ([]*UnitSummary, err
 		s.CurrentState = string(registry.StateInactive)
 		if p, ok := pickPlacement(l.Placements[rec.Name], rec.Hash); ok {
 			s.MachineID = p.Machine
-			if l.Reported[[2]string{p.Machine, rec.Name}] {
+			if l.IsReported(p.Machine, rec.Name) {
 				s.CurrentState = string(p.DesiredState)
 			}
 		} else if rec.DesiredState != registry.StateInactive {

@@ -64,25 +64,32 @@ type liveListing struct {
 	changed  chan struct{} // closed when rev or err changes
 	lastUse  atomic.Int64  // UnixNano of the last listing served
 	units    map[string]Unit
-	places   map[string]map[string]Placement // by unit, then machine
+	sorted   []Unit                 // units by name; nil when a unit changed since
+	places   map[string][]Placement // by unit, each slice by machine and never changed once stored
 	unplaced map[string]string
 	states   map[string]map[string]UnitState // by machine, then unit
 }
 
-// Units returns a listing as ListUnitsWithoutBodies does.
-func (c *ListCache) Units(ctx context.Context) (UnitListing, error) {
-	l, ok, err := serve(ctx, c, (*liveListing).unitListing)
-	if ok || err != nil {
-		return l, err
+// Units calls fn with a listing as ListUnitsWithoutBodies reads it. From
+// memory the listing's maps are the cache's own, read-locked while fn
+// runs: fn must not keep them, and should not take long.
+func (c *ListCache) Units(ctx context.Context, fn func(UnitListing) error) error {
+	if ferr, ok := serve(ctx, c, func(l *liveListing) error { return fn(l.unitView()) }); ok {
+		return ferr
 	}
-	return c.r.ListUnitsWithoutBodies(ctx)
+	l, err := c.r.ListUnitsWithoutBodies(ctx)
+	if err != nil {
+		return err
+	}
+	return fn(l)
 }
 
-// States returns every published state, as ListStates does.
+// States returns every published state, as ListStates does but in no
+// particular order.
 func (c *ListCache) States(ctx context.Context) ([]UnitState, error) {
-	ss, ok, err := serve(ctx, c, (*liveListing).stateListing)
-	if ok || err != nil {
-		return ss, err
+	ss, ok := serve(ctx, c, (*liveListing).stateListing)
+	if ok {
+		return ss, nil
 	}
 	return c.r.ListStates(ctx)
 }
@@ -99,7 +106,7 @@ func (c *ListCache) Close() {
 
 // serve answers from memory (ok) when following, starting to follow if
 // listings keep coming; !ok says to read from etcd.
-func serve[T any](ctx context.Context, c *ListCache, read func(*liveListing) T) (T, bool, error) {
+func serve[T any](ctx context.Context, c *ListCache, read func(*liveListing) T) (T, bool) {
 	var zero T
 	now := time.Now()
 	c.mu.Lock()
@@ -118,21 +125,19 @@ func serve[T any](ctx context.Context, c *ListCache, read func(*liveListing) T) 
 		var err error
 		if live, err = c.follow(); err != nil {
 			c.mu.Unlock()
-			return zero, false, nil // read from etcd; try again next time
+			return zero, false // read from etcd; try again next time
 		}
 		c.live = live
 	}
 	c.mu.Unlock()
-	if live == nil {
-		return zero, false, nil
-	}
-	if !live.catchUp(ctx, c.r) {
-		return zero, false, nil
+	if live == nil || !live.catchUp(ctx, c.r) {
+		return zero, false
 	}
 	live.lastUse.Store(now.UnixNano())
+	live.sortUnits()
 	live.mu.RLock()
 	defer live.mu.RUnlock()
-	return read(live), true, nil
+	return read(live), true
 }
 
 // follow reads everything once and starts the watch from the revision
@@ -144,7 +149,7 @@ func (c *ListCache) follow() (*liveListing, error) {
 		ctx:      ctx,
 		changed:  make(chan struct{}),
 		units:    map[string]Unit{},
-		places:   map[string]map[string]Placement{},
+		places:   map[string][]Placement{},
 		unplaced: map[string]string{},
 		states:   map[string]map[string]UnitState{},
 	}
@@ -181,7 +186,7 @@ func (l *liveListing) run(r *Registry, wch clientv3.WatchChan, idle time.Duratio
 		defer l.mu.Unlock()
 		l.err = err
 		// The memory goes with the listing; a new one reads afresh.
-		l.units, l.places, l.unplaced, l.states = nil, nil, nil, nil
+		l.units, l.sorted, l.places, l.unplaced, l.states = nil, nil, nil, nil, nil
 		close(l.changed)
 	}
 	for {
@@ -229,6 +234,7 @@ func (l *liveListing) apply(r *Registry, t mvccpb.Event_EventType, kv *mvccpb.Ke
 	switch {
 	case strings.HasPrefix(key, r.keys.units()):
 		name := key[len(r.keys.units()):]
+		l.sorted = nil
 		if del {
 			delete(l.units, name)
 			return
@@ -246,24 +252,24 @@ func (l *liveListing) apply(r *Registry, t mvccpb.Event_EventType, kv *mvccpb.Ke
 		if !ok {
 			return
 		}
-		if del {
-			delete(l.places[name], m)
-			if len(l.places[name]) == 0 {
-				delete(l.places, name)
+		// A new slice each time: listings may hold the old one.
+		ps := slices.DeleteFunc(slices.Clone(l.places[name]), func(p Placement) bool { return p.Machine == m })
+		if !del {
+			p, ok := r.fastPlacement(kv.Key, kv.Value)
+			if !ok {
+				var err error
+				if p, err = r.decodePlacement(key, kv.Value); err != nil {
+					return
+				}
 			}
-			return
+			i, _ := slices.BinarySearchFunc(ps, m, func(p Placement, m string) int { return strings.Compare(p.Machine, m) })
+			ps = slices.Insert(ps, i, p)
 		}
-		p, ok := r.fastPlacement(kv.Key, kv.Value)
-		if !ok {
-			var err error
-			if p, err = r.decodePlacement(key, kv.Value); err != nil {
-				return
-			}
+		if len(ps) == 0 {
+			delete(l.places, name)
+		} else {
+			l.places[name] = ps
 		}
-		if l.places[name] == nil {
-			l.places[name] = map[string]Placement{}
-		}
-		l.places[name][m] = p
 	case strings.HasPrefix(key, r.keys.unplaced()):
 		name := key[len(r.keys.unplaced()):]
 		if del {
@@ -336,42 +342,45 @@ func (l *liveListing) catchUp(ctx context.Context, r *Registry) bool {
 	}
 }
 
-// unitListing copies out a listing. Called with l.mu read-held.
-func (l *liveListing) unitListing() UnitListing {
-	out := UnitListing{
-		Units:      make([]Unit, 0, len(l.units)),
-		Bodies:     map[string]string{},
-		Placements: make(map[string][]Placement, len(l.places)),
-		Unplaced:   make(map[string]string, len(l.unplaced)),
-		Reported:   make(map[[2]string]bool),
-		Rev:        l.rev,
+// sortUnits sorts the units for listings, if a unit changed since.
+func (l *liveListing) sortUnits() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sorted != nil || l.units == nil {
+		return
 	}
+	l.sorted = make([]Unit, 0, len(l.units))
 	for _, u := range l.units {
-		out.Units = append(out.Units, u)
+		l.sorted = append(l.sorted, u)
 	}
-	slices.SortFunc(out.Units, func(a, b Unit) int { return strings.Compare(a.Name, b.Name) })
-	for name, ps := range l.places {
-		list := make([]Placement, 0, len(ps))
-		for _, p := range ps {
-			list = append(list, p)
-		}
-		// As read from etcd: by machine.
-		slices.SortFunc(list, func(a, b Placement) int { return strings.Compare(a.Machine, b.Machine) })
-		out.Placements[name] = list
-	}
-	for name, why := range l.unplaced {
-		out.Unplaced[name] = why
-	}
-	for m, ss := range l.states {
-		for name := range ss {
-			out.Reported[[2]string{m, name}] = true
-		}
-	}
-	return out
+	slices.SortFunc(l.sorted, func(a, b Unit) int { return strings.Compare(a.Name, b.Name) })
 }
 
-// stateListing copies out every state, sorted by machine, then unit.
-// Called with l.mu read-held.
+// unitView is the listing in memory, without copies. Called with l.mu
+// read-held, for as long as the view is used.
+func (l *liveListing) unitView() UnitListing {
+	units := l.sorted
+	if units == nil { // a unit changed between sortUnits and the lock
+		for _, u := range l.units {
+			units = append(units, u)
+		}
+		slices.SortFunc(units, func(a, b Unit) int { return strings.Compare(a.Name, b.Name) })
+	}
+	return UnitListing{
+		Units:      units,
+		Bodies:     map[string]string{},
+		Placements: l.places,
+		Unplaced:   l.unplaced,
+		Rev:        l.rev,
+		reported: func(m, name string) bool {
+			_, ok := l.states[m][name]
+			return ok
+		},
+	}
+}
+
+// stateListing copies out every state, in no particular order (the
+// caller sorts them as it needs). Called with l.mu read-held.
 func (l *liveListing) stateListing() []UnitState {
 	n := 0
 	for _, ss := range l.states {
@@ -383,11 +392,5 @@ func (l *liveListing) stateListing() []UnitState {
 			out = append(out, s)
 		}
 	}
-	slices.SortFunc(out, func(a, b UnitState) int {
-		if c := strings.Compare(a.Machine, b.Machine); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
 	return out
 }

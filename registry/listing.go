@@ -25,6 +25,16 @@ type UnitListing struct {
 	Unplaced   map[string]string      // by unit name
 	Reported   map[[2]string]bool     // (machine, unit) pairs with a published state
 	Rev        int64
+	// reported answers IsReported instead of Reported (a ListCache's).
+	reported func(machine, name string) bool
+}
+
+// IsReported says whether machine published a state of unit name.
+func (l UnitListing) IsReported(machine, name string) bool {
+	if l.reported != nil {
+		return l.reported(machine, name)
+	}
+	return l.Reported[[2]string{machine, name}]
 }
 
 // ListUnits reads a UnitListing in one read-only transaction, so the units,
