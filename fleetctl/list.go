@@ -248,13 +248,17 @@ Or, choose the columns to display:
 			if err != nil {
 				return nil, view{}, err
 			}
-			slices.SortFunc(ss, func(x, y *api.UnitState) int {
+			byNameMachine := func(x, y *api.UnitState) int {
 				// Not cmp.Or: it would compare the machine IDs of every pair.
 				if c := strings.Compare(x.Name, y.Name); c != 0 {
 					return c
 				}
 				return strings.Compare(x.MachineID, y.MachineID)
-			})
+			}
+			// fleetd sends them sorted; fleet's own server may not.
+			if !slices.IsSortedFunc(ss, byNameMachine) {
+				slices.SortFunc(ss, byNameMachine)
+			}
 			ms, err := machines()
 			return ss, view{machines: ms}, err
 		}),
