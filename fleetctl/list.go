@@ -48,6 +48,9 @@ func (f *listFlags) register(cmd *cobra.Command, defaults string, fields []strin
 type view struct {
 	full     bool
 	machines map[string]api.Machine
+	// legends keeps each machine's legend once made: 100,000 rows name
+	// a few thousand machines.
+	legends map[string]string
 }
 
 // columns maps a column name to the function rendering it for an item.
@@ -163,6 +166,7 @@ func list[T any](a *app, name string, f *listFlags, cs columns[T], fetch func(co
 			return printJSON(a.stdout, items)
 		}
 		v.full = f.full
+		v.legends = map[string]string{}
 		return printTable(a.stdout, buildTable(items, cs, cols, v), !f.noLegend)
 	})
 }
@@ -390,7 +394,14 @@ func machineLegendOrEmpty(id string, v view) string {
 	if id == "" {
 		return ""
 	}
-	return machineLegend(id, v.machines, v.full)
+	if l, ok := v.legends[id]; ok {
+		return l
+	}
+	l := machineLegend(id, v.machines, v.full)
+	if v.legends != nil {
+		v.legends[id] = l
+	}
+	return l
 }
 
 // shortHash returns the 7-character prefix of hash fleetctl prints, or all
