@@ -212,6 +212,15 @@ func BenchmarkListFleetctl(b *testing.B) {
 			b.Fatalf("FLEET_BENCH_RUNS=%q: %v", v, err)
 		}
 	}
+	// FLEET_BENCH_PAUSE (a duration) waits between rounds: past a minute,
+	// fleetd's list cache has stopped and each listing reads etcd.
+	var pause time.Duration
+	if v := os.Getenv("FLEET_BENCH_PAUSE"); v != "" {
+		var err error
+		if pause, err = time.ParseDuration(v); err != nil {
+			b.Fatalf("FLEET_BENCH_PAUSE=%q: %v", v, err)
+		}
+	}
 	for b.Loop() {
 		for _, command := range []string{"list-units", "list-unit-files"} {
 			took := map[string][]time.Duration{}
@@ -222,6 +231,7 @@ func BenchmarkListFleetctl(b *testing.B) {
 			outputs := map[[sha256.Size]byte]string{}
 			first := map[string]time.Duration{}
 			for run := range runs + 1 {
+				time.Sleep(pause)
 				for _, t := range ts {
 					cmd := exec.CommandContext(ctx, filepath.Join(t.dir, "fleetctl"), "--endpoint", t.url, "--request-timeout=120s", command, "--no-legend")
 					var out countingWriter
