@@ -153,18 +153,23 @@ type factsCache struct {
 	entries map[string]*fileFacts
 }
 
-func (c *factsCache) lookup(hashes []string) (found map[string]*fileFacts, missing []string) {
+// lookup returns the facts of each unit's file, in order (nil for a file
+// it has none of), and the hashes it has none of, once each.
+func (c *factsCache) lookup(units []registry.Unit) (facts []*fileFacts, missing []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	found = make(map[string]*fileFacts, len(hashes))
-	for _, h := range hashes {
-		if ff, ok := c.entries[h]; ok {
-			found[h] = ff
-		} else {
-			missing = append(missing, h)
+	facts = make([]*fileFacts, len(units))
+	var asked map[string]bool
+	for i, u := range units {
+		if facts[i] = c.entries[u.Hash]; facts[i] == nil && !asked[u.Hash] {
+			if asked == nil {
+				asked = map[string]bool{}
+			}
+			asked[u.Hash] = true
+			missing = append(missing, u.Hash)
 		}
 	}
-	return found, missing
+	return facts, missing
 }
 
 func (c *factsCache) add(add map[string]*fileFacts) {
@@ -207,28 +212,22 @@ func (c *registryClient) UnitSummaries(ctx context.Context) ([]*UnitSummary, err
 
 // summarize builds the summaries of listing l.
 func (c *registryClient) summarize(ctx context.Context, l registry.UnitListing) ([]*UnitSummary, error) {
-	var hashes []string
-	seen := make(map[string]bool)
-	for _, rec := range l.Units {
-		if !seen[rec.Hash] {
-			seen[rec.Hash] = true
-			hashes = append(hashes, rec.Hash)
-		}
-	}
-	facts, missing := c.facts.lookup(hashes)
+	facts, missing := c.facts.lookup(l.Units)
 	if len(missing) > 0 {
 		news, err := c.readFacts(ctx, l, missing)
 		if err != nil {
 			return nil, err
 		}
 		c.facts.add(news)
-		for h, ff := range news {
-			facts[h] = ff
+		for i, rec := range l.Units {
+			if facts[i] == nil {
+				facts[i] = news[rec.Hash]
+			}
 		}
 	}
 	out := make([]*UnitSummary, 0, len(l.Units))
-	for _, rec := range l.Units {
-		ff := facts[rec.Hash]
+	for i, rec := range l.Units {
+		ff := facts[i]
 		if ff == nil {
 			// Only a unit whose body is missing from the store (collected
 			// or never written) gets here: Unit says what is wrong.
