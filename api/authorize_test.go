@@ -49,6 +49,7 @@ func TestAuthorizeEveryRoute(t *testing.T) {
 	// without a line here fails the test.
 	want := map[string]auth.Role{
 		"GET /fleet/v1/units":                     auth.RoleRead,
+		"GET /fleet/v1/units?view=summary":        auth.RoleRead, // summaries: same route, same role
 		"GET /fleet/v1/units/{name}":              auth.RoleRead,
 		"PUT /fleet/v1/units/{name}":              auth.RoleAdmin,
 		"DELETE /fleet/v1/units/{name}":           auth.RoleAdmin,

@@ -168,17 +168,30 @@ func page[T any](s *server, key string, t pageToken, read func() ([]T, error)) (
 // sendPage streams a page as {"<field>":[...],"nextPageToken":"..."}, one
 // item at a time, instead of building the whole answer in memory first.
 func sendPage[T any](s *server, w http.ResponseWriter, field string, items []T, next string) {
+	sendPageWith(s, w, "", field, items, next)
+}
+
+// sendPageWith is sendPage with head, `"name":value,` pairs, before the
+// items.
+func sendPageWith[T any](s *server, w http.ResponseWriter, head, field string, items []T, next string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.WriteString(`{"` + field + `":[`)
+	bw.WriteString(`{` + head + `"` + field + `":[`)
+	var buf []byte
 	for i, it := range items {
-		b, err := json.Marshal(it)
-		if err != nil {
-			// The status is sent: cut the answer short, so the client's
-			// decoder fails instead of reading a partial list as whole.
-			s.log.Error("encode API answer", "err", err)
-			return
+		var b []byte
+		if a, ok := any(it).(jsonAppender); ok {
+			buf = a.appendJSON(buf[:0])
+			b = buf
+		} else {
+			var err error
+			if b, err = json.Marshal(it); err != nil {
+				// The status is sent: cut the answer short, so the client's
+				// decoder fails instead of reading a partial list as whole.
+				s.log.Error("encode API answer", "err", err)
+				return
+			}
 		}
 		if i > 0 {
 			bw.WriteByte(',')

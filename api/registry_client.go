@@ -1,7 +1,6 @@
 package api
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -22,8 +21,10 @@ import (
 // forwardTimeout bounds one forwarded machine-local request.
 const forwardTimeout = 15 * time.Second
 
-// registryClient is the Client over etcd. It holds no state of its own: every
-// call reads the registry afresh.
+// registryClient is the Client over etcd. Every call reads the registry
+// afresh, but for what summaries need of unit files, kept by their
+// immutable hash (see UnitSummaries), and listings, which come from
+// memory while they keep coming (see registry.ListCache).
 type registryClient struct {
 	reg *registry.Registry
 	// peerTLS, when set, is how this fleetd forwards to others: over https
@@ -33,7 +34,17 @@ type registryClient struct {
 	// (see WithPlacement).
 	policy            engine.Policy
 	atMostOnceDefault bool
+	// facts is what summaries need of each unit file, by hash.
+	facts *factsCache
+	// lists serves listings from memory while they keep coming.
+	lists *registry.ListCache
 }
+
+// listCacheIdle is how long after the last listing the client follows
+// the registry for the next (see registry.ListCache): listings repeated
+// within it (a dashboard, watch fleetctl list-units, a script) cost a
+// copy, not a read of every key.
+const listCacheIdle = time.Minute
 
 // RegistryOption configures NewRegistryClient.
 type RegistryOption func(*registryClient)
@@ -52,7 +63,7 @@ func WithPeerTLS(cfg *tls.Config) RegistryOption {
 // unit) and answers UnitStatus and UnitJournal by forwarding to the fleetd of
 // the unit's machine at its registered API URL.
 func NewRegistryClient(reg *registry.Registry, opts ...RegistryOption) Client {
-	c := &registryClient{reg: reg}
+	c := &registryClient{reg: reg, facts: &factsCache{}, lists: registry.NewListCache(reg, listCacheIdle)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -143,7 +154,7 @@ func (c *registryClient) Units(ctx context.Context) ([]*Unit, error) {
 			}
 			files[rec.Hash] = f
 		}
-		u := wireUnitFile(rec, f, l.Placements[rec.Name], l.Unplaced[rec.Name], func(m string) bool { return l.Reported[[2]string{m, rec.Name}] })
+		u := wireUnitFile(rec, f, l.Placements[rec.Name], l.Unplaced[rec.Name], func(m string) bool { return l.IsReported(m, rec.Name) })
 		out = append(out, u)
 	}
 	return out, nil
@@ -249,7 +260,7 @@ func (c *registryClient) UnitStates(ctx context.Context, f StateFilter) ([]*Unit
 		}
 	default:
 		var err error
-		if ss, err = c.reg.States(ctx, ""); err != nil {
+		if ss, err = c.lists.States(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -282,7 +293,11 @@ func dedupe(s []string) []string {
 
 func sortStates(ss []*UnitState) {
 	slices.SortFunc(ss, func(a, b *UnitState) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.MachineID, b.MachineID))
+		// Not cmp.Or: it would compare the machine IDs of every pair.
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.MachineID, b.MachineID)
 	})
 }
 

@@ -105,6 +105,7 @@ type server struct {
 //
 // and extensions:
 //
+//	GET    /fleet/v1/units?view=summary    {"view":"summary","units":[UnitSummary...],"nextPageToken":"..."}
 //	GET    /fleet/v1/units/{name}/status   text of systemctl status
 //	GET    /fleet/v1/units/{name}/journal  journal text, ?lines=N ?follow=true ?output=MODE
 //	GET    /fleet/v1/units/{name}/placement every machine with the checker that rejects the unit or its score
@@ -204,9 +205,18 @@ func (s *server) methodNotAllowed(allowed []string) http.HandlerFunc {
 }
 
 func (s *server) listUnits(w http.ResponseWriter, r *http.Request) {
-	tok, err := pageFromQuery(r.URL.Query())
+	q := r.URL.Query()
+	tok, err := pageFromQuery(q)
 	if err != nil {
 		s.sendError(w, r, err)
+		return
+	}
+	if sum, ok, err := summarizer(s.c, q); err != nil || ok {
+		if err != nil {
+			s.sendError(w, r, err)
+			return
+		}
+		s.listSummaries(w, r, sum, tok)
 		return
 	}
 	items, next, err := page(s, "units", tok, func() ([]*Unit, error) { return s.c.Units(r.Context()) })

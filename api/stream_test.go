@@ -287,7 +287,7 @@ func TestDiscovery(t *testing.T) {
 			require.NotContains(t, got.body, "no such API resource", "%s.%s", rname, mname)
 		}
 	}
-	require.Equal(t, 11, n)
+	require.Equal(t, 12, n) // with Units.Summaries
 }
 
 func TestHTTPClientOptions(t *testing.T) {

@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -50,6 +48,9 @@ func (f *listFlags) register(cmd *cobra.Command, defaults string, fields []strin
 type view struct {
 	full     bool
 	machines map[string]api.Machine
+	// legends keeps each machine's legend once made: 100,000 rows name
+	// a few thousand machines.
+	legends map[string]string
 }
 
 // columns maps a column name to the function rendering it for an item.
@@ -165,6 +166,7 @@ func list[T any](a *app, name string, f *listFlags, cs columns[T], fetch func(co
 			return printJSON(a.stdout, items)
 		}
 		v.full = f.full
+		v.legends = map[string]string{}
 		return printTable(a.stdout, buildTable(items, cs, cols, v), !f.noLegend)
 	})
 }
@@ -250,13 +252,17 @@ Or, choose the columns to display:
 			if err != nil {
 				return nil, view{}, err
 			}
-			slices.SortFunc(ss, func(x, y *api.UnitState) int {
+			byNameMachine := func(x, y *api.UnitState) int {
 				// Not cmp.Or: it would compare the machine IDs of every pair.
 				if c := strings.Compare(x.Name, y.Name); c != 0 {
 					return c
 				}
 				return strings.Compare(x.MachineID, y.MachineID)
-			})
+			}
+			// fleetd sends them sorted; fleet's own server may not.
+			if !slices.IsSortedFunc(ss, byNameMachine) {
+				slices.SortFunc(ss, byNameMachine)
+			}
 			ms, err := machines()
 			return ss, view{machines: ms}, err
 		}),
@@ -265,61 +271,73 @@ Or, choose the columns to display:
 	return cmd
 }
 
-// unitFile is a unit of list-unit-files with what its columns derive from
-// its options worked out once: parsing the options is most of the cost of
-// a row, and three columns ask whether the unit is global.
+// unitFile is a row of list-unit-files: the unit's summary, which the
+// server works out from its file (api.UnitSummarizer), and for --output
+// json the wire object, which carries the whole file as options.
 type unitFile struct {
-	*api.Unit
-	file   *unit.File
-	hash   string
-	global bool
-}
-
-func newUnitFile(u *api.Unit) *unitFile {
-	f := api.FileFromOptions(u.Options)
-	return &unitFile{Unit: u, file: f, hash: f.Hash().String(), global: api.IsGlobal(u)}
-}
-
-// newUnitFiles derives the rows of us on every core: at 100,000 units
-// parsing and hashing their options is a third of list-unit-files.
-func newUnitFiles(us []*api.Unit) []*unitFile {
-	out := make([]*unitFile, len(us))
-	workers := min(runtime.GOMAXPROCS(0), len(us)/1000+1)
-	chunk := (len(us) + workers - 1) / workers
-	var wg sync.WaitGroup
-	for start := 0; start < len(us); start += chunk {
-		wg.Go(func() {
-			for i := start; i < min(start+chunk, len(us)); i++ {
-				out[i] = newUnitFile(us[i])
-			}
-		})
-	}
-	wg.Wait()
-	return out
+	*api.UnitSummary
+	wire *api.Unit
 }
 
 // MarshalJSON keeps --output=json the wire object.
-func (u *unitFile) MarshalJSON() ([]byte, error) { return json.Marshal(u.Unit) }
+func (u *unitFile) MarshalJSON() ([]byte, error) { return json.Marshal(u.wire) }
+
+// fetchUnitFiles lists the rows of list-unit-files: summaries for a table,
+// wire objects for JSON. A client without summaries has them worked out
+// here from the units' options.
+func fetchUnitFiles(ctx context.Context, c api.Client, wire bool) ([]*unitFile, error) {
+	var sums []*api.UnitSummary
+	var us []*api.Unit
+	var err error
+	switch sc, ok := c.(api.UnitSummarizer); {
+	case wire || !ok:
+		if us, err = c.Units(ctx); err != nil {
+			return nil, err
+		}
+		slices.SortFunc(us, func(x, y *api.Unit) int { return cmp.Compare(x.Name, y.Name) })
+		if wire {
+			out := make([]*unitFile, len(us))
+			for i, u := range us {
+				out[i] = &unitFile{wire: u}
+			}
+			return out, nil
+		}
+		sums = api.SummariesOf(us)
+	default:
+		if sums, err = sc.UnitSummaries(ctx); err != nil {
+			return nil, err
+		}
+		// The server sends them sorted; an old one's units may not be.
+		if !slices.IsSortedFunc(sums, func(x, y *api.UnitSummary) int { return strings.Compare(x.Name, y.Name) }) {
+			slices.SortFunc(sums, func(x, y *api.UnitSummary) int { return strings.Compare(x.Name, y.Name) })
+		}
+	}
+	out := make([]*unitFile, len(sums))
+	for i, s := range sums {
+		out[i] = &unitFile{UnitSummary: s}
+	}
+	return out, nil
+}
 
 func unitFileColumns() columns[*unitFile] {
 	return columns[*unitFile]{
 		"unit":   func(u *unitFile, _ view) string { return u.Name },
-		"global": func(u *unitFile, _ view) string { return strconv.FormatBool(u.global) },
+		"global": func(u *unitFile, _ view) string { return strconv.FormatBool(u.Global) },
 		"dstate": func(u *unitFile, _ view) string { return u.DesiredState },
 		"state": func(u *unitFile, _ view) string {
-			if u.global {
+			if u.Global {
 				return ""
 			}
 			return u.CurrentState
 		},
 		"target": func(u *unitFile, v view) string {
-			if u.global {
+			if u.Global {
 				return "global"
 			}
 			return machineLegendOrEmpty(u.MachineID, v)
 		},
-		"hash":   func(u *unitFile, v view) string { return shortHash(u.hash, v.full) },
-		"desc":   func(u *unitFile, _ view) string { return u.file.Description() },
+		"hash":   func(u *unitFile, v view) string { return shortHash(u.Hash, v.full) },
+		"desc":   func(u *unitFile, _ view) string { return u.Description },
 		"reason": func(u *unitFile, _ view) string { return u.UnplacedReason },
 	}
 }
@@ -336,13 +354,15 @@ loaded onto a machine: their hash, desired state (DSTATE), current state
 (--fields=unit,reason) says why the engine could place a unit on no machine.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: list(a, "list-unit-files", &f, cs, func(ctx context.Context, c api.Client) ([]*unitFile, view, error) {
-			machines := fetchMachines(ctx, c)
-			us, err := c.Units(ctx)
-			if err != nil {
-				return nil, view{}, err
+			wire := f.output.value == outputJSON
+			var machines func() (map[string]api.Machine, error)
+			if !wire {
+				machines = fetchMachines(ctx, c)
 			}
-			slices.SortFunc(us, func(x, y *api.Unit) int { return cmp.Compare(x.Name, y.Name) })
-			ufs := newUnitFiles(us)
+			ufs, err := fetchUnitFiles(ctx, c, wire)
+			if err != nil || wire {
+				return ufs, view{}, err
+			}
 			ms, err := machines()
 			return ufs, view{machines: ms}, err
 		}),
@@ -374,7 +394,14 @@ func machineLegendOrEmpty(id string, v view) string {
 	if id == "" {
 		return ""
 	}
-	return machineLegend(id, v.machines, v.full)
+	if l, ok := v.legends[id]; ok {
+		return l
+	}
+	l := machineLegend(id, v.machines, v.full)
+	if v.legends != nil {
+		v.legends[id] = l
+	}
+	return l
 }
 
 // shortHash returns the 7-character prefix of hash fleetctl prints, or all

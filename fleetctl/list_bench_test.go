@@ -24,7 +24,10 @@ import (
 // the 10,000 x 100,000 scale run had.
 type recordedCluster struct {
 	machines, states, units []byte
-	stateRows, unitRows     int
+	// summaries is the answer to GET /fleet/v1/units?view=summary of a
+	// server that has summaries; nil plays one that has not.
+	summaries           []byte
+	stateRows, unitRows int
 }
 
 func recordCluster(tb testing.TB, n int) recordedCluster {
@@ -80,16 +83,20 @@ func recordCluster(tb testing.TB, n int) recordedCluster {
 		require.NoError(tb, err)
 		return b
 	}
+	sums := enc(api.SummariesOf(us))
 	return recordedCluster{
 		machines:  enc(api.MachinePage{Machines: ms}),
 		states:    enc(api.UnitStatePage{States: ss}),
 		units:     enc(api.UnitPage{Units: us}),
+		summaries: append(append([]byte(`{"view":"summary","units":`), sums...), '}'),
 		stateRows: len(ss),
 		unitRows:  len(us),
 	}
 }
 
 // serve answers fleetctl's list requests from the recording, one page each.
+// A recording without summaries answers ?view=summary with units, as a
+// server that does not know it.
 func (rc recordedCluster) serve(tb testing.TB) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -99,6 +106,10 @@ func (rc recordedCluster) serve(tb testing.TB) string {
 		case "/fleet/v1/state":
 			_, _ = w.Write(rc.states)
 		case "/fleet/v1/units":
+			if rc.summaries != nil && r.URL.Query().Get("view") == "summary" {
+				_, _ = w.Write(rc.summaries)
+				return
+			}
 			_, _ = w.Write(rc.units)
 		default:
 			http.Error(w, `{"error":{"code":404,"message":"not recorded"}}`, http.StatusNotFound)
@@ -126,14 +137,22 @@ func BenchmarkListCommands(b *testing.B) {
 	url := rc.serve(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	old := rc
+	old.summaries = nil
+	oldURL := old.serve(b)
 	for _, c := range []struct {
-		cmd  string
-		rows int
-	}{{"list-units", rc.stateRows}, {"list-unit-files", rc.unitRows}} {
-		b.Run(c.cmd, func(b *testing.B) {
+		name, cmd, url string
+		rows           int
+	}{
+		{"list-units", "list-units", url, rc.stateRows},
+		{"list-unit-files", "list-unit-files", url, rc.unitRows},
+		// A server without summaries: fleetctl summarizes the units' options.
+		{"list-unit-files-old-server", "list-unit-files", oldURL, rc.unitRows},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
 				cmd := fleetctl.NewCommand(io.Discard, io.Discard, func(string) string { return "" })
-				cmd.SetArgs([]string{"--endpoint", url, c.cmd})
+				cmd.SetArgs([]string{"--endpoint", c.url, c.cmd})
 				require.NoError(b, cmd.ExecuteContext(ctx))
 			}
 			b.ReportMetric(float64(c.rows), "rows")

@@ -68,9 +68,21 @@ func referenceHash(h string, full bool) string {
 // TestListOutputUnchanged compares list-units and list-unit-files on a few
 // thousand generated rows (global units, units on gone machines, empty
 // cells, [X-Fleet] sections that are not Global) with the reference
-// rendering, byte for byte, in every column and flag combination.
+// rendering, byte for byte, in every column and flag combination: against
+// a server with summaries and one without.
 func TestListOutputUnchanged(t *testing.T) {
 	rc := recordCluster(t, 3000)
+	old := rc
+	old.summaries = nil
+	for _, c := range []struct {
+		name string
+		rc   recordedCluster
+	}{{"summaries", rc}, {"old-server", old}} {
+		t.Run(c.name, func(t *testing.T) { testListOutput(t, c.rc) })
+	}
+}
+
+func testListOutput(t *testing.T, rc recordedCluster) {
 	url := rc.serve(t)
 	var mp api.MachinePage
 	require.NoError(t, json.Unmarshal(rc.machines, &mp))
