@@ -251,13 +251,9 @@ func (a *app) unitArgs(ctx context.Context, c api.Client, args []string) ([]stri
 			continue
 		}
 		if all == nil {
-			us, err := c.Units(ctx)
-			if err != nil {
+			var err error
+			if all, err = submittedNames(ctx, c); err != nil {
 				return nil, err
-			}
-			all = make([]string, 0, len(us))
-			for _, u := range us {
-				all = append(all, u.Name)
 			}
 		}
 		matched, err := matchUnits(arg, all)
@@ -267,6 +263,30 @@ func (a *app) unitArgs(ctx context.Context, c api.Client, args []string) ([]stri
 		out = appendNew(out, matched...)
 	}
 	return out, nil
+}
+
+// submittedNames lists the names of the submitted units, from summaries
+// where the client has them: a pattern needs names, not every unit's file.
+func submittedNames(ctx context.Context, c api.Client) ([]string, error) {
+	var names []string
+	if sc, ok := c.(api.UnitSummarizer); ok {
+		ss, err := sc.UnitSummaries(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			names = append(names, s.Name)
+		}
+		return names, nil
+	}
+	us, err := c.Units(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range us {
+		names = append(names, u.Name)
+	}
+	return names, nil
 }
 
 // matchUnits returns the names pattern matches, sorted; none is an error.
