@@ -260,9 +260,11 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 }
 
 // submit creates units through the API's registry client's batch create
-// (api.UnitBatcher, what fleetctl runs: 63 units to an etcd transaction),
-// workers transactions at a time. Templates go first, one by one.
-func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) error {
+// (api.UnitBatcher), as fleetctl's does through the HTTP API: parts of
+// submitPart units, one after another, each created by the registry's
+// CreateUnits (63 units to an etcd transaction, as many transactions in
+// flight as etcd's latency allows). Templates go first, one by one.
+func submit(ctx context.Context, c *cluster, units []benchUnit) error {
 	cl := api.NewRegistryClient(c.reg)
 	wire := func(u benchUnit) (*api.Unit, error) {
 		wu := &api.Unit{Name: u.Name, DesiredState: "inactive"}
@@ -288,15 +290,12 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 			return err
 		}
 	}
-	var chunks [][]benchUnit
-	for rest := units[i:]; len(rest) > 0; {
-		n := min(len(rest), 63)
-		chunks, rest = append(chunks, rest[:n]), rest[n:]
-	}
 	bc := cl.(api.UnitBatcher)
-	return forEach(chunks, workers, func(chunk []benchUnit) error {
-		wus := make([]*api.Unit, len(chunk))
-		for j, u := range chunk {
+	for rest := units[i:]; len(rest) > 0; {
+		part := rest[:min(len(rest), submitPart)]
+		rest = rest[len(part):]
+		wus := make([]*api.Unit, len(part))
+		for j, u := range part {
 			var err error
 			if wus[j], err = wire(u); err != nil {
 				return err
@@ -307,13 +306,13 @@ func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) err
 				return r.Err
 			}
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
-// submitTxns is how many batch-create transactions the benchmark keeps in
-// flight: as many as one fleetctl command (registry.CreateUnits).
-const submitTxns = 2
+// submitPart is how many units fleetctl sends in one batch request (the
+// API's bound).
+const submitPart = 10000
 
 func cmpErr(a, b error) error {
 	if a != nil {
@@ -346,7 +345,7 @@ func (r *ScaleResult) bulk(ctx context.Context, c *cluster, obs *observer, log *
 		r.note("bulk: %v", err)
 	}
 	defer prof.stop()
-	go labelled(sctx, "submit", func(sctx context.Context) { done <- submit(sctx, c, units, submitTxns) })
+	go labelled(sctx, "submit", func(sctx context.Context) { done <- submit(sctx, c, units) })
 	all := func(o *observer) bool { return o.active >= r.Placements && o.placements >= r.Placements }
 	progress := time.NewTicker(10 * time.Second)
 	defer progress.Stop()
@@ -571,7 +570,7 @@ func (r *ScaleResult) takeover(ctx context.Context, c *cluster, obs *observer, l
 	e.kill()
 	c.deadEngineCPU[e] = st
 	errc := make(chan error, 1)
-	go func() { errc <- submit(ctx, c, units, submitTxns) }()
+	go func() { errc <- submit(ctx, c, units) }()
 	if _, err := c.waitLeader(ctx, leader, w.Deadline); err != nil {
 		r.note("takeover: %v", err)
 		return
@@ -728,7 +727,7 @@ func (r *ScaleResult) backlog(ctx context.Context, c *cluster, obs *observer, lo
 	}
 	r.BacklogUnits = n
 	log.Info("backlog: submitting with no engine running", "units", n)
-	if err := submit(ctx, c, units, submitTxns); err != nil {
+	if err := submit(ctx, c, units); err != nil {
 		r.note("backlog: submission: %v", err)
 		return
 	}
