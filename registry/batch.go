@@ -31,16 +31,21 @@ const unitsPerTxn = maxTxnOps / 2
 // expired by the ten thousand; with 2 it completed, but a quiet etcd then
 // waits on the submitter (BENCHMARKS.md). So the window follows etcd's own
 // signal: a transaction's latency includes the apply of its entry, so apply
-// lag shows there first. It starts at createTxnsStart, grows by one after
-// each transaction answered within createTxnFast, halves after one slower
-// than createTxnSlow (well below the 1 s a lease renewal waits for the
-// apply), and drops to one on "too many requests", which etcd answers
-// without proposing the transaction, so it is retried after a backoff.
+// lag shows there first. It starts at createTxnsStart, grows by one only
+// after a transaction answered within createTxnFast (an etcd with nothing
+// else to do: an fsync and the apply of 63 units take a few milliseconds),
+// halves after one slower than createTxnSlow (far below the 1 s a lease
+// renewal waits for the apply), and drops to one on "too many requests",
+// which etcd answers without proposing the transaction, so it is retried
+// after a backoff. So a loaded etcd sees no more than the 2 of before,
+// and a quiet one up to 8. A 10,000-machine run on a machine loaded by
+// other work collapsed with a window that grew below 50 ms and halved
+// above 250 ms (BENCHMARKS.md, session 4).
 const (
 	createTxnsStart = 2
 	createTxnsMax   = 8
-	createTxnFast   = 50 * time.Millisecond
-	createTxnSlow   = 250 * time.Millisecond
+	createTxnFast   = 20 * time.Millisecond
+	createTxnSlow   = 100 * time.Millisecond
 )
 
 // txnWindow bounds the transactions in flight by a limit that follows

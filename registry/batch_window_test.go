@@ -17,7 +17,7 @@ func TestTxnWindow(t *testing.T) {
 		want       int
 	}{
 		{"fast grows", time.Millisecond, false, createTxnsStart + 1},
-		{"in between keeps", 100 * time.Millisecond, false, createTxnsStart + 1},
+		{"in between keeps", 50 * time.Millisecond, false, createTxnsStart + 1},
 		{"slow halves", time.Second, false, (createTxnsStart + 1) / 2},
 		{"slow again stays at one", time.Second, false, 1},
 		{"fast grows again", time.Millisecond, false, 2},
