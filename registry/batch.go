@@ -38,9 +38,9 @@ const unitsPerTxn = maxTxnOps / 2
 // renewal waits for the apply), and drops to one on "too many requests",
 // which etcd answers without proposing the transaction, so it is retried
 // after a backoff. So a loaded etcd sees no more than the 2 of before,
-// and a quiet one up to 8. A 10,000-machine run on a machine loaded by
-// other work collapsed with a window that grew below 50 ms and halved
-// above 250 ms (BENCHMARKS.md, session 4).
+// and a quiet one up to 8. (A 10,000-machine run with a window that grew
+// below 50 ms and halved above 250 ms collapsed as the constant 8 had, on
+// a machine also loaded by other work: BENCHMARKS.md, session 4.)
 const (
 	createTxnsStart = 2
 	createTxnsMax   = 8
