@@ -263,20 +263,41 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 // (api.UnitBatcher), as fleetctl's does through the HTTP API: parts of
 // submitPart units, one after another, each created by the registry's
 // CreateUnits (63 units to an etcd transaction, as many transactions in
-// flight as etcd's latency allows). Templates go first, one by one.
+// flight as etcd's latency allows). Templates go first, one by one. An
+// instance goes with its template's options, as fleetctl sends it when the
+// template file lies beside it (`fleetctl start web@{1..100}.service` in the
+// template's directory); the API would otherwise read the template's record
+// and body from etcd for every instance, one instance after another.
 func submit(ctx context.Context, c *cluster, units []benchUnit) error {
 	cl := api.NewRegistryClient(c.reg)
+	templateOf := map[string]string{}          // "web@" -> body
+	parsed := map[string][]*api.UnitOption{} // template bodies, parsed once
+	for _, u := range units {
+		if at := strings.IndexByte(u.Name, '@'); at > 0 && strings.HasPrefix(u.Name[at:], "@.") {
+			templateOf[u.Name[:at+1]] = u.Body
+		}
+	}
 	wire := func(u benchUnit) (*api.Unit, error) {
 		wu := &api.Unit{Name: u.Name, DesiredState: "inactive"}
 		if u.Launched {
 			wu.DesiredState = "launched"
 		}
-		if u.Body != "" {
-			f, err := unit.ParseString(u.Body)
+		body := u.Body
+		if at := strings.IndexByte(u.Name, '@'); body == "" && at > 0 {
+			body = templateOf[u.Name[:at+1]]
+		}
+		if body == "" {
+			return wu, nil
+		}
+		if wu.Options = parsed[body]; wu.Options == nil {
+			f, err := unit.ParseString(body)
 			if err != nil {
 				return nil, fmt.Errorf("unit %s: %w", u.Name, err)
 			}
 			wu.Options = api.OptionsFromFile(f)
+			if u.Body == "" {
+				parsed[body] = wu.Options // a template's, shared by its instances
+			}
 		}
 		return wu, nil
 	}
