@@ -270,7 +270,7 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 // and body from etcd for every instance, one instance after another.
 func submit(ctx context.Context, c *cluster, units []benchUnit) error {
 	cl := api.NewRegistryClient(c.reg)
-	templateOf := map[string]string{}          // "web@" -> body
+	templateOf := map[string]string{}        // "web@" -> body
 	parsed := map[string][]*api.UnitOption{} // template bodies, parsed once
 	for _, u := range units {
 		if at := strings.IndexByte(u.Name, '@'); at > 0 && strings.HasPrefix(u.Name[at:], "@.") {
