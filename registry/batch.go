@@ -24,26 +24,26 @@ const unitsPerTxn = maxTxnOps / 2
 
 // Create transactions in flight (CreateUnits): more than one lets etcd
 // commit several in one raft entry and fsync, but etcd must also apply them
-// while agents publish states. A constant cannot fit both a quiet cluster
-// and a loaded one: with 8, a 100,000-unit submission to 10,000 simulated
-// machines on 2 cores made etcd's apply fall 5,000 entries behind ("too many
-// requests"), lease renewals (which wait for the apply) stalled and presences
-// expired by the ten thousand; with 2 it completed, but a quiet etcd then
-// waits on the submitter (BENCHMARKS.md). So the window follows etcd's own
-// signal: a transaction's latency includes the apply of its entry, so apply
-// lag shows there first. It starts at createTxnsStart, grows by one only
-// after a transaction answered within createTxnFast (an etcd with nothing
-// else to do: an fsync and the apply of 63 units take a few milliseconds),
-// halves after one slower than createTxnSlow (far below the 1 s a lease
-// renewal waits for the apply), and drops to one on "too many requests",
-// which etcd answers without proposing the transaction, so it is retried
-// after a backoff. So a loaded etcd sees no more than the 2 of before,
-// and a quiet one up to 8. (A 10,000-machine run with a window that grew
-// below 50 ms and halved above 250 ms collapsed as the constant 8 had, on
-// a machine also loaded by other work: BENCHMARKS.md, session 4.)
+// while agents publish states, and a lease renewal waits for that apply (at
+// most 1 s, then it fails). With 8 in flight, a 100,000-unit submission to
+// 10,000 simulated machines on 2 cores made etcd's apply fall 5,000 entries
+// behind ("too many requests") and presences expired by the ten thousand;
+// with 2 it completed. So the window follows etcd's own signal, a
+// transaction's latency (which includes the apply of its entry), within
+// that bound: it starts at createTxnsStart, halves after a transaction
+// slower than createTxnSlow, grows back by one after one answered within
+// createTxnFast, and drops to one on "too many requests", which etcd
+// answers without proposing the transaction, so it is retried after a
+// backoff. It never exceeds createTxnsMax = 2: a window that grew to 8
+// while etcd answered within 20 ms made the submission of 100,000 units to
+// 1,000 simulated machines 50% faster, and then presences expired by the
+// thousand (BENCHMARKS.md, session 4), because the submission is the only
+// pace the engine and the agents follow; etcd's latency slows the
+// submitter, not the placements and states already on their way. A larger
+// bound waits for the engine to pace its plans the same way.
 const (
 	createTxnsStart = 2
-	createTxnsMax   = 8
+	createTxnsMax   = 2
 	createTxnFast   = 20 * time.Millisecond
 	createTxnSlow   = 100 * time.Millisecond
 )

@@ -10,31 +10,21 @@ import (
 // TestTxnWindow follows the create window through fast, slow and refused
 // transactions.
 func TestTxnWindow(t *testing.T) {
-	steps := []struct {
-		name       string
-		took       time.Duration
-		overloaded bool
-		want       int
-	}{
-		{"fast grows", time.Millisecond, false, createTxnsStart + 1},
-		{"in between keeps", 50 * time.Millisecond, false, createTxnsStart + 1},
-		{"slow halves", time.Second, false, (createTxnsStart + 1) / 2},
-		{"slow again stays at one", time.Second, false, 1},
-		{"fast grows again", time.Millisecond, false, 2},
-		{"too many requests drops to one", time.Millisecond, true, 1},
-	}
 	w := newTxnWindow()
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
-			w.acquire()
-			w.release(s.took, s.overloaded)
-			require.Equal(t, s.want, w.limit)
-			require.Zero(t, w.inflight)
-		})
-	}
-	for range 2 * createTxnsMax {
+	step := func(took time.Duration, overloaded bool) int {
 		w.acquire()
-		w.release(0, false)
+		w.release(took, overloaded)
+		require.Zero(t, w.inflight)
+		return w.limit
 	}
-	require.Equal(t, createTxnsMax, w.limit, "the window stops growing at its bound")
+	require.Equal(t, createTxnsStart, w.limit)
+	require.Equal(t, max(1, createTxnsStart/2), step(time.Second, false), "a slow transaction halves it")
+	require.Equal(t, 1, step(time.Second, false), "never below one")
+	require.Equal(t, min(createTxnsMax, 2), step(time.Millisecond, false), "a fast one grows it by one")
+	require.Equal(t, min(createTxnsMax, 2), step(50*time.Millisecond, false), "one in between keeps it")
+	require.Equal(t, 1, step(time.Millisecond, true), "too many requests drops it to one")
+	for range 2 * createTxnsMax {
+		step(0, false)
+	}
+	require.Equal(t, createTxnsMax, w.limit, "it stops growing at its bound")
 }
