@@ -129,8 +129,7 @@ Everything runs on the same cores: etcd, the engines and 10,000 agents compete f
 
 Units are submitted through the API's registry client (api.NewRegistryClient, what the HTTP API and
 ` + "`fleetctl --driver=etcd`" + ` run), with its batch create (api.UnitBatcher: 63 validated units to one etcd
-transaction, as ` + "`fleetctl start`" + ` submits through fleetd: parts of ` + fmt.Sprint(submitPart) + ` units one after another, each with
-up to 8 transactions in flight as etcd's latency allows), all desired ` + "`launched`" + `. The mix: 2 global units (one on every
+transaction, as ` + "`fleetctl start`" + ` submits through fleetd), ` + fmt.Sprint(submitTxns) + ` transactions at a time, all desired ` + "`launched`" + `. The mix: 2 global units (one on every
 machine, one on the role=edge quarter), 15% web@ instances (MachineMetadata=role=web), 10% worker@
 instances, one db@ instance per 10 machines (Conflicts=db@*.service), 10% region-pinned units, 5% sidecars
 (MachineOf), the rest plain units with bodies of their own. Placements = units - 2 + machines x 1.25.
@@ -252,8 +251,8 @@ func bounds(r *ScaleResult) []string {
 		wall = w.Deadline
 	}
 	if r.BulkDone && r.SubmitTime > 0 && r.AllLaunched < r.SubmitTime+5*time.Second {
-		out = append(out, fmt.Sprintf("During the bulk the placements kept up with the submissions (all launched %s after the last submission returned), so placements per second while submitting is the submission rate (%.0f units/s: batch-create transactions of 63 validated units, as many in flight as etcd's latency allows, on the same 2 cores as etcd, the engines and the machines); the backlog row is the engine's own rate.",
-			(r.AllLaunched-r.SubmitTime).Round(time.Millisecond), float64(w.Units)/r.SubmitTime.Seconds()))
+		out = append(out, fmt.Sprintf("During the bulk the placements kept up with the submissions (all launched %s after the last submission returned), so placements per second while submitting is the submission rate (%.0f units/s: %d batch-create transactions of 63 validated units in flight, on the same 2 cores as etcd, the engines and the machines); the backlog row is the engine's own rate.",
+			(r.AllLaunched-r.SubmitTime).Round(time.Millisecond), float64(w.Units)/r.SubmitTime.Seconds(), submitTxns))
 	}
 	if wall > 0 && (!r.BulkDone || (w.Units >= 100000 && r.AllLaunched > time.Minute)) {
 		e, d, m := r.EngineCPUBulk.Seconds()/wall.Seconds(), r.EtcdCPUBulk.Seconds()/wall.Seconds(), r.MachinesCPUBulk.Seconds()/wall.Seconds()

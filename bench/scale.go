@@ -260,44 +260,21 @@ func (r *ScaleResult) idle(ctx context.Context, c *cluster, d time.Duration) err
 }
 
 // submit creates units through the API's registry client's batch create
-// (api.UnitBatcher), as fleetctl's does through the HTTP API: parts of
-// submitPart units, one after another, each created by the registry's
-// CreateUnits (63 units to an etcd transaction, as many transactions in
-// flight as etcd's latency allows). Templates go first, one by one. An
-// instance goes with its template's options, as fleetctl sends it when the
-// template file lies beside it (`fleetctl start web@{1..100}.service` in the
-// template's directory); the API would otherwise read the template's record
-// and body from etcd for every instance, one instance after another.
-func submit(ctx context.Context, c *cluster, units []benchUnit) error {
+// (api.UnitBatcher, what fleetctl runs: 63 units to an etcd transaction),
+// workers transactions at a time. Templates go first, one by one.
+func submit(ctx context.Context, c *cluster, units []benchUnit, workers int) error {
 	cl := api.NewRegistryClient(c.reg)
-	templateOf := map[string]string{}        // "web@" -> body
-	parsed := map[string][]*api.UnitOption{} // template bodies, parsed once
-	for _, u := range units {
-		if at := strings.IndexByte(u.Name, '@'); at > 0 && strings.HasPrefix(u.Name[at:], "@.") {
-			templateOf[u.Name[:at+1]] = u.Body
-		}
-	}
 	wire := func(u benchUnit) (*api.Unit, error) {
 		wu := &api.Unit{Name: u.Name, DesiredState: "inactive"}
 		if u.Launched {
 			wu.DesiredState = "launched"
 		}
-		body := u.Body
-		if at := strings.IndexByte(u.Name, '@'); body == "" && at > 0 {
-			body = templateOf[u.Name[:at+1]]
-		}
-		if body == "" {
-			return wu, nil
-		}
-		if wu.Options = parsed[body]; wu.Options == nil {
-			f, err := unit.ParseString(body)
+		if u.Body != "" {
+			f, err := unit.ParseString(u.Body)
 			if err != nil {
 				return nil, fmt.Errorf("unit %s: %w", u.Name, err)
 			}
 			wu.Options = api.OptionsFromFile(f)
-			if u.Body == "" {
-				parsed[body] = wu.Options // a template's, shared by its instances
-			}
 		}
 		return wu, nil
 	}
@@ -311,12 +288,15 @@ func submit(ctx context.Context, c *cluster, units []benchUnit) error {
 			return err
 		}
 	}
-	bc := cl.(api.UnitBatcher)
+	var chunks [][]benchUnit
 	for rest := units[i:]; len(rest) > 0; {
-		part := rest[:min(len(rest), submitPart)]
-		rest = rest[len(part):]
-		wus := make([]*api.Unit, len(part))
-		for j, u := range part {
+		n := min(len(rest), 63)
+		chunks, rest = append(chunks, rest[:n]), rest[n:]
+	}
+	bc := cl.(api.UnitBatcher)
+	return forEach(chunks, workers, func(chunk []benchUnit) error {
+		wus := make([]*api.Unit, len(chunk))
+		for j, u := range chunk {
 			var err error
 			if wus[j], err = wire(u); err != nil {
 				return err
@@ -327,13 +307,13 @@ func submit(ctx context.Context, c *cluster, units []benchUnit) error {
 				return r.Err
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
-// submitPart is how many units fleetctl sends in one batch request (the
-// API's bound).
-const submitPart = 10000
+// submitTxns is how many batch-create transactions the benchmark keeps in
+// flight: as many as one fleetctl command (registry.CreateUnits).
+const submitTxns = 2
 
 func cmpErr(a, b error) error {
 	if a != nil {
@@ -366,7 +346,7 @@ func (r *ScaleResult) bulk(ctx context.Context, c *cluster, obs *observer, log *
 		r.note("bulk: %v", err)
 	}
 	defer prof.stop()
-	go labelled(sctx, "submit", func(sctx context.Context) { done <- submit(sctx, c, units) })
+	go labelled(sctx, "submit", func(sctx context.Context) { done <- submit(sctx, c, units, submitTxns) })
 	all := func(o *observer) bool { return o.active >= r.Placements && o.placements >= r.Placements }
 	progress := time.NewTicker(10 * time.Second)
 	defer progress.Stop()
@@ -591,7 +571,7 @@ func (r *ScaleResult) takeover(ctx context.Context, c *cluster, obs *observer, l
 	e.kill()
 	c.deadEngineCPU[e] = st
 	errc := make(chan error, 1)
-	go func() { errc <- submit(ctx, c, units) }()
+	go func() { errc <- submit(ctx, c, units, submitTxns) }()
 	if _, err := c.waitLeader(ctx, leader, w.Deadline); err != nil {
 		r.note("takeover: %v", err)
 		return
@@ -748,7 +728,7 @@ func (r *ScaleResult) backlog(ctx context.Context, c *cluster, obs *observer, lo
 	}
 	r.BacklogUnits = n
 	log.Info("backlog: submitting with no engine running", "units", n)
-	if err := submit(ctx, c, units); err != nil {
+	if err := submit(ctx, c, units, submitTxns); err != nil {
 		r.note("backlog: submission: %v", err)
 		return
 	}

@@ -71,9 +71,8 @@ type benchUnit struct {
 	Global   bool
 }
 
-// Templates of the mix. Instances have no file of their own: they are
-// submitted with their template's options (see submit), so each shares its
-// template's body (one hash for thousands of units).
+// Templates of the mix. Instances are submitted without a file of their
+// own, so each shares its template's body (one hash for thousands of units).
 var templates = []benchUnit{
 	{Name: "web@.service", Body: "[Unit]\nDescription=web server %i\n\n[Service]\nExecStart=/usr/bin/web --port 80%i\nRestart=always\n\n[X-Fleet]\nMachineMetadata=role=web\n"},
 	{Name: "worker@.service", Body: "[Unit]\nDescription=queue worker %i\n\n[Service]\nExecStart=/usr/bin/worker --shard %i\n"},

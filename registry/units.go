@@ -153,16 +153,13 @@ func (r *Registry) Units(ctx context.Context) ([]Unit, int64, error) {
 	return out, resp.Header.Revision, nil
 }
 
-// Body reads a unit body by hash. A body is immutable (its key is its
-// hash), so any member's copy is the right one: it is read from the member
-// the client talks to without a linearizable round (etcd's ReadIndex, which
-// also waits for the member's apply to catch up, slow during a bulk), and
-// only a body not found there is asked of the leader.
+// Body reads a unit body by hash. The read is linearizable although a
+// body is immutable (a serializable read would do): etcd's ReadIndex waits
+// for the member's apply, and that wait is what paces agents and the
+// standby engine when etcd falls behind; a 10,000-machine run with
+// serializable body reads lost its presences (BENCHMARKS.md, session 4).
 func (r *Registry) Body(ctx context.Context, hash string) (string, error) {
-	resp, err := r.get(ctx, r.keys.body(hash), clientv3.WithSerializable())
-	if err == nil && len(resp.Kvs) == 0 {
-		resp, err = r.get(ctx, r.keys.body(hash))
-	}
+	resp, err := r.get(ctx, r.keys.body(hash))
 	if err != nil {
 		return "", err
 	}
