@@ -156,8 +156,9 @@ func (r *Registry) Units(ctx context.Context) ([]Unit, int64, error) {
 // Body reads a unit body by hash. The read is linearizable although a
 // body is immutable (a serializable read would do): etcd's ReadIndex waits
 // for the member's apply, and that wait is what paces agents and the
-// standby engine when etcd falls behind; a 10,000-machine run with
-// serializable body reads lost its presences (BENCHMARKS.md, session 4).
+// standby engine when etcd falls behind; two 10,000-machine runs with
+// serializable body reads (and a faster submission) lost their presences
+// (BENCHMARKS.md, session 4).
 func (r *Registry) Body(ctx context.Context, hash string) (string, error) {
 	resp, err := r.get(ctx, r.keys.body(hash))
 	if err != nil {
