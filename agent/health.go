@@ -40,9 +40,10 @@ type healthCheck struct {
 	result string // "" until it ran for this body
 }
 
-// noteHealthCheck records unit name's check as its body (hash) says; a body
-// without one forgets it.
-func (a *Agent) noteHealthCheck(name, hash, body string) {
+// noteHealthCheck records the check of it's unit as its body (hash) says;
+// a body without one forgets it.
+func (a *Agent) noteHealthCheck(it *item, hash, body string) {
+	name := it.name
 	h := &a.health
 	h.mu.Lock()
 	cur, ok := h.checks[name]
@@ -51,7 +52,7 @@ func (a *Agent) noteHealthCheck(name, hash, body string) {
 		return
 	}
 	check := ""
-	if f, err := unit.ParseString(body); err == nil {
+	if f, err := it.parse(body); err == nil {
 		if p, err := f.UpdatePolicy(name); err == nil {
 			check = p.HealthCheck
 		}

@@ -36,12 +36,12 @@ func TestRunHealthCheck(t *testing.T) {
 
 func TestHealthOfFollowsTheBody(t *testing.T) {
 	a := &Agent{}
-	a.noteHealthCheck("web.service", "h1", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nHealthCheck=true\n")
+	a.noteHealthCheck(&item{name: "web.service"}, "h1", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nHealthCheck=true\n")
 	a.health.checks["web.service"] = healthCheck{hash: "h1", check: "true", result: "pass"}
 	require.Equal(t, "pass", a.healthOf("web.service", "h1", "active"))
 	require.Empty(t, a.healthOf("web.service", "h1", "activating"), "only an active copy has a health")
 	require.Empty(t, a.healthOf("web.service", "h2", "active"), "a result belongs to the body it was taken for")
-	a.noteHealthCheck("web.service", "h2", "[Service]\nExecStart=/bin/true\n")
+	a.noteHealthCheck(&item{name: "web.service"}, "h2", "[Service]\nExecStart=/bin/true\n")
 	require.Empty(t, a.health.checks, "a body without a check forgets it")
 }
 

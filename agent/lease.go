@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"time"
-
-	"github.com/seed-a1ce88ea/fleet/unit"
 )
 
 // At-most-once units ([X-Fleet] AtMostOnce=, see unit.Fleet.RunsAtMostOnce)
@@ -106,7 +104,7 @@ func (a *Agent) atMostOnce(it *item, hash, body string) bool {
 		return e.yes
 	}
 	yes := false
-	if f, err := unit.ParseString(body); err == nil {
+	if f, err := it.parse(body); err == nil {
 		if x, _, err := f.FleetOptions(it.name); err == nil {
 			yes = x.RunsAtMostOnce(a.atMostOnceDefault) && !x.PinnedTo(a.machine)
 		} else {

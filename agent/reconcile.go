@@ -68,6 +68,22 @@ type item struct {
 	// refused says why the unit is left alone: a unit of the host's own
 	// has its name (see hostunit.go).
 	refused string
+
+	// The unit file as parsed once for this reconcile (see parse).
+	parsed   *unit.File
+	parseErr error
+	parsedOf string
+}
+
+// parse returns body parsed, parsing it once per reconcile of the unit
+// however many of its options are looked at (at-most-once, health check,
+// [Install]): a unit placed here is parsed once, not once per question.
+func (it *item) parse(body string) (*unit.File, error) {
+	if it.parsedOf != body || it.parsed == nil && it.parseErr == nil {
+		it.parsed, it.parseErr = unit.ParseString(body)
+		it.parsedOf = body
+	}
+	return it.parsed, it.parseErr
 }
 
 func (it *item) fail(err error) {
@@ -122,7 +138,7 @@ func (a *Agent) reconcile(ctx context.Context, names []string) {
 			continue
 		}
 		it.amo = a.atMostOnce(it, it.want.Hash, body) && doubt
-		a.noteHealthCheck(it.name, it.want.Hash, body)
+		a.noteHealthCheck(it, it.want.Hash, body)
 		// systemd enforces the CPU and memory the scheduler counted.
 		changed, err := a.sd.WriteUnitFile(it.name, unit.EnforceLimits(it.name, body))
 		if err != nil {
@@ -344,7 +360,7 @@ var installKeys = map[string]bool{"WantedBy": true, "RequiredBy": true, "Also": 
 // body that does not parse is not enabled; systemd says what is wrong with
 // it when it loads the unit.
 func hasInstall(it *item, body string) bool {
-	f, err := unit.ParseString(body)
+	f, err := it.parse(body)
 	if err != nil {
 		it.log.Warn("unit file does not parse; not enabling it", "err", err)
 		return false

@@ -37,7 +37,8 @@ func TestScaleSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	w := Workload{Name: "smoke", Machines: 20, Units: 200, Probes: 3, ListRuns: 1, FailoverPercent: 10,
-		AgentTTL: 3 * time.Second, LeaderTTL: 2 * time.Second, IdleWindow: time.Second, Deadline: time.Minute}
+		AgentTTL: 3 * time.Second, LeaderTTL: 2 * time.Second, IdleWindow: time.Second, Deadline: time.Minute,
+		ProfileDir: t.TempDir()}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	r, err := RunScale(ctx, w, t.TempDir(), true, log)
 	require.NoError(t, err)
@@ -51,6 +52,12 @@ func TestScaleSmoke(t *testing.T) {
 	for _, l := range r.Lists {
 		require.Empty(t, l.Err, l.Command)
 		require.Positive(t, l.Rows, l.Command)
+	}
+	// Every process profiled the bulk: etcd and both engines on SIGUSR1.
+	for _, name := range []string{"etcd", "engine-engine-a", "engine-engine-b", "bench"} {
+		st, err := os.Stat(profilePath(w.ProfileDir, name))
+		require.NoError(t, err, "profile of %s", name)
+		require.Positive(t, st.Size(), "profile of %s", name)
 	}
 }
 

@@ -101,7 +101,7 @@ type simMachine struct {
 func (s *simMachine) start(ctx context.Context) error {
 	life, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done, s.registered = cancel, make(chan struct{}), make(chan struct{})
-	go s.run(life)
+	go labelled(life, "agents", s.run)
 	select {
 	case <-s.registered:
 		return nil
@@ -184,6 +184,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 // processes of their own, the simulated machines in this one.
 type cluster struct {
 	dir        string
+	profileDir string // CPU profiles of the bulk go there (see startProfiles); "" for none
 	log        *slog.Logger
 	etcd       *child
 	endpoints  []string
@@ -213,7 +214,7 @@ func freePort() (int, error) {
 }
 
 // startCluster starts etcd (in dir) and the benchmark's clients.
-func startCluster(ctx context.Context, dir string, noFsync bool, log *slog.Logger) (*cluster, error) {
+func startCluster(ctx context.Context, dir, profileDir string, noFsync bool, log *slog.Logger) (*cluster, error) {
 	var ports [3]int
 	for i := range ports {
 		p, err := freePort()
@@ -229,17 +230,21 @@ func startCluster(ctx context.Context, dir string, noFsync bool, log *slog.Logge
 		MetricsURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
 		NoFsync:    noFsync,
 	}
-	e, err := startChild(ctx, "etcd", "etcd", role, filepath.Join(dir, "etcd.log"))
+	e, err := startProfiledChild(ctx, "etcd", "etcd", role, filepath.Join(dir, "etcd.log"), profilePath(profileDir, "etcd"))
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{dir: dir, log: log, etcd: e, endpoints: []string{role.ClientURL}, metricsURL: role.MetricsURL,
+	c := &cluster{dir: dir, profileDir: profileDir, log: log, etcd: e, endpoints: []string{role.ClientURL}, metricsURL: role.MetricsURL,
 		agentReqs: newReqCounter(), driverReqs: newReqCounter()}
-	if c.agentCli, err = newClient(c.endpoints, c.agentReqs); err != nil {
+	// The clients' own goroutines (gRPC's transport) carry the label of
+	// whoever uses them, in a profile.
+	labelled(ctx, "agents", func(context.Context) { c.agentCli, err = newClient(c.endpoints, c.agentReqs) })
+	if err != nil {
 		c.close()
 		return nil, err
 	}
-	if c.driverCli, err = newClient(c.endpoints, c.driverReqs); err != nil {
+	labelled(ctx, "driver-client", func(context.Context) { c.driverCli, err = newClient(c.endpoints, c.driverReqs) })
+	if err != nil {
 		c.close()
 		return nil, err
 	}
@@ -258,7 +263,9 @@ func (c *cluster) addMachines(ctx context.Context, n, own int, ttl time.Duration
 	for i := range n {
 		reg := shared
 		if i < own {
-			cli, err := newClient(c.endpoints, c.agentReqs)
+			var cli *clientv3.Client
+			var err error
+			labelled(ctx, "agents", func(context.Context) { cli, err = newClient(c.endpoints, c.agentReqs) })
 			if err != nil {
 				return fmt.Errorf("etcd client of machine %d: %w", first+i, err)
 			}
@@ -302,8 +309,8 @@ feed:
 
 // startEngine starts one more engine process.
 func (c *cluster) startEngine(ctx context.Context, id string, leaderTTL time.Duration) error {
-	e, err := startChild(ctx, "engine "+id, "engine", engineRole{Endpoints: c.endpoints, ID: id, LeaderTTL: leaderTTL},
-		filepath.Join(c.dir, "engine-"+id+".log"))
+	e, err := startProfiledChild(ctx, "engine "+id, "engine", engineRole{Endpoints: c.endpoints, ID: id, LeaderTTL: leaderTTL},
+		filepath.Join(c.dir, "engine-"+id+".log"), profilePath(c.profileDir, "engine-"+id))
 	if err != nil {
 		return err
 	}

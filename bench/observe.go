@@ -28,8 +28,8 @@ type observer struct {
 // observe starts watching after rev, until ctx ends.
 func observe(ctx context.Context, reg *registry.Registry, rev int64) *observer {
 	o := &observer{placed: map[string]map[string]bool{}, putAt: map[string]time.Time{}, activeOn: map[string]map[string]time.Time{}}
-	go o.followPlacements(ctx, reg, rev)
-	go o.followStates(ctx, reg, rev)
+	go labelled(ctx, "observer", func(ctx context.Context) { o.followPlacements(ctx, reg, rev) })
+	go labelled(ctx, "observer", func(ctx context.Context) { o.followStates(ctx, reg, rev) })
 	return o
 }
 

@@ -38,6 +38,9 @@ func RunRole() (bool, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	args := []byte(os.Getenv(roleArgsEnv))
+	if p := os.Getenv(profileEnv); p != "" {
+		profileOnSignal(ctx, p)
+	}
 	switch role {
 	case "etcd":
 		var cfg etcdRole
@@ -63,15 +66,22 @@ func RunRole() (bool, error) {
 
 // child is a process started in a role.
 type child struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	name    string
+	profile string // where it writes a CPU profile on SIGUSR1; "" for none
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
 }
 
 // startChild starts this binary in role with args, and waits until it says
 // it is ready. Its standard error goes to logPath.
 func startChild(ctx context.Context, name, role string, args any, logPath string) (*child, error) {
+	return startProfiledChild(ctx, name, role, args, logPath, "")
+}
+
+// startProfiledChild is startChild for a child that writes a CPU profile to
+// profilePath on SIGUSR1 (see profileOnSignal); "" for none.
+func startProfiledChild(ctx context.Context, name, role string, args any, logPath, profilePath string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -85,7 +95,7 @@ func startChild(ctx context.Context, name, role string, args any, logPath string
 		return nil, err
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), roleEnv+"="+role, roleArgsEnv+"="+string(b))
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, roleArgsEnv+"="+string(b), profileEnv+"="+profilePath)
 	cmd.Stderr = logf
 	// A benchmark that dies must not leave etcd or an engine running.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -98,7 +108,7 @@ func startChild(ctx context.Context, name, role string, args any, logPath string
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{}), profile: profilePath}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)

@@ -120,7 +120,7 @@ func RunScale(ctx context.Context, w Workload, dir string, noFsync bool, log *sl
 	defer cancel()
 	start := time.Now()
 	r := &ScaleResult{Workload: w, NoFsync: noFsync, Placements: expectedPlacements(w.Units, w.Machines)}
-	c, err := startCluster(ctx, dir, noFsync, log)
+	c, err := startCluster(ctx, dir, w.ProfileDir, noFsync, log)
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +341,12 @@ func (r *ScaleResult) bulk(ctx context.Context, c *cluster, obs *observer, log *
 	done := make(chan error, 1)
 	sctx, stopSubmit := context.WithCancel(ctx) // ended at the deadline
 	defer stopSubmit()
-	go func() { done <- submit(sctx, c, units, submitTxns) }()
+	prof, err := c.startProfiles()
+	if err != nil {
+		r.note("bulk: %v", err)
+	}
+	defer prof.stop()
+	go labelled(sctx, "submit", func(sctx context.Context) { done <- submit(sctx, c, units, submitTxns) })
 	all := func(o *observer) bool { return o.active >= r.Placements && o.placements >= r.Placements }
 	progress := time.NewTicker(10 * time.Second)
 	defer progress.Stop()
@@ -374,6 +379,7 @@ func (r *ScaleResult) bulk(ctx context.Context, c *cluster, obs *observer, log *
 		stopSubmit()
 		<-done
 	}
+	prof.stop()
 	m1, _ := scrapeEtcd(ctx, c.metricsURL)
 	a1, d1 := c.agentReqs.snapshot(), c.driverReqs.snapshot()
 	r.EngineCPUBulk, r.EtcdCPUBulk, r.MachinesCPUBulk = c.enginesCPU()-eng0, procCPU(c.etcd.pid())-etcd0, procCPU(0)-self0

@@ -34,6 +34,10 @@ type Workload struct {
 	// as with real fleetds, instead of the one client the others share
 	// (one gRPC connection carrying every watch and lease keepalive).
 	OwnClients int
+	// ProfileDir, when set, receives CPU profiles of the bulk of etcd, each
+	// engine and the benchmark process (<process>-bulk.pprof; in the
+	// benchmark's, label part= tells agents, submitter and observer apart).
+	ProfileDir string
 	// Deadline bounds each phase's wait: a phase that does not finish in
 	// time is reported as such, with how far it got.
 	Deadline time.Duration

@@ -2,9 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -19,14 +22,72 @@ type NewUnit struct {
 // etcd's 128 operations per transaction.
 const unitsPerTxn = maxTxnOps / 2
 
-// createTxnsInFlight bounds the create transactions CreateUnits has in
-// flight, so that etcd commits more than one in a raft entry and fsync,
-// but no more than etcd can apply while agents publish states: with 8, a
-// 100,000-unit submission to 10,000 simulated machines on 2 cores made
-// etcd's apply fall 5,000 entries behind ("too many requests"), lease
-// renewals stalled and presences expired by the ten thousand; with 2 the
-// same run completed (BENCHMARKS.md).
-const createTxnsInFlight = 2
+// Create transactions in flight (CreateUnits): more than one lets etcd
+// commit several in one raft entry and fsync, but etcd must also apply them
+// while agents publish states, and a lease renewal waits for that apply (at
+// most 1 s, then it fails). With 8 in flight, a 100,000-unit submission to
+// 10,000 simulated machines on 2 cores made etcd's apply fall 5,000 entries
+// behind ("too many requests") and presences expired by the ten thousand;
+// with 2 it completed. So the window follows etcd's own signal, a
+// transaction's latency (which includes the apply of its entry), within
+// that bound: it starts at createTxnsStart, halves after a transaction
+// slower than createTxnSlow, grows back by one after one answered within
+// createTxnFast, and drops to one on "too many requests", which etcd
+// answers without proposing the transaction, so it is retried after a
+// backoff. It never exceeds createTxnsMax = 2: a window that grew to 8
+// while etcd answered within 20 ms made the submission of 100,000 units to
+// 1,000 simulated machines 50% faster, and then presences expired by the
+// thousand (BENCHMARKS.md, session 4), because the submission is the only
+// pace the engine and the agents follow; etcd's latency slows the
+// submitter, not the placements and states already on their way. A larger
+// bound waits for the engine to pace its plans the same way.
+const (
+	createTxnsStart = 2
+	createTxnsMax   = 2
+	createTxnFast   = 20 * time.Millisecond
+	createTxnSlow   = 100 * time.Millisecond
+)
+
+// txnWindow bounds the transactions in flight by a limit that follows
+// their latency (see createTxnsStart).
+type txnWindow struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	limit    int
+	inflight int
+}
+
+func newTxnWindow() *txnWindow {
+	w := &txnWindow{limit: createTxnsStart}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+// acquire waits for a slot.
+func (w *txnWindow) acquire() {
+	w.mu.Lock()
+	for w.inflight >= w.limit {
+		w.cond.Wait()
+	}
+	w.inflight++
+	w.mu.Unlock()
+}
+
+// release frees a slot and adapts the limit to how the transaction went.
+func (w *txnWindow) release(took time.Duration, overloaded bool) {
+	w.mu.Lock()
+	w.inflight--
+	switch {
+	case overloaded:
+		w.limit = 1
+	case took > createTxnSlow:
+		w.limit = max(1, w.limit/2)
+	case took < createTxnFast:
+		w.limit = min(createTxnsMax, w.limit+1)
+	}
+	w.mu.Unlock()
+	w.cond.Broadcast()
+}
 
 // CreateUnits creates units, each as CreateUnit with replace false would,
 // many to a transaction: a bulk submission costs a write per 63 units
@@ -54,14 +115,11 @@ func (r *Registry) CreateUnits(ctx context.Context, us []NewUnit) (errs []error)
 	if len(cur) > 0 {
 		batches = append(batches, cur)
 	}
-	sem := make(chan struct{}, createTxnsInFlight)
+	win := newTxnWindow()
 	var wg sync.WaitGroup
 	for _, b := range batches {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			r.createBatch(ctx, us, b, errs)
-		})
+		win.acquire()
+		wg.Go(func() { r.createBatch(ctx, win, us, b, errs) })
 	}
 	wg.Wait()
 	return errs
@@ -70,7 +128,16 @@ func (r *Registry) CreateUnits(ctx context.Context, us []NewUnit) (errs []error)
 // createBatch creates the units us[idx...] in one transaction. When some
 // already exist, the transaction reads which instead, and the others are
 // created in another.
-func (r *Registry) createBatch(ctx context.Context, us []NewUnit, idx []int, errs []error) {
+// It holds a slot of win, taken by the caller, and frees it; it waits
+// out etcd's "too many requests" with a backoff, in a slot of its own.
+func (r *Registry) createBatch(ctx context.Context, win *txnWindow, us []NewUnit, idx []int, errs []error) {
+	held := true
+	defer func() {
+		if held {
+			win.release(0, false)
+		}
+	}()
+	backoff := 20 * time.Millisecond
 	for len(idx) > 0 {
 		var cmps []clientv3.Cmp
 		var puts, gets []clientv3.Op
@@ -86,7 +153,24 @@ func (r *Registry) createBatch(ctx context.Context, us []NewUnit, idx []int, err
 			puts = append(puts, clientv3.OpPut(k, mustJSON(u)))
 			gets = append(gets, clientv3.OpGet(k, clientv3.WithKeysOnly()))
 		}
+		if !held {
+			win.acquire()
+			held = true
+		}
+		t := time.Now()
 		resp, err := r.txn(ctx, cmps, puts, gets...)
+		overloaded := errors.Is(err, rpctypes.ErrTooManyRequests)
+		win.release(time.Since(t), overloaded)
+		held = false
+		if overloaded && ctx.Err() == nil {
+			// Not proposed: nothing of it was written.
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
 		if err != nil {
 			for _, i := range idx {
 				errs[i] = fmt.Errorf("create unit %s: %w", us[i].Unit.Name, err)

@@ -153,7 +153,12 @@ func (r *Registry) Units(ctx context.Context) ([]Unit, int64, error) {
 	return out, resp.Header.Revision, nil
 }
 
-// Body reads a unit body by hash.
+// Body reads a unit body by hash. The read is linearizable although a
+// body is immutable (a serializable read would do): etcd's ReadIndex waits
+// for the member's apply, and that wait is what paces agents and the
+// standby engine when etcd falls behind; two 10,000-machine runs with
+// serializable body reads (and a faster submission) lost their presences
+// (BENCHMARKS.md, session 4).
 func (r *Registry) Body(ctx context.Context, hash string) (string, error) {
 	resp, err := r.get(ctx, r.keys.body(hash))
 	if err != nil {

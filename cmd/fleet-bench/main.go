@@ -54,6 +54,7 @@ func run() error {
 	sizes := flag.String("scale", "", "run these cluster-scale workloads instead of the mode's, as MACHINESxUNITS[,...] (1000x10000)")
 	deadline := flag.Duration("deadline", 0, "with -scale: each phase's deadline (default 4m)")
 	ownClients := flag.Int("own-clients", -1, "with -scale: how many simulated machines each get an etcd client (connection) of their own; the rest share one (default: none)")
+	profile := flag.String("profile", "", "with -scale: a directory for CPU profiles of the bulk (etcd-bulk.pprof, engine-*-bulk.pprof, bench-bulk.pprof; in the last, pprof label part= is agents, submit, observer or driver-client)")
 	save := flag.String("save", "", "also write the figures as JSON to this file")
 	render := flag.String("render", "", "run nothing: rewrite -out's sections from figures saved with -save")
 	verbose := flag.Bool("v", false, "log progress at debug level")
@@ -118,7 +119,12 @@ func run() error {
 				d = 4 * time.Minute
 			}
 			workloads = append(workloads, bench.Workload{Name: fmt.Sprintf("%d machines", m), Machines: m, Units: u, Probes: 20, ListRuns: 10,
-				FailoverPercent: 1, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: d, OwnClients: max(*ownClients, 0)})
+				FailoverPercent: 1, AgentTTL: agentTTL, LeaderTTL: leaderTTL, Deadline: d, OwnClients: max(*ownClients, 0), ProfileDir: *profile})
+		}
+		if *profile != "" {
+			if err := os.MkdirAll(*profile, 0o755); err != nil {
+				return err
+			}
 		}
 	} else if *ownClients >= 0 {
 		return fmt.Errorf("-own-clients goes with -scale")
