@@ -55,8 +55,9 @@ func (c *registryClient) CreateUnits(ctx context.Context, us []*Unit) []CreateRe
 	var news []registry.NewUnit
 	var at []int
 	seen := make(map[string]bool, len(us))
+	templates := map[string]string{}
 	for i, u := range us {
-		rec, body, warnings, err := c.prepare(ctx, u, false)
+		rec, body, warnings, err := c.prepare(ctx, u, false, templates)
 		if err == nil && seen[rec.Name] {
 			err = errorf(ErrExists, "unit %s already exists: it is given twice", rec.Name)
 		}

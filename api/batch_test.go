@@ -206,3 +206,23 @@ func TestBatchAudited(t *testing.T) {
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
 }
+
+// TestBatchInstancesFromTemplate: instances sent without options in one
+// batch each get their submitted template's file (read once for the batch);
+// an instance of a template never submitted is refused on its own.
+func TestBatchInstancesFromTemplate(t *testing.T) {
+	c := newCluster(t)
+	_, err := c.rc.CreateUnit(c.ctx, &api.Unit{Name: "tpl@.service", Options: opts("Service", "ExecStart", "/bin/sleep %i")})
+	require.NoError(t, err)
+	us := []*api.Unit{{Name: "tpl@1.service"}, {Name: "tpl@2.service"}, {Name: "none@1.service"}, {Name: "tpl@3.service", DesiredState: "launched"}}
+	rs := c.rc.(api.UnitBatcher).CreateUnits(c.ctx, us)
+	require.Len(t, rs, len(us))
+	require.True(t, errors.Is(rs[2].Err, api.ErrConflict), "%v", rs[2].Err)
+	require.ErrorContains(t, rs[2].Err, "template none@.service has not been submitted")
+	for _, i := range []int{0, 1, 3} {
+		require.NoError(t, rs[i].Err, us[i].Name)
+		u, err := c.rc.Unit(c.ctx, us[i].Name)
+		require.NoError(t, err)
+		require.Equal(t, "/bin/sleep %i", u.Options[0].Value, us[i].Name)
+	}
+}

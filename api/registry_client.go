@@ -310,7 +310,7 @@ func (c *registryClient) ReplaceUnit(ctx context.Context, u *Unit) ([]string, er
 }
 
 func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]string, error) {
-	rec, body, warnings, err := c.prepare(ctx, u, replace)
+	rec, body, warnings, err := c.prepare(ctx, u, replace, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -328,7 +328,9 @@ func (c *registryClient) create(ctx context.Context, u *Unit, replace bool) ([]s
 }
 
 // prepare checks a submitted unit and returns the record and body to store.
-func (c *registryClient) prepare(ctx context.Context, u *Unit, replace bool) (registry.Unit, string, []string, error) {
+// templates, when not nil, keeps the templates' texts read for instances
+// submitted without options, for the rest of a batch.
+func (c *registryClient) prepare(ctx context.Context, u *Unit, replace bool, templates map[string]string) (registry.Unit, string, []string, error) {
 	if u == nil {
 		return registry.Unit{}, "", nil, errorf(ErrInvalid, "no unit given")
 	}
@@ -346,7 +348,7 @@ func (c *registryClient) prepare(ctx context.Context, u *Unit, replace bool) (re
 	if err := checkTemplateState(n, state); err != nil {
 		return registry.Unit{}, "", nil, err
 	}
-	f, warnings, err := c.unitFile(ctx, n, u.Options)
+	f, warnings, err := c.unitFile(ctx, n, u.Options, templates)
 	if err != nil {
 		return registry.Unit{}, "", nil, err
 	}
@@ -365,22 +367,16 @@ func (c *registryClient) prepare(ctx context.Context, u *Unit, replace bool) (re
 
 // unitFile turns submitted options into the unit file to store, checked with
 // fleet's rules. An instance submitted without options gets its template's.
-func (c *registryClient) unitFile(ctx context.Context, n unit.Name, opts []*UnitOption) (*unit.File, []string, error) {
+func (c *registryClient) unitFile(ctx context.Context, n unit.Name, opts []*UnitOption, templates map[string]string) (*unit.File, []string, error) {
 	name := n.String()
 	var text string
 	switch {
 	case len(opts) > 0:
 		text = FileFromOptions(opts).String()
 	case n.IsInstance():
-		tmpl, err := c.reg.Unit(ctx, n.TemplateName())
-		if errors.Is(err, registry.ErrNotFound) {
-			return nil, nil, errorf(ErrConflict, "unit %s has no options, and its template %s has not been submitted: submit the template or give the unit a file", name, n.TemplateName())
-		}
-		if err != nil {
+		var err error
+		if text, err = c.templateText(ctx, n, templates); err != nil {
 			return nil, nil, err
-		}
-		if text, err = c.reg.Body(ctx, tmpl.Hash); err != nil {
-			return nil, nil, fmt.Errorf("template %s of unit %s: %w", n.TemplateName(), name, err)
 		}
 	default:
 		// fleet answered 409 here: the unit does not exist and its options
@@ -404,6 +400,30 @@ func (c *registryClient) unitFile(ctx context.Context, n unit.Name, opts []*Unit
 		return nil, nil, errorf(ErrInvalid, "unit %s: %s", name, oneLine(err))
 	}
 	return f, warnings, nil
+}
+
+// templateText reads the file of instance n's submitted template, or takes
+// it from templates (which it fills) when the batch read it already.
+func (c *registryClient) templateText(ctx context.Context, n unit.Name, templates map[string]string) (string, error) {
+	name, tn := n.String(), n.TemplateName()
+	if text, ok := templates[tn]; ok {
+		return text, nil
+	}
+	tmpl, err := c.reg.Unit(ctx, tn)
+	if errors.Is(err, registry.ErrNotFound) {
+		return "", errorf(ErrConflict, "unit %s has no options, and its template %s has not been submitted: submit the template or give the unit a file", name, tn)
+	}
+	if err != nil {
+		return "", err
+	}
+	text, err := c.reg.Body(ctx, tmpl.Hash)
+	if err != nil {
+		return "", fmt.Errorf("template %s of unit %s: %w", tn, name, err)
+	}
+	if templates != nil {
+		templates[tn] = text
+	}
+	return text, nil
 }
 
 // oneLine joins the lines of a multi-error into one sentence.
