@@ -100,7 +100,7 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 		_ = logf.Close()
 		text, _ := os.ReadFile(logf.Name())
 		for _, l := range strings.Split(string(text), "\n") {
-			if strings.Contains(l, "standby:") || strings.Contains(l, "became engine leader") {
+			if strings.Contains(l, "standby:") || strings.Contains(l, "became engine leader") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
 				b.Log(l)
 			}
 		}

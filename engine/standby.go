@@ -153,32 +153,18 @@ func (sb *standby) reconcile() {
 // read builds a standby's model from a full read, as a new leader's sync
 // does, without planning.
 func (e *Engine) readStandby(ctx context.Context) (*standby, error) {
-	reg := e.cfg.Registry
-	units, unitRev, err := reg.Units(ctx)
+	c, err := e.cfg.Registry.ReadCluster(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	machines, machineRev, err := reg.Machines(ctx)
-	if err != nil {
-		return nil, err
-	}
-	placements, placeRev, err := reg.Placements(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reasons, whyRev, err := reg.Unplaced(ctx)
-	if err != nil {
-		return nil, err
-	}
+	units, machines, placements, reasons := c.Units, c.Machines, c.Placements, c.Unplaced
 	st := newLeaderState()
 	st.atMostOnceDefault = e.cfg.AtMostOnceDefault
 	hashes := make(map[string]bool, len(units))
 	for _, u := range units {
 		hashes[u.Hash] = true
 	}
-	if err := e.fetchBodies(ctx, st, hashes); err != nil {
-		return nil, err
-	}
+	st.parseBodies(hashes, c.Bodies)
 	snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units)), Policy: e.cfg.Placement}
 	for _, u := range units {
 		st.setRecord(u)
@@ -189,9 +175,7 @@ func (e *Engine) readStandby(ctx context.Context) (*standby, error) {
 	}
 	st.sched = NewScheduler(snap)
 	st.reasons = reasons
-	// The bodies were read after the units: the bodies' watch starts
-	// from the units' revision, and what it repeats is known already.
-	sb := &standby{st: st, unitRev: unitRev, machineRev: machineRev, placeRev: placeRev, whyRev: whyRev, bodyRev: unitRev,
+	sb := &standby{st: st, unitRev: c.Rev, machineRev: c.Rev, placeRev: c.Rev, whyRev: c.Rev, bodyRev: c.Rev,
 		deferredFirst: map[[2]string]struct{}{}, deferred: map[[2]string]struct{}{},
 		mirror: newScheduleMirror(placements), touched: map[string]struct{}{}}
 	sb.settle()

@@ -2,8 +2,10 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -76,4 +78,81 @@ func (r *Registry) UnplacedSince(ctx context.Context, rev int64) (Since[Unplaced
 	return since(ctx, r, r.keys.unplaced(), rev, func(k string, v []byte) (UnplacedReason, error) {
 		return UnplacedReason{Name: k, Reason: string(v)}, nil
 	})
+}
+
+// Cluster is what the engine reads at the start of a term: every unit,
+// present machine, schedule entry and unplaced reason, and (when asked)
+// every stored body, all at one revision.
+type Cluster struct {
+	Units      []Unit
+	Machines   []machine.Machine
+	Placements []Placement
+	Unplaced   map[string]string
+	Bodies     map[string]string // nil unless asked for
+	Rev        int64
+}
+
+// ReadCluster reads the cluster at one revision with the reads in flight
+// together: a new leader's first plan waits for the slowest of them, not
+// for their sum, and a body is never missing for a unit read (the create
+// writes both at one revision). With bodies false the bodies are not read.
+func (r *Registry) ReadCluster(ctx context.Context, bodies bool) (Cluster, error) {
+	head, err := r.get(ctx, r.keys.units(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return Cluster{}, fmt.Errorf("read cluster: %w", err)
+	}
+	c := Cluster{Rev: head.Header.Revision}
+	read := func(prefix string, each func(key string, v []byte) error) func() error {
+		return func() error {
+			resp, err := r.get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(c.Rev))
+			if err != nil {
+				return fmt.Errorf("read cluster at revision %d: %w", c.Rev, err)
+			}
+			for _, kv := range resp.Kvs {
+				if err := each(strings.TrimPrefix(string(kv.Key), prefix), kv.Value); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	c.Unplaced = map[string]string{}
+	reads := []func() error{
+		read(r.keys.units(), func(k string, v []byte) error {
+			u, err := decodeUnit(k, v, 0)
+			c.Units = append(c.Units, u)
+			return err
+		}),
+		read(r.keys.machines(), func(k string, v []byte) error {
+			m, err := decodeMachine(k, v)
+			c.Machines = append(c.Machines, m)
+			return err
+		}),
+		read(r.keys.schedules(), func(k string, v []byte) error {
+			p, err := r.decodePlacement(r.keys.schedules()+k, v)
+			c.Placements = append(c.Placements, p)
+			return err
+		}),
+		read(r.keys.unplaced(), func(k string, v []byte) error {
+			c.Unplaced[k], _ = decodeUnplaced(k, v)
+			return nil
+		}),
+	}
+	if bodies {
+		c.Bodies = map[string]string{}
+		reads = append(reads, read(r.keys.bodies(), func(k string, v []byte) error {
+			c.Bodies[k] = string(v)
+			return nil
+		}))
+	}
+	errs := make([]error, len(reads))
+	var wg sync.WaitGroup
+	for i, f := range reads {
+		wg.Go(func() { errs[i] = f() })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return Cluster{}, err
+	}
+	return c, nil
 }
