@@ -1,11 +1,10 @@
 package registry
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -92,32 +91,25 @@ type Cluster struct {
 	Rev        int64
 }
 
-// ReadCluster reads the cluster at one revision with the reads in flight
-// together: a new leader's first plan waits for the slowest of them, not
-// for their sum, and a body is never missing for a unit read (the create
-// writes both at one revision). With bodies false the bodies are not read.
+// ReadCluster reads the cluster at one revision, so that a body is never
+// missing for a unit read (a create writes both at one revision). The reads
+// go one after another, each within the request timeout, while what came
+// is decoded: five large reads at once, on an etcd at 100,000 units and a
+// loaded machine, each took longer than the timeout and were all retried.
+// With bodies false the bodies are not read.
 func (r *Registry) ReadCluster(ctx context.Context, bodies bool) (Cluster, error) {
 	head, err := r.get(ctx, r.keys.units(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return Cluster{}, fmt.Errorf("read cluster: %w", err)
 	}
 	c := Cluster{Rev: head.Header.Revision}
-	read := func(prefix string, each func(key string, v []byte) error) func() error {
-		return func() error {
-			resp, err := r.get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(c.Rev))
-			if err != nil {
-				return fmt.Errorf("read cluster at revision %d: %w", c.Rev, err)
-			}
-			for _, kv := range resp.Kvs {
-				if err := each(strings.TrimPrefix(string(kv.Key), prefix), kv.Value); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
+	type prefixRead struct {
+		prefix string
+		each   func(key string, v []byte) error
 	}
+	read := func(prefix string, each func(key string, v []byte) error) prefixRead { return prefixRead{prefix, each} }
 	c.Unplaced = map[string]string{}
-	reads := []func() error{
+	reads := []prefixRead{
 		read(r.keys.units(), func(k string, v []byte) error {
 			u, err := decodeUnit(k, v, 0)
 			c.Units = append(c.Units, u)
@@ -145,13 +137,34 @@ func (r *Registry) ReadCluster(ctx context.Context, bodies bool) (Cluster, error
 			return nil
 		}))
 	}
-	errs := make([]error, len(reads))
-	var wg sync.WaitGroup
-	for i, f := range reads {
-		wg.Go(func() { errs[i] = f() })
+	got := make(chan *clientv3.GetResponse, 1)
+	var decodeErr error
+	decoded := make(chan struct{})
+	go func() {
+		defer close(decoded)
+		for _, rd := range reads {
+			resp, ok := <-got
+			if !ok {
+				return
+			}
+			for _, kv := range resp.Kvs {
+				if err := rd.each(strings.TrimPrefix(string(kv.Key), rd.prefix), kv.Value); err != nil && decodeErr == nil {
+					decodeErr = err
+				}
+			}
+		}
+	}()
+	for _, rd := range reads {
+		var resp *clientv3.GetResponse
+		if resp, err = r.get(ctx, rd.prefix, clientv3.WithPrefix(), clientv3.WithRev(c.Rev)); err != nil {
+			err = fmt.Errorf("read cluster at revision %d: %w", c.Rev, err)
+			break
+		}
+		got <- resp
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	close(got)
+	<-decoded
+	if err := cmp.Or(err, decodeErr); err != nil {
 		return Cluster{}, err
 	}
 	return c, nil
