@@ -145,7 +145,7 @@ func runBacklog(b *testing.B, ctx context.Context, cli *clientv3.Client, reg *re
 	defer ecli.Close()
 	b.StartTimer()
 	start := time.Now()
-	stop := runNamedEngine(ctx, ecli, "backlog", slog.New(slog.NewTextHandler(logf, nil)))
+	stop := runNamedEngine(ctx, ecli, "backlog", slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	var f, l time.Time
 	select {
 	case f = <-firstAt:
@@ -161,7 +161,7 @@ func runBacklog(b *testing.B, ctx context.Context, cli *clientv3.Client, reg *re
 	stop()
 	text, _ := os.ReadFile(logf.Name())
 	for _, line := range strings.Split(string(text), "\n") {
-		if strings.Contains(line, "plan written") || strings.Contains(line, "TIMING") || strings.Contains(line, "became engine leader") {
+		if strings.Contains(line, "plan written") || strings.Contains(line, "cluster read") || strings.Contains(line, "level=WARN") || strings.Contains(line, "became engine leader") {
 			b.Log(line)
 		}
 	}
