@@ -325,7 +325,10 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership, sb *standb
 		wctx, stopWatch := context.WithCancel(ctx)
 		unitEvents := reg.WatchUnits(wctx, unitRev)
 		machineEvents := reg.WatchMachines(wctx, machineRev)
-		err = e.follow(wctx, lead, st, unitEvents, machineEvents, ticker.C)
+		// Every body a unit read so far names was read after the units.
+		st.bodyRev, st.unitSeen = unitRev, unitRev
+		bodyEvents := reg.WatchBodies(wctx, unitRev)
+		err = e.follow(wctx, lead, st, watches{unitEvents, machineEvents, bodyEvents}, ticker.C)
 		stopWatch()
 		if errors.Is(err, registry.ErrNotLeader) {
 			return err
@@ -369,6 +372,10 @@ type leaderState struct {
 	machines map[string]machine.Machine
 	reasons  map[string]string        // unplaced reasons as stored in etcd
 	pending  map[string]registry.Unit // units waiting for their body
+	// The bodies come on a watch of P/bodies/ (a create writes a unit and
+	// its body at one revision): bodyRev is the last body event's
+	// revision, unitSeen the last unit event's (see awaitBodies).
+	bodyRev, unitSeen int64
 
 	atMostOnceDefault bool
 	leftAt            map[string]time.Time // absent machine -> when this term saw its held placements (Scheduler.Held)
@@ -635,8 +642,7 @@ func (st *leaderState) resync(units []registry.Unit, machines []machine.Machine,
 // follow applies watch events to the scheduler and decides after each
 // burst of events, until a watch fails, the ticker asks for a resync
 // (returns nil), or a decision cannot be written.
-func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *leaderState,
-	unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine], tick <-chan time.Time) error {
+func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *leaderState, w watches, tick <-chan time.Time) error {
 	for {
 		release, stop := st.releaseTimer(time.Now(), e.cfg.AtMostOnceMargin)
 		select {
@@ -655,22 +661,34 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 				return err
 			}
 		case <-st.drainKick():
-		case ev, ok := <-unitEvents:
+		case ev, ok := <-w.units:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.unitEvent(ev)
-		case ev, ok := <-machineEvents:
+		case ev, ok := <-w.machines:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.machineEvent(ev)
+		case ev, ok := <-w.bodies:
+			if !ok || ev.Err != nil {
+				return watchErr(ev.Err)
+			}
+			st.bodyEvent(ev)
+			if len(st.pending) == 0 { // a body ahead of its unit
+				stop()
+				continue
+			}
 		}
 		stop()
 		start := time.Now()
 		// Take whatever else has already arrived before deciding, so a burst
 		// of submissions becomes one plan and a few batched transactions.
-		if err := drain(st, unitEvents, machineEvents); err != nil {
+		if err := drain(st, w); err != nil {
+			return err
+		}
+		if err := st.awaitBodies(ctx, w.bodies); err != nil {
 			return err
 		}
 		if err := e.fetchPending(ctx, st); err != nil {
@@ -743,19 +761,31 @@ func (e *Engine) release(ctx context.Context, lead *registry.Leadership, st *lea
 	return e.decide(ctx, lead, st, start)
 }
 
-func drain(st *leaderState, unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine]) error {
+// watches are a leader's watches.
+type watches struct {
+	units    <-chan registry.Event[registry.Unit]
+	machines <-chan registry.Event[machine.Machine]
+	bodies   <-chan registry.Event[string]
+}
+
+func drain(st *leaderState, w watches) error {
 	for {
 		select {
-		case ev, ok := <-unitEvents:
+		case ev, ok := <-w.units:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.unitEvent(ev)
-		case ev, ok := <-machineEvents:
+		case ev, ok := <-w.machines:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.machineEvent(ev)
+		case ev, ok := <-w.bodies:
+			if !ok || ev.Err != nil {
+				return watchErr(ev.Err)
+			}
+			st.bodyEvent(ev)
 		default:
 			return nil
 		}
@@ -770,6 +800,7 @@ func watchErr(err error) error {
 }
 
 func (st *leaderState) unitEvent(ev registry.Event[registry.Unit]) {
+	st.unitSeen = max(st.unitSeen, ev.Rev)
 	if ev.Deleted {
 		st.removeRecord(ev.Key)
 		st.sched.RemoveUnit(ev.Key)
@@ -816,6 +847,77 @@ func (e *Engine) fetchPending(ctx context.Context, st *leaderState) error {
 	}
 	clear(st.pending)
 	return nil
+}
+
+// bodyWait bounds how long a burst waits for the bodies of its new units
+// on the bodies' watch before it reads those still missing. A body put
+// with its unit arrives within moments on the same stream; one that was
+// not (a unit naming a body stored earlier, or written apart) is read.
+const bodyWait = 100 * time.Millisecond
+
+// bodyEvent keeps a body that arrives (parsed once: bodies are immutable)
+// and forgets one collected that no unit names. A body may arrive before
+// its unit (the watches deliver in no common order) and is kept for it; one
+// whose units were given to the scheduler without it (missing when read)
+// has them given again.
+func (st *leaderState) bodyEvent(ev registry.Event[string]) {
+	st.bodyRev = max(st.bodyRev, ev.Rev)
+	if ev.Deleted {
+		if st.refs[ev.Key] == 0 {
+			delete(st.bodies, ev.Key)
+		}
+		return
+	}
+	if _, ok := st.bodies[ev.Key]; ok {
+		return
+	}
+	st.bodies[ev.Key] = parseFleetBody(ev.Value)
+	if st.refs[ev.Key] == 0 {
+		return
+	}
+	// Units given without their body are Invalid: few, unlike the units
+	// waiting in pending for the body that has just arrived.
+	for name := range st.invalid {
+		if u := st.units[name]; u.Hash == ev.Key {
+			st.pending[name] = u
+		}
+	}
+}
+
+// awaitBodies waits, up to bodyWait, until the bodies' watch has delivered
+// every body put up to the last unit event applied, or no unit waits for
+// its body any more.
+func (st *leaderState) awaitBodies(ctx context.Context, bodies <-chan registry.Event[string]) error {
+	if st.bodyRev >= st.unitSeen || !st.missingBodies() {
+		return nil
+	}
+	t := time.NewTimer(bodyWait)
+	defer t.Stop()
+	timeout := t.C
+	for st.bodyRev < st.unitSeen {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout:
+			return nil
+		case ev, ok := <-bodies:
+			if !ok || ev.Err != nil {
+				return watchErr(ev.Err)
+			}
+			st.bodyEvent(ev)
+		}
+	}
+	return nil
+}
+
+// missingBodies reports whether a unit waits for a body not known yet.
+func (st *leaderState) missingBodies() bool {
+	for _, u := range st.pending {
+		if _, ok := st.bodies[u.Hash]; !ok {
+			return true
+		}
+	}
+	return false
 }
 
 // decide plans what the events touched and writes it.

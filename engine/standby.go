@@ -39,9 +39,6 @@ import (
 type standby struct {
 	st                                    *leaderState
 	unitRev, machineRev, placeRev, whyRev int64
-	// bodyRev is the revision of the last body event applied: every body
-	// put at or before it has arrived.
-	bodyRev int64
 	// Checks the leader is trusted with while it leads; run by the next
 	// leader after its first plan (see above).
 	deferredFirst, deferred map[[2]string]struct{}
@@ -175,7 +172,8 @@ func (e *Engine) readStandby(ctx context.Context) (*standby, error) {
 	}
 	st.sched = NewScheduler(snap)
 	st.reasons = reasons
-	sb := &standby{st: st, unitRev: c.Rev, machineRev: c.Rev, placeRev: c.Rev, whyRev: c.Rev, bodyRev: c.Rev,
+	st.bodyRev, st.unitSeen = c.Rev, c.Rev
+	sb := &standby{st: st, unitRev: c.Rev, machineRev: c.Rev, placeRev: c.Rev, whyRev: c.Rev,
 		deferredFirst: map[[2]string]struct{}{}, deferred: map[[2]string]struct{}{},
 		mirror: newScheduleMirror(placements), touched: map[string]struct{}{}}
 	sb.settle()
@@ -223,15 +221,9 @@ func (sb *standby) watch(ctx context.Context, reg *registry.Registry) standbyWat
 		machines: reg.WatchMachines(ctx, sb.machineRev),
 		places:   reg.WatchPlacements(ctx, sb.placeRev),
 		whys:     reg.WatchUnplaced(ctx, sb.whyRev),
-		bodies:   reg.WatchBodies(ctx, sb.bodyRev),
+		bodies:   reg.WatchBodies(ctx, sb.st.bodyRev),
 	}
 }
-
-// bodyWait bounds how long a burst waits for the bodies of its new units
-// on the bodies' watch before it reads those still missing. A body put
-// with its unit arrives within moments on the same stream; one that was
-// not (a unit naming a body stored earlier, or written apart) is read.
-const bodyWait = 100 * time.Millisecond
 
 // burst applies the events that have arrived (waiting for the first when
 // block is set) and sets their work aside. The bodies its new units need
@@ -245,7 +237,7 @@ func (e *Engine) burst(ctx context.Context, sb *standby, w standbyWatches, block
 	if !errors.Is(err, errNoEvent) {
 		return err
 	}
-	if err := sb.awaitBodies(ctx, w); err != nil {
+	if err := sb.st.awaitBodies(ctx, w.bodies); err != nil {
 		return err
 	}
 	if err := e.fetchPending(ctx, sb.st); err != nil {
@@ -306,75 +298,9 @@ func (sb *standby) next(ctx context.Context, w standbyWatches, block bool) error
 		if !ok || ev.Err != nil {
 			return watchErr(ev.Err)
 		}
-		sb.bodyEvent(ev)
+		sb.st.bodyEvent(ev)
 	}
 	return nil
-}
-
-// bodyEvent keeps a body that arrives (parsed once: bodies are immutable)
-// and forgets one collected that no unit names. A body may arrive before
-// its unit (the watches deliver in no common order) and is kept for it; one
-// whose units were given to the scheduler without it (missing when read)
-// has them given again.
-func (sb *standby) bodyEvent(ev registry.Event[string]) {
-	st := sb.st
-	sb.bodyRev = max(sb.bodyRev, ev.Rev)
-	if ev.Deleted {
-		if st.refs[ev.Key] == 0 {
-			delete(st.bodies, ev.Key)
-		}
-		return
-	}
-	if _, ok := st.bodies[ev.Key]; ok {
-		return
-	}
-	st.bodies[ev.Key] = parseFleetBody(ev.Value)
-	if st.refs[ev.Key] == 0 {
-		return
-	}
-	// Units given without their body are Invalid: few, unlike the units
-	// waiting in pending for the body that has just arrived.
-	for name := range st.invalid {
-		if u := st.units[name]; u.Hash == ev.Key {
-			st.pending[name] = u
-		}
-	}
-}
-
-// awaitBodies waits, up to bodyWait, until the bodies' watch has delivered
-// every body put up to the last unit event applied, or no unit waits for
-// its body any more.
-func (sb *standby) awaitBodies(ctx context.Context, w standbyWatches) error {
-	if sb.bodyRev >= sb.unitRev || !sb.missingBodies() {
-		return nil
-	}
-	t := time.NewTimer(bodyWait)
-	defer t.Stop()
-	timeout := t.C
-	for sb.bodyRev < sb.unitRev {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-timeout:
-			return nil
-		case ev, ok := <-w.bodies:
-			if !ok || ev.Err != nil {
-				return watchErr(ev.Err)
-			}
-			sb.bodyEvent(ev)
-		}
-	}
-	return nil
-}
-
-// missingBodies reports whether a unit waits for a body not known yet.
-func (sb *standby) missingBodies() bool {
-	for _, u := range sb.st.pending {
-		if _, ok := sb.st.bodies[u.Hash]; !ok {
-			return true
-		}
-	}
-	return false
 }
 
 func (sb *standby) placementEvent(ev registry.Event[registry.Placement]) {
@@ -560,7 +486,7 @@ func (e *Engine) catchUp(ctx context.Context, sb *standby) (full []string, err e
 	// The bodies were read (when missing) after the units: their watch
 	// resumes from the units' revision too.
 	sb.unitRev, sb.machineRev, sb.placeRev, sb.whyRev = us.Rev, ms.Rev, ps.Rev, ws.Rev
-	sb.bodyRev = us.Rev
+	st.bodyRev, st.unitSeen = us.Rev, us.Rev
 	sb.settle()
 	e.log.Info("standby: caught up", "units", len(us.Changed), "machines", len(ms.Changed), "placements", len(ps.Changed),
 		"reasons", len(ws.Changed), "read_in_full", full, "took", time.Since(start))

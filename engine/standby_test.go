@@ -262,7 +262,7 @@ func TestStandbyModelMatchesFullRead(t *testing.T) {
 		rev[kv[0]] = resp.Header.Revision
 	}
 	for sb.unitRev < rev["units/zz.service"] || sb.machineRev < rev["machines/zz"] ||
-		sb.placeRev < rev["schedule/zz/zz.service"] || sb.whyRev < rev["unplaced/zz.service"] || sb.bodyRev < rev["bodies/zz"] {
+		sb.placeRev < rev["schedule/zz/zz.service"] || sb.whyRev < rev["unplaced/zz.service"] || sb.st.bodyRev < rev["bodies/zz"] {
 		require.NoError(t, e.burst(ctx, sb, w, true))
 	}
 	stopWatches()
@@ -328,4 +328,53 @@ func TestStandbyTakesOver(t *testing.T) {
 	stopB()
 	plan := fresh.st.sched.Plan()
 	require.Empty(t, plan.Ops, "a full pass after the takeover changes nothing")
+}
+
+// TestLeaderTakesBodiesFromItsWatch: the leader gets a new unit's body from
+// its watch of the bodies, also when the body is written after the unit
+// (the unit is Invalid meanwhile and placed once the body comes, without
+// waiting for a resync) or was stored before it.
+func TestLeaderTakesBodiesFromItsWatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := newStandbyCluster(t, ctx, 3)
+	e := New(Config{Registry: c.reg, ID: "leader", LeaderTTL: time.Second, ReconcileInterval: time.Hour, GCInterval: -1})
+	ectx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ectx) }()
+	defer func() { stop(); <-done }()
+	for !e.Leading() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	placed := func(name string) bool {
+		ps, err := c.reg.PlacementsOf(ctx, name)
+		require.NoError(t, err)
+		return len(ps) == 1
+	}
+	// The body comes after the leader saw its unit.
+	c.between = func(int64) {
+		for e.Unplaced()["apart001.service"] == "" {
+			require.NoError(t, ctx.Err(), "the leader never judged the unit without its body")
+			time.Sleep(10 * time.Millisecond)
+		}
+		require.False(t, placed("apart001.service"))
+	}
+	c.apart(0)
+	c.between = nil
+	c.apart(1) // the body first
+	// A body stored before, in a transaction of its own.
+	f, err := unit.ParseString(standbyBodies[0])
+	require.NoError(t, err)
+	_, err = c.cli.Put(ctx, c.reg.Prefix()+"bodies/"+f.Hash().String(), f.String())
+	require.NoError(t, err)
+	time.Sleep(200 * time.Millisecond)
+	_, err = c.cli.Put(ctx, c.reg.Prefix()+"units/before.service", fmt.Sprintf(`{"hash":%q,"desiredState":"launched"}`, f.Hash().String()))
+	require.NoError(t, err)
+	c.units = append(c.units, "before.service")
+	for _, name := range c.units {
+		for !placed(name) {
+			require.NoError(t, ctx.Err(), "%s never placed", name)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
