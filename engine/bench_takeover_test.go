@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/seed-a1ce88ea/fleet/engine"
 	"github.com/seed-a1ce88ea/fleet/machine"
@@ -49,14 +51,26 @@ func BenchmarkTakeover(b *testing.B) {
 	}
 }
 
+// probes is how many single placements measure each engine's requests.
+const probes = 20
+
 func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all time.Duration) {
 	b.StopTimer()
 	defer b.StartTimer()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	endpoints := benchEtcd(b, true)
+	// Unary requests per client, to count what each engine asks etcd.
+	var counts [3]atomic.Int64
+	nextClient := 0
 	client := func() *clientv3.Client {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		n := &counts[nextClient]
+		nextClient++
+		count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			n.Add(1)
+			return invoker(ctx, method, req, reply, cc, opts...)
+		})
+		cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), DialOptions: []grpc.DialOption{count}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -84,7 +98,7 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 			}
 		}
 	}
-	units := benchUnits(b, nUnits+1000)
+	units := benchUnits(b, nUnits+1000+probes)
 	_, rev, err := reg.Placements(ctx)
 	if err != nil {
 		b.Fatal(err)
@@ -100,7 +114,7 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 		_ = logf.Close()
 		text, _ := os.ReadFile(logf.Name())
 		for _, l := range strings.Split(string(text), "\n") {
-			if strings.Contains(l, "standby:") || strings.Contains(l, "became engine leader") {
+			if strings.Contains(l, "standby:") || strings.Contains(l, "became engine leader") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
 				b.Log(l)
 			}
 		}
@@ -136,7 +150,27 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 	}
 	defer stopA()
 	defer stopB()
-	late := units[nUnits:]
+	// Single placements on the steady cluster: what each engine asks etcd
+	// per placement (the leader writes it, a standby follows it).
+	if standby {
+		before := [2]int64{counts[1].Load(), counts[2].Load()}
+		for _, u := range units[nUnits+1000:] {
+			_, one := countNamed(ctx, reg, rev, []benchUnit{u})
+			create([]benchUnit{u})
+			select {
+			case <-one:
+			case <-ctx.Done():
+				b.Fatal("probe not placed")
+			}
+		}
+		time.Sleep(time.Second) // the standby follows the last one
+		b.Logf("etcd requests per single placement (%d probes): engine a %.1f, engine b %.1f", probes,
+			float64(counts[1].Load()-before[0])/probes, float64(counts[2].Load()-before[1])/probes)
+		if _, rev, err = reg.Placements(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	late := units[nUnits : nUnits+1000]
 	firstPlaced, allPlaced := countNamed(ctx, reg, rev, late)
 
 	// Kill whichever leads now (on a loaded machine the lead may have

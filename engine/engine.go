@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"reflect"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -324,7 +325,10 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership, sb *standb
 		wctx, stopWatch := context.WithCancel(ctx)
 		unitEvents := reg.WatchUnits(wctx, unitRev)
 		machineEvents := reg.WatchMachines(wctx, machineRev)
-		err = e.follow(wctx, lead, st, unitEvents, machineEvents, ticker.C)
+		// Every body a unit read so far names was read after the units.
+		st.bodyRev, st.unitSeen = unitRev, unitRev
+		bodyEvents := reg.WatchBodies(wctx, unitRev)
+		err = e.follow(wctx, lead, st, watches{unitEvents, machineEvents, bodyEvents}, ticker.C)
 		stopWatch()
 		if errors.Is(err, registry.ErrNotLeader) {
 			return err
@@ -368,6 +372,10 @@ type leaderState struct {
 	machines map[string]machine.Machine
 	reasons  map[string]string        // unplaced reasons as stored in etcd
 	pending  map[string]registry.Unit // units waiting for their body
+	// The bodies come on a watch of P/bodies/ (a create writes a unit and
+	// its body at one revision): bodyRev is the last body event's
+	// revision, unitSeen the last unit event's (see awaitBodies).
+	bodyRev, unitSeen int64
 
 	atMostOnceDefault bool
 	leftAt            map[string]time.Time // absent machine -> when this term saw its held placements (Scheduler.Held)
@@ -485,12 +493,39 @@ func (e *Engine) fetchBodies(ctx context.Context, st *leaderState, hashes map[st
 	if err != nil {
 		return err
 	}
-	for _, h := range missing {
-		if text, ok := got[h]; ok {
-			st.bodies[h] = parseFleetBody(text)
+	st.parseBodies(hashes, got)
+	return nil
+}
+
+// parseBodies parses the bodies of hashes not known yet found in texts;
+// many are parsed on every core (at a new term, 100,000 bodies took half a
+// second of one).
+func (st *leaderState) parseBodies(hashes map[string]bool, texts map[string]string) {
+	var missing []string
+	for h := range hashes {
+		if _, known := st.bodies[h]; !known {
+			if _, ok := texts[h]; ok {
+				missing = append(missing, h)
+			}
 		}
 	}
-	return nil
+	parsed := make([]*fleetBody, len(missing))
+	workers := 1
+	if len(missing) > bulkBodies {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(missing); i += workers {
+				parsed[i] = parseFleetBody(texts[missing[i]])
+			}
+		})
+	}
+	wg.Wait()
+	for i, h := range missing {
+		st.bodies[h] = parsed[i]
+	}
 }
 
 // sync reads the whole cluster. For a new term it builds the scheduler
@@ -499,36 +534,31 @@ func (e *Engine) fetchBodies(ctx context.Context, st *leaderState, hashes map[st
 // way it then writes what the scheduler decides and brings the stored
 // unplaced reasons in line.
 func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **leaderState) (unitRev, machineRev int64, err error) {
-	reg := e.cfg.Registry
 	start := time.Now()
-	units, unitRev, err := reg.Units(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	machines, machineRev, err := reg.Machines(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	placements, _, err := reg.Placements(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	reasons, _, err := reg.Unplaced(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
 	st := *stp
 	if st == nil {
 		st = newLeaderState()
 		st.atMostOnceDefault = e.cfg.AtMostOnceDefault
 	}
+	// A new term knows no body: it reads them all with the rest. A resync
+	// reads the few it does not know.
+	c, err := e.cfg.Registry.ReadCluster(ctx, st.sched == nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	units, machines, placements, reasons := c.Units, c.Machines, c.Placements, c.Unplaced
+	unitRev, machineRev = c.Rev, c.Rev
+	read := time.Since(start)
 	hashes := make(map[string]bool, len(units))
 	for _, u := range units {
 		hashes[u.Hash] = true
 	}
-	if err := e.fetchBodies(ctx, st, hashes); err != nil {
+	if c.Bodies != nil {
+		st.parseBodies(hashes, c.Bodies)
+	} else if err := e.fetchBodies(ctx, st, hashes); err != nil {
 		return 0, 0, err
 	}
+	parsed := time.Since(start)
 	if st.sched == nil {
 		snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units)), Policy: e.cfg.Placement}
 		for _, u := range units {
@@ -545,6 +575,7 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 		st.sched.RefreshReasons()
 	}
 	st.pending = map[string]registry.Unit{}
+	modelled := time.Since(start)
 	st.stepDrains(time.Now())
 	plan := st.sched.Plan()
 	want := st.sched.Unplaced()
@@ -552,7 +583,8 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 	e.mu.Lock()
 	e.unplaced = maps.Clone(want)
 	e.mu.Unlock()
-	e.log.Debug("cluster read", "units", len(units), "machines", len(machines), "placements", len(placements), "took", time.Since(start))
+	e.log.Debug("cluster read", "units", len(units), "machines", len(machines), "placements", len(placements),
+		"read", read, "bodies_parsed", parsed, "modelled", modelled, "planned", time.Since(start))
 	if err := e.write(ctx, lead, st, plan.Ops, reasonDiff(reasons, want), start); err != nil {
 		return 0, 0, err
 	}
@@ -610,8 +642,7 @@ func (st *leaderState) resync(units []registry.Unit, machines []machine.Machine,
 // follow applies watch events to the scheduler and decides after each
 // burst of events, until a watch fails, the ticker asks for a resync
 // (returns nil), or a decision cannot be written.
-func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *leaderState,
-	unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine], tick <-chan time.Time) error {
+func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *leaderState, w watches, tick <-chan time.Time) error {
 	for {
 		release, stop := st.releaseTimer(time.Now(), e.cfg.AtMostOnceMargin)
 		select {
@@ -630,22 +661,34 @@ func (e *Engine) follow(ctx context.Context, lead *registry.Leadership, st *lead
 				return err
 			}
 		case <-st.drainKick():
-		case ev, ok := <-unitEvents:
+		case ev, ok := <-w.units:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.unitEvent(ev)
-		case ev, ok := <-machineEvents:
+		case ev, ok := <-w.machines:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.machineEvent(ev)
+		case ev, ok := <-w.bodies:
+			if !ok || ev.Err != nil {
+				return watchErr(ev.Err)
+			}
+			st.bodyEvent(ev)
+			if len(st.pending) == 0 { // a body ahead of its unit
+				stop()
+				continue
+			}
 		}
 		stop()
 		start := time.Now()
 		// Take whatever else has already arrived before deciding, so a burst
 		// of submissions becomes one plan and a few batched transactions.
-		if err := drain(st, unitEvents, machineEvents); err != nil {
+		if err := drain(st, w); err != nil {
+			return err
+		}
+		if err := st.awaitBodies(ctx, w.bodies); err != nil {
 			return err
 		}
 		if err := e.fetchPending(ctx, st); err != nil {
@@ -718,19 +761,31 @@ func (e *Engine) release(ctx context.Context, lead *registry.Leadership, st *lea
 	return e.decide(ctx, lead, st, start)
 }
 
-func drain(st *leaderState, unitEvents <-chan registry.Event[registry.Unit], machineEvents <-chan registry.Event[machine.Machine]) error {
+// watches are a leader's watches.
+type watches struct {
+	units    <-chan registry.Event[registry.Unit]
+	machines <-chan registry.Event[machine.Machine]
+	bodies   <-chan registry.Event[string]
+}
+
+func drain(st *leaderState, w watches) error {
 	for {
 		select {
-		case ev, ok := <-unitEvents:
+		case ev, ok := <-w.units:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.unitEvent(ev)
-		case ev, ok := <-machineEvents:
+		case ev, ok := <-w.machines:
 			if !ok || ev.Err != nil {
 				return watchErr(ev.Err)
 			}
 			st.machineEvent(ev)
+		case ev, ok := <-w.bodies:
+			if !ok || ev.Err != nil {
+				return watchErr(ev.Err)
+			}
+			st.bodyEvent(ev)
 		default:
 			return nil
 		}
@@ -745,6 +800,7 @@ func watchErr(err error) error {
 }
 
 func (st *leaderState) unitEvent(ev registry.Event[registry.Unit]) {
+	st.unitSeen = max(st.unitSeen, ev.Rev)
 	if ev.Deleted {
 		st.removeRecord(ev.Key)
 		st.sched.RemoveUnit(ev.Key)
@@ -791,6 +847,77 @@ func (e *Engine) fetchPending(ctx context.Context, st *leaderState) error {
 	}
 	clear(st.pending)
 	return nil
+}
+
+// bodyWait bounds how long a burst waits for the bodies of its new units
+// on the bodies' watch before it reads those still missing. A body put
+// with its unit arrives within moments on the same stream; one that was
+// not (a unit naming a body stored earlier, or written apart) is read.
+const bodyWait = 100 * time.Millisecond
+
+// bodyEvent keeps a body that arrives (parsed once: bodies are immutable)
+// and forgets one collected that no unit names. A body may arrive before
+// its unit (the watches deliver in no common order) and is kept for it; one
+// whose units were given to the scheduler without it (missing when read)
+// has them given again.
+func (st *leaderState) bodyEvent(ev registry.Event[string]) {
+	st.bodyRev = max(st.bodyRev, ev.Rev)
+	if ev.Deleted {
+		if st.refs[ev.Key] == 0 {
+			delete(st.bodies, ev.Key)
+		}
+		return
+	}
+	if _, ok := st.bodies[ev.Key]; ok {
+		return
+	}
+	st.bodies[ev.Key] = parseFleetBody(ev.Value)
+	if st.refs[ev.Key] == 0 {
+		return
+	}
+	// Units given without their body are Invalid: few, unlike the units
+	// waiting in pending for the body that has just arrived.
+	for name := range st.invalid {
+		if u := st.units[name]; u.Hash == ev.Key {
+			st.pending[name] = u
+		}
+	}
+}
+
+// awaitBodies waits, up to bodyWait, until the bodies' watch has delivered
+// every body put up to the last unit event applied, or no unit waits for
+// its body any more.
+func (st *leaderState) awaitBodies(ctx context.Context, bodies <-chan registry.Event[string]) error {
+	if st.bodyRev >= st.unitSeen || !st.missingBodies() {
+		return nil
+	}
+	t := time.NewTimer(bodyWait)
+	defer t.Stop()
+	timeout := t.C
+	for st.bodyRev < st.unitSeen {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout:
+			return nil
+		case ev, ok := <-bodies:
+			if !ok || ev.Err != nil {
+				return watchErr(ev.Err)
+			}
+			st.bodyEvent(ev)
+		}
+	}
+	return nil
+}
+
+// missingBodies reports whether a unit waits for a body not known yet.
+func (st *leaderState) missingBodies() bool {
+	for _, u := range st.pending {
+		if _, ok := st.bodies[u.Hash]; !ok {
+			return true
+		}
+	}
+	return false
 }
 
 // decide plans what the events touched and writes it.

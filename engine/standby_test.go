@@ -29,6 +29,9 @@ type standbyCluster struct {
 	units     []string
 	nextUnit  int
 	nextMach  int
+	// between, when set, runs after the unit record of apart(0) is
+	// written and before its body is, given the record's revision.
+	between func(rev int64)
 }
 
 func newStandbyCluster(t *testing.T, ctx context.Context, seed uint64) *standbyCluster {
@@ -62,10 +65,13 @@ func (c *standbyCluster) addMachine() {
 }
 
 // change makes one random change: submit, destroy, desired state, a machine
-// joining, leaving or changing its metadata.
+// joining, leaving or changing its metadata, or a unit and its body written
+// apart (see apart).
 func (c *standbyCluster) change() {
 	t, ctx := c.t, c.ctx
-	switch k := c.rnd.IntN(20); {
+	switch k := c.rnd.IntN(23); {
+	case k >= 20:
+		c.apart(k - 20)
 	case k < 9 || len(c.units) == 0:
 		c.nextUnit++
 		i := c.rnd.IntN(len(standbyBodies))
@@ -97,6 +103,40 @@ func (c *standbyCluster) change() {
 		m.Metadata = map[string]string{"role": []string{"web", "db"}[c.rnd.IntN(2)]}
 		require.NoError(t, p.UpdateMachine(ctx, m))
 	}
+}
+
+// apart writes a unit record and its body in separate transactions, as no
+// fleet client does but etcd allows, so that a standby sees the body's event
+// in another response than the unit's: how 0 writes the unit first and a new
+// body after it, 1 a new body first and the unit after it, 2 only the unit,
+// naming a body stored before (its units may all be gone).
+func (c *standbyCluster) apart(how int) {
+	t, ctx := c.t, c.ctx
+	c.nextUnit++
+	name := fmt.Sprintf("apart%03d.service", c.nextUnit)
+	text := fmt.Sprintf("[Service]\nExecStart=/bin/sleep %d\n", 100+c.nextUnit)
+	if how == 2 {
+		text = standbyBodies[c.rnd.IntN(len(standbyBodies))]
+	}
+	f, err := unit.ParseString(text)
+	require.NoError(t, err)
+	hash := f.Hash().String()
+	putBody := func() {
+		_, err := c.cli.Put(ctx, c.reg.Prefix()+"bodies/"+hash, f.String())
+		require.NoError(t, err)
+	}
+	if how == 1 {
+		putBody()
+	}
+	resp, err := c.cli.Put(ctx, c.reg.Prefix()+"units/"+name, fmt.Sprintf(`{"hash":%q,"desiredState":"launched"}`, hash))
+	require.NoError(t, err)
+	if how == 0 {
+		if c.between != nil {
+			c.between(resp.Header.Revision)
+		}
+		putBody()
+	}
+	c.units = append(c.units, name)
 }
 
 // settled waits until the leader has written what the changes call for:
@@ -185,6 +225,13 @@ func TestStandbyModelMatchesFullRead(t *testing.T) {
 	hctx, stopHalf := context.WithCancel(ctx)
 	defer stopHalf()
 	hw := half.watch(hctx, c.reg)
+	// A unit whose body comes later than its record is first given to the
+	// scheduler without it (Invalid), and again when the body arrives.
+	c.between = func(rev int64) {
+		for sb.unitRev < rev {
+			require.NoError(t, e.burst(ctx, sb, w, true))
+		}
+	}
 
 	for i := range 120 {
 		c.change()
@@ -201,20 +248,21 @@ func TestStandbyModelMatchesFullRead(t *testing.T) {
 	<-ldone
 
 	// Sentinels, one per followed prefix, written after everything else:
-	// once the standby has applied all four it has seen every change.
+	// once the standby has applied all five it has seen every change.
 	rev := map[string]int64{}
 	for _, kv := range [][2]string{
 		{"units/zz.service", `{"hash":"0000","desiredState":"inactive"}`},
 		{"machines/zz", `{"hostname":"zz"}`},
 		{"schedule/zz/zz.service", `{"hash":"0000","desiredState":"loaded"}`},
 		{"unplaced/zz.service", "sentinel"},
+		{"bodies/zz", "[Service]\nExecStart=/bin/true\n"},
 	} {
 		resp, err := c.cli.Put(ctx, c.reg.Prefix()+kv[0], kv[1])
 		require.NoError(t, err)
 		rev[kv[0]] = resp.Header.Revision
 	}
 	for sb.unitRev < rev["units/zz.service"] || sb.machineRev < rev["machines/zz"] ||
-		sb.placeRev < rev["schedule/zz/zz.service"] || sb.whyRev < rev["unplaced/zz.service"] {
+		sb.placeRev < rev["schedule/zz/zz.service"] || sb.whyRev < rev["unplaced/zz.service"] || sb.st.bodyRev < rev["bodies/zz"] {
 		require.NoError(t, e.burst(ctx, sb, w, true))
 	}
 	stopWatches()
@@ -280,4 +328,53 @@ func TestStandbyTakesOver(t *testing.T) {
 	stopB()
 	plan := fresh.st.sched.Plan()
 	require.Empty(t, plan.Ops, "a full pass after the takeover changes nothing")
+}
+
+// TestLeaderTakesBodiesFromItsWatch: the leader gets a new unit's body from
+// its watch of the bodies, also when the body is written after the unit
+// (the unit is Invalid meanwhile and placed once the body comes, without
+// waiting for a resync) or was stored before it.
+func TestLeaderTakesBodiesFromItsWatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := newStandbyCluster(t, ctx, 3)
+	e := New(Config{Registry: c.reg, ID: "leader", LeaderTTL: time.Second, ReconcileInterval: time.Hour, GCInterval: -1})
+	ectx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ectx) }()
+	defer func() { stop(); <-done }()
+	for !e.Leading() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	placed := func(name string) bool {
+		ps, err := c.reg.PlacementsOf(ctx, name)
+		require.NoError(t, err)
+		return len(ps) == 1
+	}
+	// The body comes after the leader saw its unit.
+	c.between = func(int64) {
+		for e.Unplaced()["apart001.service"] == "" {
+			require.NoError(t, ctx.Err(), "the leader never judged the unit without its body")
+			time.Sleep(10 * time.Millisecond)
+		}
+		require.False(t, placed("apart001.service"))
+	}
+	c.apart(0)
+	c.between = nil
+	c.apart(1) // the body first
+	// A body stored before, in a transaction of its own.
+	f, err := unit.ParseString(standbyBodies[0])
+	require.NoError(t, err)
+	_, err = c.cli.Put(ctx, c.reg.Prefix()+"bodies/"+f.Hash().String(), f.String())
+	require.NoError(t, err)
+	time.Sleep(200 * time.Millisecond)
+	_, err = c.cli.Put(ctx, c.reg.Prefix()+"units/before.service", fmt.Sprintf(`{"hash":%q,"desiredState":"launched"}`, f.Hash().String()))
+	require.NoError(t, err)
+	c.units = append(c.units, "before.service")
+	for _, name := range c.units {
+		for !placed(name) {
+			require.NoError(t, ctx.Err(), "%s never placed", name)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }

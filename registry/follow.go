@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -76,4 +77,95 @@ func (r *Registry) UnplacedSince(ctx context.Context, rev int64) (Since[Unplaced
 	return since(ctx, r, r.keys.unplaced(), rev, func(k string, v []byte) (UnplacedReason, error) {
 		return UnplacedReason{Name: k, Reason: string(v)}, nil
 	})
+}
+
+// Cluster is what the engine reads at the start of a term: every unit,
+// present machine, schedule entry and unplaced reason, and (when asked)
+// every stored body, all at one revision.
+type Cluster struct {
+	Units      []Unit
+	Machines   []machine.Machine
+	Placements []Placement
+	Unplaced   map[string]string
+	Bodies     map[string]string // nil unless asked for
+	Rev        int64
+}
+
+// ReadCluster reads the cluster at one revision, so that a body is never
+// missing for a unit read (a create writes both at one revision). The reads
+// go one after another, each within the request timeout, while what came
+// is decoded: five large reads at once, on an etcd at 100,000 units and a
+// loaded machine, each took longer than the timeout and were all retried.
+// With bodies false the bodies are not read.
+func (r *Registry) ReadCluster(ctx context.Context, bodies bool) (Cluster, error) {
+	head, err := r.get(ctx, r.keys.units(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return Cluster{}, fmt.Errorf("read cluster: %w", err)
+	}
+	c := Cluster{Rev: head.Header.Revision}
+	type prefixRead struct {
+		prefix string
+		each   func(key string, v []byte) error
+	}
+	read := func(prefix string, each func(key string, v []byte) error) prefixRead { return prefixRead{prefix, each} }
+	c.Unplaced = map[string]string{}
+	reads := []prefixRead{
+		read(r.keys.units(), func(k string, v []byte) error {
+			u, err := decodeUnit(k, v, 0)
+			c.Units = append(c.Units, u)
+			return err
+		}),
+		read(r.keys.machines(), func(k string, v []byte) error {
+			m, err := decodeMachine(k, v)
+			c.Machines = append(c.Machines, m)
+			return err
+		}),
+		read(r.keys.schedules(), func(k string, v []byte) error {
+			p, err := r.decodePlacement(r.keys.schedules()+k, v)
+			c.Placements = append(c.Placements, p)
+			return err
+		}),
+		read(r.keys.unplaced(), func(k string, v []byte) error {
+			c.Unplaced[k], _ = decodeUnplaced(k, v)
+			return nil
+		}),
+	}
+	if bodies {
+		c.Bodies = map[string]string{}
+		reads = append(reads, read(r.keys.bodies(), func(k string, v []byte) error {
+			c.Bodies[k] = string(v)
+			return nil
+		}))
+	}
+	got := make(chan *clientv3.GetResponse, 1)
+	var decodeErr error
+	decoded := make(chan struct{})
+	go func() {
+		defer close(decoded)
+		for _, rd := range reads {
+			resp, ok := <-got
+			if !ok {
+				return
+			}
+			for _, kv := range resp.Kvs {
+				if err := rd.each(strings.TrimPrefix(string(kv.Key), rd.prefix), kv.Value); err != nil && decodeErr == nil {
+					decodeErr = err
+				}
+			}
+		}
+	}()
+	for _, rd := range reads {
+		var resp *clientv3.GetResponse
+		if resp, err = r.get(ctx, rd.prefix, clientv3.WithPrefix(), clientv3.WithRev(c.Rev)); err != nil {
+			err = fmt.Errorf("read cluster at revision %d: %w", c.Rev, err)
+			break
+		}
+		got <- resp
+	}
+	close(got)
+	<-decoded
+	if err := cmp.Or(err, decodeErr); err != nil {
+		return Cluster{}, err
+	}
+	return c, nil
 }

@@ -2,9 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -42,10 +45,13 @@ func (r *Registry) planOps(op PlanOp) []clientv3.Op {
 // groups were written, counted from the first; on error the rest may not
 // have been (ErrNotLeader when lead was deposed).
 //
-// Up to txnsInFlight transactions go at once when they touch disjoint keys
-// (a plan that deletes and then puts one key keeps that order), so that
-// etcd commits several in one raft entry and one fsync: a leader placing a
-// backlog waits for the disk a few times less.
+// Up to txnsInFlight transactions are in flight at all times, so that etcd
+// commits several in one raft entry and one fsync: a leader placing a
+// backlog waits for the disk a few times less. A transaction starts as soon
+// as a slot is free and every earlier one touching one of its keys has
+// ended (a plan that deletes and then puts one key keeps that order), not
+// when a whole wave has: a wave waited for its slowest transaction, which
+// on an etcd shared with thousands of agents' writes left the slots idle.
 func (r *Registry) applyGroups(ctx context.Context, lead *Leadership, groups [][]clientv3.Op) (int, error) {
 	type batch struct {
 		ops    []clientv3.Op
@@ -65,47 +71,72 @@ func (r *Registry) applyGroups(ctx context.Context, lead *Leadership, groups [][
 		}
 		batches = append(batches, b)
 	}
-	done := 0
-	for len(batches) > 0 {
-		// A wave: the next batches whose keys are disjoint.
-		keys := map[string]bool{}
-		n := 0
-	wave:
-		for n < len(batches) && n < txnsInFlight {
-			for _, op := range batches[n].ops {
-				if keys[string(op.KeyBytes())] && n > 0 {
-					break wave
-				}
+	var (
+		done     = make([]chan struct{}, len(batches))
+		errs     = make([]error, len(batches))
+		last     = map[string]int{} // key -> the last batch touching it
+		sem      = make(chan struct{}, txnsInFlight)
+		failed   atomic.Bool
+		wg       sync.WaitGroup
+		launched int
+	)
+	for i, b := range batches {
+		var after []int
+		for _, op := range b.ops {
+			k := string(op.KeyBytes())
+			if j, ok := last[k]; ok && j != i && !slices.Contains(after, j) {
+				after = append(after, j)
 			}
-			for _, op := range batches[n].ops {
-				keys[string(op.KeyBytes())] = true
+			last[k] = i
+		}
+		sem <- struct{}{}
+		if failed.Load() {
+			<-sem
+			break
+		}
+		done[i] = make(chan struct{})
+		launched++
+		wg.Go(func() {
+			defer func() { <-sem; close(done[i]) }()
+			for _, j := range after {
+				<-done[j]
 			}
-			n++
-		}
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence()}, batches[i].ops)
-				switch {
-				case err != nil:
-					errs[i] = err
-				case !resp.Succeeded:
-					errs[i] = ErrNotLeader
-				}
-			})
-		}
-		wg.Wait()
-		for i := range n {
+			if failed.Load() {
+				errs[i] = errSkipped
+				return
+			}
+			resp, err := r.txn(ctx, []clientv3.Cmp{lead.fence()}, batches[i].ops)
+			switch {
+			case err != nil:
+				errs[i] = err
+			case !resp.Succeeded:
+				errs[i] = ErrNotLeader
+			}
 			if errs[i] != nil {
-				return done, errs[i]
+				failed.Store(true)
 			}
-			done += batches[i].groups
-		}
-		batches = batches[n:]
+		})
 	}
-	return done, nil
+	wg.Wait()
+	n := 0
+	for i := range launched {
+		if errs[i] != nil {
+			// The first failure in order may be a batch skipped for a
+			// later one's error: report the error itself.
+			for _, err := range errs[i:launched] {
+				if err != nil && err != errSkipped {
+					return n, err
+				}
+			}
+			return n, errs[i]
+		}
+		n += batches[i].groups
+	}
+	return n, nil
 }
+
+// errSkipped marks a batch not sent because another had failed.
+var errSkipped = errors.New("not sent: an earlier transaction failed")
 
 // txnsInFlight bounds the fenced transactions applyGroups has in flight.
 const txnsInFlight = 4

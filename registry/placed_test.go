@@ -259,3 +259,40 @@ func BenchmarkPlacementsOf(b *testing.B) {
 		require.NoError(b, lead.Resign(ctx))
 	}
 }
+
+// TestApplyPlanKeepsOrderPerKey: a plan that writes one key several times,
+// in transactions that can be in flight together, leaves the last write.
+func TestApplyPlanKeepsOrderPerKey(t *testing.T) {
+	reg, ctx := newRegistry(t)
+	lead, err := reg.Campaign(ctx, "engine-a", time.Second)
+	require.NoError(t, err)
+	var ops []registry.PlanOp
+	put := func(i int, state registry.State) registry.PlanOp {
+		return registry.PlanOp{Put: true, Placement: registry.Placement{Machine: fmt.Sprintf("m%d", i%7), Name: fmt.Sprintf("u%03d.service", i), Hash: "h", DesiredState: state}}
+	}
+	// Three rounds over the same 300 keys, each round ~5 transactions:
+	// put loaded, delete, put launched (the odd ones only).
+	for i := range 300 {
+		ops = append(ops, put(i, registry.StateLoaded))
+	}
+	for i := range 300 {
+		ops = append(ops, registry.PlanOp{Placement: put(i, registry.StateLoaded).Placement})
+	}
+	for i := 1; i < 300; i += 2 {
+		ops = append(ops, put(i, registry.StateLaunched))
+	}
+	n, err := reg.ApplyPlan(ctx, lead, ops)
+	require.NoError(t, err)
+	require.Equal(t, len(ops), n)
+	ps, _, err := reg.Placements(ctx)
+	require.NoError(t, err)
+	require.Len(t, ps, 150)
+	for _, p := range ps {
+		require.Equal(t, registry.StateLaunched, p.DesiredState, p.Name)
+	}
+	for i := range 300 {
+		got, err := reg.PlacementsOf(ctx, fmt.Sprintf("u%03d.service", i))
+		require.NoError(t, err)
+		require.Len(t, got, i%2, "index entries of u%03d", i)
+	}
+}

@@ -119,3 +119,11 @@ func (r *Registry) WatchStates(ctx context.Context, machineID string, rev int64)
 		return s, nil
 	})
 }
+
+// WatchBodies streams unit body changes after rev. Key is the body's hash,
+// Value its text ("" when Deleted). Bodies are immutable: a put is a body
+// stored (again), a delete the hygiene collecting it. A create transaction
+// writes a unit and its body together, so both arrive at one revision.
+func (r *Registry) WatchBodies(ctx context.Context, rev int64) <-chan Event[string] {
+	return watchPrefix(ctx, r.cli, r.keys.bodies(), rev, func(_ string, v []byte) (string, error) { return string(v), nil })
+}
