@@ -121,16 +121,17 @@ func serve[T any](ctx context.Context, c *ListCache, read func(*liveListing) T) 
 			c.live, live = nil, nil
 		}
 	}
+	fresh := false // read from etcd after this request came: nothing to catch up
 	if live == nil && repeat {
 		var err error
 		if live, err = c.follow(); err != nil {
 			c.mu.Unlock()
 			return zero, false // read from etcd; try again next time
 		}
-		c.live = live
+		c.live, fresh = live, true
 	}
 	c.mu.Unlock()
-	if live == nil || !live.catchUp(ctx, c.r) {
+	if live == nil || (!fresh && !live.catchUp(ctx, c.r)) {
 		return zero, false
 	}
 	live.lastUse.Store(now.UnixNano())
