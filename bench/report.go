@@ -284,7 +284,7 @@ func bounds(r *ScaleResult) []string {
 	}
 	for _, l := range r.Lists {
 		if strings.Contains(l.Command, "--driver=api") && w.Units >= 100000 && len(l.Runs) > 1 && (l.Err != "" || pct(l.Runs, 99) > time.Second) {
-			out = append(out, fmt.Sprintf("`%s` at %d rows: the first listing (%s) is read from etcd at one revision (units, placements, states; for list-unit-files the bodies of files fleetd has not seen yet, every one on a fleetd that just started), the second starts fleetd's list cache with one such read, and later ones within a minute are served from memory once it has etcd's current revision (registry.ListCache), so the p50 is what an operator listing again sees and the p99 what the first listings cost.",
+			out = append(out, fmt.Sprintf("`%s` at %d rows: the first listing (%s) is read from etcd at one revision (units, placements, states; for list-unit-files the bodies of files fleetd has not seen yet, every one on a fleetd that just started), the second (also from etcd) starts fleetd's list cache, which makes one full read in the background, and later ones within a minute are served from memory once it has etcd's current revision (registry.ListCache), so the p50 is what an operator listing again sees and the p99 what the first listings cost.",
 				l.Command, l.Rows, ms(l.Runs[0])))
 		}
 		if strings.HasPrefix(l.Command, "fleetctl list-units --driver=etcd") && w.Units >= 100000 && l.Err == "" && pct(l.Runs, 99) > time.Second {

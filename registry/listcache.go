@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -22,8 +23,9 @@ import (
 // ~0.5 s of CPU each; from memory it costs a copy.
 //
 // The first listing is read from etcd. A second one within idle of the
-// last makes the cache follow: one full read, then a watch on the
-// registry's prefix from the revision after it. Listings are then served
+// last (itself read from etcd) makes the cache follow, in the background:
+// one full read, then a watch on the registry's prefix from the revision
+// after it. Listings are then served
 // from memory, once it has caught up with etcd's revision at the time of
 // the request (asked of etcd, and confirmed by a progress notification
 // when nothing under the prefix changed since), so a listing never misses
@@ -39,6 +41,8 @@ type ListCache struct {
 	mu       sync.Mutex
 	lastList time.Time
 	live     *liveListing // nil: not following
+	starting bool         // a follow is reading everything, in the background
+	closed   bool
 }
 
 // NewListCache returns a ListCache of r that stops following after idle
@@ -98,6 +102,7 @@ func (c *ListCache) States(ctx context.Context) ([]UnitState, error) {
 func (c *ListCache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	if c.live != nil {
 		c.live.cancel()
 		c.live = nil
@@ -121,17 +126,15 @@ func serve[T any](ctx context.Context, c *ListCache, read func(*liveListing) T) 
 			c.live, live = nil, nil
 		}
 	}
-	fresh := false // read from etcd after this request came: nothing to catch up
-	if live == nil && repeat {
-		var err error
-		if live, err = c.follow(); err != nil {
-			c.mu.Unlock()
-			return zero, false // read from etcd; try again next time
-		}
-		c.live, fresh = live, true
+	if live == nil && repeat && !c.starting {
+		// The full read costs a few times one listing's (every unit,
+		// placement and state, decoded into maps): this listing does not
+		// wait for it, it is read from etcd as if there were no cache.
+		c.starting = true
+		go c.start()
 	}
 	c.mu.Unlock()
-	if live == nil || (!fresh && !live.catchUp(ctx, c.r)) {
+	if live == nil || !live.catchUp(ctx, c.r) {
 		return zero, false
 	}
 	live.lastUse.Store(now.UnixNano())
@@ -141,8 +144,25 @@ func serve[T any](ctx context.Context, c *ListCache, read func(*liveListing) T) 
 	return read(live), true
 }
 
+// start follows, unless the cache was closed meanwhile. A failed read is
+// tried again by a later listing.
+func (c *ListCache) start() {
+	live, err := c.follow()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starting = false
+	switch {
+	case err != nil:
+		slog.Warn("list cache: not following; listings read etcd", "err", err)
+	case c.closed:
+		live.cancel()
+	default:
+		c.live = live
+	}
+}
+
 // follow reads everything once and starts the watch from the revision
-// after. Called with c.mu held.
+// after.
 func (c *ListCache) follow() (*liveListing, error) {
 	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "fleet-watch", "list-cache"))
 	live := &liveListing{

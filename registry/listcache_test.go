@@ -80,7 +80,7 @@ func TestListCacheFollows(t *testing.T) {
 		return lc.live != nil
 	}
 	check("first listing, from etcd")
-	require.True(t, following(), "the second listing (States) starts following")
+	require.Eventually(t, following, 5*time.Second, 10*time.Millisecond, "the second listing (States) starts following")
 	check("from memory")
 
 	// Writes of every kind are in the very next listing.
@@ -117,10 +117,12 @@ func TestListCacheFollows(t *testing.T) {
 	noop := func(UnitListing) error { return nil }
 	require.NoError(t, short.Units(ctx, noop))
 	require.NoError(t, short.Units(ctx, noop))
-	short.mu.Lock()
-	live = short.live
-	short.mu.Unlock()
-	require.NotNil(t, live)
+	require.Eventually(t, func() bool {
+		short.mu.Lock()
+		defer short.mu.Unlock()
+		live = short.live
+		return live != nil
+	}, 5*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool {
 		live.mu.RLock()
 		defer live.mu.RUnlock()
