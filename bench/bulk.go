@@ -723,7 +723,7 @@ func BulkMarkdown(env Env, r *BulkResult) string {
 				ms(sf.Active), ms(f.Baseline), ms(f.BaselineReload), ms(f.BaselineStart), ratio, ms(sf.Destroy), ms(sf.Gone), strings.Join(split, "/"), ms(f.Exec))
 		}
 		if f.Before != nil {
-			row("before (one unit at a time)", *f.Before)
+			row("before (the -before-fleetctl binary)", *f.Before)
 		}
 		row("this commit", f.StartFigures)
 	}

@@ -29,7 +29,7 @@ func TestBulkMarkdown(t *testing.T) {
 	}
 	md := BulkMarkdown(Env{Command: "fleet-bench -only bulk"}, r)
 	require.Contains(t, md, "| 3 x 500 | this commit | 600 ms | 580 ms | 6000 ms | 5000 ms (1000 ms / 2000 ms) | 1.20x | 400 ms | 2500 ms | 166/167/167 | 10 ms |")
-	require.Contains(t, md, "| 3 x 500 | before (one unit at a time) | 2000 ms |")
+	require.Contains(t, md, "| 3 x 500 | before (the -before-fleetctl binary) | 2000 ms |")
 	require.Contains(t, md, "start --no-block 17.5x faster than fleet v1.0's; all active within 1.20x of systemd alone")
 	require.Contains(t, md, "| `fleetctl start /root/hello.service` | 0 | 1000 ms | Unit hello.service launched \\| x |")
 
