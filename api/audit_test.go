@@ -59,17 +59,7 @@ func TestAudit(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	events := make(chan api.Event, 100)
-	done := make(chan error, 1)
-	go func() {
-		done <- c.rc.Events(ctx, func(e api.Event) error {
-			if e.Type == api.EventAPICall || e.Type == api.EventStreamStarted {
-				events <- e
-			}
-			return nil
-		})
-	}()
-	require.Equal(t, api.EventStreamStarted, (<-events).Type)
+	events, done := apiCallEvents(t, ctx, c, 100)
 
 	bearer := func(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
 	a := call(t, srv.URL, "PUT", "/fleet/v1/units/hello.service", `{"desiredState":"launched",`+helloJSON[1:], bearer("admin-token")...)
@@ -132,4 +122,21 @@ func TestAudit(t *testing.T) {
 	require.Empty(t, logs.withMsg("audit record not stored in etcd; it is in this log only"))
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
+}
+
+// apiCallEvents follows the cluster's event stream from its start and
+// passes on its api.call events; done has the stream's end.
+func apiCallEvents(t *testing.T, ctx context.Context, c *cluster, buf int) (events <-chan api.Event, done <-chan error) {
+	t.Helper()
+	ch, end := make(chan api.Event, buf), make(chan error, 1)
+	go func() {
+		end <- c.rc.Events(ctx, func(e api.Event) error {
+			if e.Type == api.EventAPICall || e.Type == api.EventStreamStarted {
+				ch <- e
+			}
+			return nil
+		})
+	}()
+	require.Equal(t, api.EventStreamStarted, (<-ch).Type)
+	return ch, end
 }

@@ -173,17 +173,7 @@ func TestBatchAudited(t *testing.T) {
 	srv := serveTCP(t, api.NewServer(c.rc, api.WithLogger(slog.New(logs))))
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	events := make(chan api.Event, 10)
-	done := make(chan error, 1)
-	go func() {
-		done <- c.rc.Events(ctx, func(e api.Event) error {
-			if e.Type == api.EventAPICall || e.Type == api.EventStreamStarted {
-				events <- e
-			}
-			return nil
-		})
-	}()
-	require.Equal(t, api.EventStreamStarted, (<-events).Type)
+	events, done := apiCallEvents(t, ctx, c, 10)
 
 	a := call(t, srv.URL, "POST", "/fleet/v1/units", `{"units":[`+helloJSON[:len(helloJSON)-1]+`,"name":"a.service"},`+helloJSON[:len(helloJSON)-1]+`,"name":"b.service"}]}`)
 	require.Equal(t, http.StatusOK, a.code, a.body)

@@ -87,17 +87,7 @@ func runTakeover(b *testing.B, nMachines, nUnits int, standby bool) (first, all 
 		}
 		defer p.Close()
 	}
-	create := func(units []benchUnit) {
-		news := make([]registry.NewUnit, len(units))
-		for i, u := range units {
-			news[i] = registry.NewUnit{Unit: u.u, Body: u.body}
-		}
-		for _, err := range reg.CreateUnits(ctx, news) {
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	create := func(units []benchUnit) { createUnits(b, ctx, reg, units) }
 	units := benchUnits(b, nUnits+1000+probes)
 	_, rev, err := reg.Placements(ctx)
 	if err != nil {

@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -243,29 +242,9 @@ func fastUnit(name string, v []byte, rev int64) (Unit, bool) {
 }
 
 // ListStates reads every published unit state, sorted by machine, then
-// unit: States(ctx, "") for listings, whose records are decoded by
-// fastState.
+// unit: States(ctx, "").
 func (r *Registry) ListStates(ctx context.Context) ([]UnitState, error) {
-	resp, err := r.get(ctx, r.keys.states(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
-	if err != nil {
-		return nil, fmt.Errorf("read unit states: %w", err)
-	}
-	out := make([]UnitState, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		m, name, ok := splitMachineKey(strings.TrimPrefix(string(kv.Key), r.keys.states()))
-		if !ok {
-			return nil, fmt.Errorf("read unit states: malformed key %q", kv.Key)
-		}
-		s, ok := fastState(m, name, kv.Value)
-		if !ok {
-			s = UnitState{Machine: m, Name: name}
-			if err := json.Unmarshal(kv.Value, &s); err != nil {
-				return nil, fmt.Errorf("decode state %s: %w", kv.Key, err)
-			}
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return r.states(ctx, r.keys.states())
 }
 
 // fastState decodes a published state.

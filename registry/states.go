@@ -104,9 +104,12 @@ func (r *Registry) states(ctx context.Context, prefix string) ([]UnitState, erro
 		if !ok {
 			return nil, fmt.Errorf("read unit states: malformed key %q", kv.Key)
 		}
-		s := UnitState{Machine: m, Name: name}
-		if err := json.Unmarshal(kv.Value, &s); err != nil {
-			return nil, fmt.Errorf("decode state %s: %w", kv.Key, err)
+		s, ok := fastState(m, name, kv.Value)
+		if !ok {
+			s = UnitState{Machine: m, Name: name}
+			if err := json.Unmarshal(kv.Value, &s); err != nil {
+				return nil, fmt.Errorf("decode state %s: %w", kv.Key, err)
+			}
 		}
 		out = append(out, s)
 	}
