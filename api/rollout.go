@@ -79,6 +79,9 @@ type RolloutUnit struct {
 	Name   string `json:"name"`
 	From   string `json:"from"`
 	Global bool   `json:"global,omitempty"`
+	// Template: the instances' submitted template, given the new body
+	// (no steps: it runs nowhere).
+	Template bool `json:"template,omitempty"`
 }
 
 // RolloutStep is one copy to replace: a unit, or a global unit's machine.
@@ -96,7 +99,7 @@ func rolloutStatus(ro registry.Rollout) *RolloutStatus {
 		AutoRevert: ro.AutoRevert, Identity: ro.Identity, Started: ro.Started, Changed: ro.Changed, Ended: ro.Ended, Reverting: ro.Reverting,
 		Total: len(ro.Steps)}
 	for _, u := range ro.Units {
-		s.Units = append(s.Units, RolloutUnit{Name: u.Name, From: u.From, Global: u.Global})
+		s.Units = append(s.Units, RolloutUnit{Name: u.Name, From: u.From, Global: u.Global, Template: u.Template})
 	}
 	for _, st := range ro.Steps {
 		s.Steps = append(s.Steps, RolloutStep{Unit: st.Unit, MachineID: st.Machine, State: st.State, Since: st.Since, Reason: st.Reason})
@@ -142,13 +145,18 @@ func (c *registryClient) StartRollout(ctx context.Context, req RolloutRequest) (
 	if err != nil {
 		return nil, err
 	}
-	var targets []registry.Unit
+	var targets, templates []registry.Unit
 	for _, u := range all {
 		n, err := unit.ParseName(u.Name)
-		if err != nil || n.Template {
+		if err != nil {
 			continue
 		}
-		if ok, _ := path.Match(id, u.Name); ok {
+		if ok, _ := path.Match(id, u.Name); !ok {
+			continue
+		}
+		if n.Template {
+			templates = append(templates, u)
+		} else {
 			targets = append(targets, u)
 		}
 	}
@@ -196,6 +204,15 @@ func (c *registryClient) StartRollout(ctx context.Context, req RolloutRequest) (
 	}
 	if len(units) == 0 {
 		return nil, errorf(ErrConflict, "every unit of %s has this body already: nothing to roll out", id)
+	}
+	for _, u := range templates {
+		if u.Rollout != nil {
+			return nil, errorf(ErrConflict, "template %s is being rolled out already (rollout %s): see fleetctl rollout status %s; undo or wait for it first", u.Name, u.Rollout.ID, u.Rollout.ID)
+		}
+		if u.Hash != to {
+			units = append(units, u)
+			ro.Units = append(ro.Units, registry.RolloutUnit{Name: u.Name, From: u.Hash, Template: true})
+		}
 	}
 	var prevRev int64
 	switch prev, err := c.reg.GetRollout(ctx, id); {
@@ -331,6 +348,9 @@ func (c *registryClient) ControlRollout(ctx context.Context, target, action stri
 func (c *registryClient) undoDone(ctx context.Context, ro registry.Rollout) (*RolloutStatus, error) {
 	var from string
 	for _, u := range ro.Units {
+		if u.Template {
+			continue // follows its instances' body
+		}
 		if from != "" && u.From != from {
 			return nil, errorf(ErrConflict, "rollout %s replaced several bodies; undo each unit with fleetctl update UNIT --file OLD", ro.ID)
 		}
@@ -345,7 +365,7 @@ func (c *registryClient) undoDone(ctx context.Context, ro registry.Rollout) (*Ro
 		return nil, fmt.Errorf("undo rollout %s: the old body: %w", ro.ID, err)
 	}
 	target := ro.ID
-	if !strings.ContainsAny(target, "*?[") && len(ro.Units) == 1 {
+	if !strings.ContainsAny(target, "*?[") && len(ro.Units) == 1 && !ro.Units[0].Template {
 		target = ro.Units[0].Name
 	}
 	return c.StartRollout(ctx, RolloutRequest{Target: target, Options: OptionsFromFile(f)})

@@ -54,6 +54,10 @@ func TestRolloutSurvivesLeaderChange(t *testing.T) {
 	for _, n := range []string{"web@1.service", "web@2.service", "web@3.service"} {
 		submit(t, ctx, reg, n, old)
 	}
+	// Their template, as fleetctl submit web@.service leaves it: it takes
+	// the new body with them, so web@4 started later runs what they run.
+	tf := mustParse(t, old)
+	require.NoError(t, reg.CreateUnit(ctx, registry.Unit{Name: "web@.service", Hash: tf.Hash().String(), DesiredState: registry.StateInactive}, tf.String(), false))
 	waitPlacement(t, ctx, reg, 10*time.Second, func(w map[string][]string) bool { return len(w) == 3 })
 	actx, stopAgents := context.WithCancel(ctx)
 	agents := fakeAgents(actx, t, reg, ps)
@@ -96,10 +100,13 @@ func TestRolloutSurvivesLeaderChange(t *testing.T) {
 	require.Equal(t, 3, end.Healthy)
 	units, _, err := reg.Units(ctx)
 	require.NoError(t, err)
+	require.Len(t, units, 4)
 	for _, u := range units {
-		require.Equal(t, st.To, u.Hash)
-		require.Nil(t, u.Rollout)
+		require.Equal(t, st.To, u.Hash, u.Name)
+		require.Nil(t, u.Rollout, u.Name)
 	}
+	require.Contains(t, end.Units, api.RolloutUnit{Name: "web@.service", From: tf.Hash().String(), Template: true})
+	require.Equal(t, 3, end.Total, "the template has no step")
 	placements, _, err := reg.Placements(ctx)
 	require.NoError(t, err)
 	for _, p := range placements {

@@ -169,6 +169,11 @@ func TestRolloutAutoRevert(t *testing.T) {
 	c := testRollouter(clock)
 	f := newRolloutFixture(3, 1, true)
 	f.ro.HealthCheck = "curl -f http://localhost/"
+	// The instances' template took the new body with them; it gets the old
+	// one back with them (the loop at the end).
+	f.ro.Units = append(f.ro.Units, registry.RolloutUnit{Name: "web@.service", From: "old", Template: true})
+	f.v.units["web@.service"] = registry.Unit{Name: "web@.service", Hash: "new", DesiredState: registry.StateInactive,
+		Rollout: &registry.UnitRollout{ID: f.ro.ID, Hash: "old"}}
 	step := func() bool {
 		next, units, changed := c.decide(f.ro, f.v)
 		if changed {

@@ -77,6 +77,11 @@ type RolloutUnit struct {
 	Name   string `json:"name"`
 	From   string `json:"from"`
 	Global bool   `json:"global,omitempty"`
+	// Template marks the submitted template of instances in the rollout:
+	// it runs nowhere, so it has no steps, but it takes the new body (and
+	// the old one back on a revert) so that instances started later from
+	// it get the body their siblings run.
+	Template bool `json:"template,omitempty"`
 }
 
 // RolloutStep is one copy to replace: a unit, or for a global unit one of
