@@ -226,3 +226,44 @@ func TestWithoutToken(t *testing.T) {
 	p.Until("listed", browsertest.UnitsShown+` === '2 units'`)
 	require.Equal(t, "true true", p.Eval(`document.querySelector('#login').hidden + ' ' + document.querySelector('#signout').hidden`))
 }
+
+// TestRolloutAndRebootViews: the rollouts and reboots tabs draw fleetd's
+// own answers (a rollout started through the API, a reboot asked for) as
+// readable rows, not as JSON.
+func TestRolloutAndRebootViews(t *testing.T) {
+	c := newCluster(t, 2)
+	c.addUnits(2, func(i int) string { return fmt.Sprintf("web@%d.service", i+1) })
+	st, err := c.rc.(api.Rollouts).StartRollout(c.ctx, api.RolloutRequest{Target: "web@*", Options: []*api.UnitOption{
+		{Section: "Service", Name: "ExecStart", Value: "/bin/sleep 5000"},
+	}})
+	require.NoError(t, err)
+	_, err = c.rc.(api.Rollouts).ControlRollout(c.ctx, "web@*", api.RolloutPause)
+	require.NoError(t, err)
+	victim := c.machines[1].Machine().ID
+	require.NoError(t, c.rc.(api.Rebooter).RequestReboot(c.ctx, victim))
+
+	p := browsertest.Page{T: t, Ctx: browsertest.New(t), URL: c.url}
+	p.SignIn(adminToken)
+	p.Run("signed in", chromedp.WaitVisible("#units"))
+	p.Until("probed", `document.body.dataset.probed === 'true'`)
+
+	cells := func(sel string) string {
+		return p.Eval(`[...document.querySelectorAll('` + sel + `')].map((e) => e.textContent).join(' | ')`)
+	}
+	p.Tab("rollouts")
+	p.Until("rollouts drawn", `document.querySelector('#rollouts-body td') !== null`)
+	require.Equal(t, "rollout | phase | healthy | to | started | steps | message", cells("#rollouts-body th"))
+	row := strings.Split(cells("#rollouts-body td"), " | ")
+	require.Len(t, row, 7)
+	require.Equal(t, []string{"web@*.service", "running (paused)", "0/2", st.To[:7]}, row[:4])
+	require.Equal(t, "web@1.service pending, web@2.service pending", row[5])
+	require.NotContains(t, cells("#rollouts-body td"), "{", "no JSON in the cells")
+	browsertest.Screenshot(t, p.Ctx, "rollouts-real")
+
+	p.Tab("reboots")
+	p.Until("reboots drawn", `document.querySelector('#reboots-body h3') !== null`)
+	require.Equal(t, "no coordinator has started", p.Eval(`document.querySelector('#reboots-body p').textContent`))
+	require.Equal(t, "rebooting (slots held) | waiting for a slot | asked (fleetctl reboot) | machines", cells("#reboots-body h3"))
+	require.Contains(t, cells("#reboots-body td"), victim[:8], "the asked reboot is listed by machine")
+	require.NotContains(t, cells("#reboots-body td"), "{")
+}

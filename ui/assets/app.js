@@ -172,10 +172,69 @@
   async function refreshOptional(f) {
     if (!st.optional[f]) return;
     try {
-      renderGeneric($(f + '-body'), await api('GET', '/fleet/v1/' + f));
+      const v = await api('GET', '/fleet/v1/' + f);
+      const box = $(f + '-body');
+      if (f === 'rollouts' && isRollouts(v)) renderRollouts(box, v.rollouts);
+      else if (f === 'reboots' && isReboots(v)) renderReboots(box, v);
+      else renderGeneric(box, v);
     } catch (e) {
       $(f + '-body').textContent = e.message;
     }
+  }
+
+  // The shapes fleetd answers (api.RolloutStatus, api.RebootStatus); an
+  // answer of another shape (another fleetd version) is drawn generically.
+  const isRollouts = (v) => v && Array.isArray(v.rollouts) &&
+    v.rollouts.every((r) => r && typeof r.phase === 'string' && Array.isArray(r.steps || []));
+  const isReboots = (v) => v && ['holders', 'queue', 'requests', 'machines'].every((k) => Array.isArray(v[k] || []));
+
+  // when shows an API time as the page's local date and time, '-' for none.
+  const when = (t) => {
+    if (!t || t.startsWith('0001-')) return '-';
+    const d = new Date(t);
+    return isNaN(d) ? t : d.toLocaleString();
+  };
+
+  // drawTable appends a titled table of rows, each an array of cells.
+  function drawTable(box, title, head, rows) {
+    if (title) box.append(el('h3', '', title));
+    if (!rows.length) { box.append(el('p', 'muted', 'none')); return; }
+    const t = el('table');
+    const hr = el('tr');
+    head.forEach((h) => hr.append(el('th', '', h)));
+    const th = el('thead');
+    th.append(hr);
+    const tb = el('tbody');
+    rows.forEach((r) => { const tr = el('tr'); r.forEach((c) => tr.append(el('td', '', c === undefined || c === '' ? '-' : String(c)))); tb.append(tr); });
+    t.append(th, tb);
+    box.append(t);
+  }
+
+  // renderRollouts: a row per rollout; its steps as "unit[ on machine] state".
+  function renderRollouts(box, rs) {
+    box.replaceChildren();
+    drawTable(box, '', ['rollout', 'phase', 'healthy', 'to', 'started', 'steps', 'message'], rs.map((r) => [
+      r.id,
+      r.phase + (r.paused ? ' (paused)' : ''),
+      `${r.healthy || 0}/${r.total || 0}`,
+      (r.to || '').slice(0, 7),
+      when(r.started),
+      (r.steps || []).map((s) => s.unit + (s.machineID ? ' on ' + shortID(s.machineID) : '') + ' ' + s.state).join(', '),
+      r.message || '',
+    ]));
+  }
+
+  // renderReboots: the policy in a line, then slots, queue, requests and
+  // each machine's last step and reboot.
+  function renderReboots(box, v) {
+    box.replaceChildren();
+    const p = v.policy;
+    box.append(el('p', '', p ? `at most ${p.maxConcurrent} at a time, window ${p.window || 'any time'}, timeout ${p.timeout}` : 'no coordinator has started'));
+    drawTable(box, 'rebooting (slots held)', ['machine', 'since', 'deadline'], (v.holders || []).map((h) => [shortID(h.machineID), when(h.since), when(h.deadline)]));
+    drawTable(box, 'waiting for a slot', ['machine', 'since', 'reason'], (v.queue || []).map((q) => [shortID(q.machineID), when(q.since), q.reason]));
+    drawTable(box, 'asked (fleetctl reboot)', ['machine', 'since', 'by'], (v.requests || []).map((q) => [shortID(q.machineID), when(q.since), q.identity]));
+    drawTable(box, 'machines', ['machine', 'last step', 'at', 'detail', 'last reboot', 'ended'], (v.machines || []).map((m) => [
+      shortID(m.machineID), m.step, when(m.stepAt), m.detail, m.lastOutcome, when(m.lastEnded)]));
   }
 
   // renderGeneric shows an answer whose shape this page does not know: each
@@ -184,19 +243,8 @@
     box.replaceChildren();
     const cell = (x) => (x === null || x === undefined) ? '-' : (typeof x === 'object' ? JSON.stringify(x) : String(x));
     const table = (title, rows) => {
-      if (title) box.append(el('h3', '', title));
-      if (!rows.length) { box.append(el('p', 'muted', 'none')); return; }
       const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-      const t = el('table');
-      const hr = el('tr');
-      cols.forEach((c) => hr.append(el('th', '', c)));
-      const th = el('thead');
-      th.append(hr);
-      t.append(th);
-      const tb = el('tbody');
-      rows.forEach((r) => { const tr = el('tr'); cols.forEach((c) => tr.append(el('td', '', cell(r[c])))); tb.append(tr); });
-      t.append(tb);
-      box.append(t);
+      drawTable(box, title, cols, rows.map((r) => cols.map((c) => cell(r[c]))));
     };
     if (Array.isArray(v)) { table('', v); return; }
     const plain = [];
