@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -260,12 +259,9 @@ func (l *liveListing) apply(r *Registry, t mvccpb.Event_EventType, kv *mvccpb.Ke
 			delete(l.units, name)
 			return
 		}
-		u, ok := fastUnit(name, kv.Value, kv.ModRevision)
-		if !ok {
-			var err error
-			if u, err = decodeUnit(name, kv.Value, kv.ModRevision); err != nil {
-				return // a listing read from etcd would fail on it too
-			}
+		u, err := readUnit(name, kv.Value, kv.ModRevision)
+		if err != nil {
+			return // a listing read from etcd would fail on it too
 		}
 		l.units[name] = u
 	case strings.HasPrefix(key, r.keys.schedules()):
@@ -276,12 +272,9 @@ func (l *liveListing) apply(r *Registry, t mvccpb.Event_EventType, kv *mvccpb.Ke
 		// A new slice each time: listings may hold the old one.
 		ps := slices.DeleteFunc(slices.Clone(l.places[name]), func(p Placement) bool { return p.Machine == m })
 		if !del {
-			p, ok := r.fastPlacement(kv.Key, kv.Value)
-			if !ok {
-				var err error
-				if p, err = r.decodePlacement(key, kv.Value); err != nil {
-					return
-				}
+			p, err := r.readPlacement(kv.Key, kv.Value)
+			if err != nil {
+				return
 			}
 			i, _ := slices.BinarySearchFunc(ps, m, func(p Placement, m string) int { return strings.Compare(p.Machine, m) })
 			ps = slices.Insert(ps, i, p)
@@ -310,12 +303,9 @@ func (l *liveListing) apply(r *Registry, t mvccpb.Event_EventType, kv *mvccpb.Ke
 			}
 			return
 		}
-		s, ok := fastState(m, name, kv.Value)
-		if !ok {
-			s = UnitState{Machine: m, Name: name}
-			if err := json.Unmarshal(kv.Value, &s); err != nil {
-				return
-			}
+		s, err := readState(m, name, kv.Value)
+		if err != nil {
+			return
 		}
 		if l.states[m] == nil {
 			l.states[m] = map[string]UnitState{}

@@ -85,12 +85,9 @@ func (r *Registry) listUnitsAt(ctx context.Context, withBodies bool) (UnitListin
 			l.Units = make([]Unit, 0, len(kvs))
 			for _, kv := range kvs {
 				name := strings.TrimPrefix(string(kv.Key), r.keys.units())
-				u, ok := fastUnit(name, kv.Value, kv.ModRevision)
-				if !ok {
-					var err error
-					if u, err = decodeUnit(name, kv.Value, kv.ModRevision); err != nil {
-						return err
-					}
+				u, err := readUnit(name, kv.Value, kv.ModRevision)
+				if err != nil {
+					return err
 				}
 				l.Units = append(l.Units, u)
 			}
@@ -106,12 +103,9 @@ func (r *Registry) listUnitsAt(ctx context.Context, withBodies bool) (UnitListin
 		{r.keys.schedules(), nil, func(kvs []*mvccpb.KeyValue) error {
 			l.Placements = make(map[string][]Placement, len(kvs))
 			for _, kv := range kvs {
-				p, ok := r.fastPlacement(kv.Key, kv.Value)
-				if !ok {
-					var err error
-					if p, err = r.decodePlacement(string(kv.Key), kv.Value); err != nil {
-						return err
-					}
+				p, err := r.readPlacement(kv.Key, kv.Value)
+				if err != nil {
+					return err
 				}
 				l.Placements[p.Name] = append(l.Placements[p.Name], p)
 			}
@@ -223,6 +217,23 @@ func (r *Registry) BodiesAt(ctx context.Context, rev int64, hashes []string) (ma
 // encoding/json; anything else (escapes, other values, other names, even
 // in case only) is left to encoding/json, so the result is the same
 // (listing_test.go checks it).
+
+// readUnit decodes a unit record, with fastUnit when it can.
+func readUnit(name string, v []byte, rev int64) (Unit, error) {
+	if u, ok := fastUnit(name, v, rev); ok {
+		return u, nil
+	}
+	return decodeUnit(name, v, rev)
+}
+
+// readPlacement decodes a placement under its key, with fastPlacement
+// when it can.
+func (r *Registry) readPlacement(key, v []byte) (Placement, error) {
+	if p, ok := r.fastPlacement(key, v); ok {
+		return p, nil
+	}
+	return r.decodePlacement(string(key), v)
+}
 
 // fastUnit decodes a unit record {"hash":...,"desiredState":...}.
 func fastUnit(name string, v []byte, rev int64) (Unit, bool) {

@@ -104,14 +104,22 @@ func (r *Registry) states(ctx context.Context, prefix string) ([]UnitState, erro
 		if !ok {
 			return nil, fmt.Errorf("read unit states: malformed key %q", kv.Key)
 		}
-		s, ok := fastState(m, name, kv.Value)
-		if !ok {
-			s = UnitState{Machine: m, Name: name}
-			if err := json.Unmarshal(kv.Value, &s); err != nil {
-				return nil, fmt.Errorf("decode state %s: %w", kv.Key, err)
-			}
+		s, err := readState(m, name, kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("decode state %s: %w", kv.Key, err)
 		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// readState decodes a published state, with fastState when it can; the
+// error is encoding/json's.
+func readState(machine, name string, v []byte) (UnitState, error) {
+	if s, ok := fastState(machine, name, v); ok {
+		return s, nil
+	}
+	s := UnitState{Machine: machine, Name: name}
+	err := json.Unmarshal(v, &s)
+	return s, err
 }
