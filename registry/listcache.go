@@ -317,11 +317,10 @@ func (l *liveListing) apply(r *Registry, t mvccpb.Event_EventType, kv *mvccpb.Ke
 // catchUp waits until l has applied etcd's current revision, and reports
 // whether it has (false: read from etcd instead).
 func (l *liveListing) catchUp(ctx context.Context, r *Registry) bool {
-	head, err := r.get(ctx, r.keys.units())
+	want, err := r.Revision(ctx)
 	if err != nil {
 		return false
 	}
-	want := head.Header.Revision
 	ctx, cancel := context.WithTimeout(ctx, catchUpWait)
 	defer cancel()
 	asked := false

@@ -69,12 +69,11 @@ func (r *Registry) listUnits(ctx context.Context, withBodies bool) (UnitListing,
 // them side by side and each is decoded as it arrives, where one
 // transaction read them one after another and was decoded after the last.
 func (r *Registry) listUnitsAt(ctx context.Context, withBodies bool) (UnitListing, error) {
-	// Any read gives the current revision; this key holds nothing.
-	head, err := r.get(ctx, r.keys.units())
+	rev, err := r.Revision(ctx)
 	if err != nil {
 		return UnitListing{}, err
 	}
-	l := UnitListing{Rev: head.Header.Revision}
+	l := UnitListing{Rev: rev}
 	at := clientv3.WithRev(l.Rev)
 	parts := []struct {
 		key    string
