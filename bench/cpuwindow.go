@@ -74,15 +74,8 @@ func snapCPU(hs []*hosts.Host) cpuSnap {
 		}
 		s.procs[pid] = procShare{comm: strings.TrimSpace(string(comm)), host: nsHost[ns], cpu: cpu}
 	}
-	if b, err := os.ReadFile("/proc/self/stat"); err == nil {
-		st := string(b)
-		if i := strings.LastIndexByte(st, ')'); i > 0 {
-			if f := strings.Fields(st[i+1:]); len(f) > 14 {
-				cu, _ := strconv.ParseInt(f[13], 10, 64)
-				cs, _ := strconv.ParseInt(f[14], 10, 64)
-				s.children = time.Duration(cu+cs) * time.Second / clockTick
-			}
-		}
+	if f, err := statFields("/proc/self"); err == nil {
+		s.children = ticks(f, 13, 14)
 	}
 	s.took = time.Since(s.at)
 	return s

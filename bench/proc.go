@@ -179,6 +179,35 @@ type procStat struct {
 // clockTick is USER_HZ, which Linux fixes at 100 for /proc.
 const clockTick = 100
 
+// statFields reads the fields of dir/stat after the command name (which is
+// in parentheses): f[11] and f[12] are utime and stime, f[13] and f[14]
+// cutime and cstime, in clock ticks.
+func statFields(dir string) ([]string, error) {
+	b, err := os.ReadFile(dir + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, errors.New("malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return nil, errors.New("malformed stat")
+	}
+	return f, nil
+}
+
+// ticks sums stat fields f[i]... (clock ticks) into a duration.
+func ticks(f []string, i ...int) time.Duration {
+	var n int64
+	for _, j := range i {
+		v, _ := strconv.ParseInt(f[j], 10, 64)
+		n += v
+	}
+	return time.Duration(n) * time.Second / clockTick
+}
+
 // readProc reads pid's CPU time and memory from /proc (pid 0: this process).
 func readProc(pid int) (procStat, error) {
 	dir := "/proc/self"
@@ -186,22 +215,11 @@ func readProc(pid int) (procStat, error) {
 		dir = "/proc/" + strconv.Itoa(pid)
 	}
 	var st procStat
-	b, err := os.ReadFile(dir + "/stat")
+	f, err := statFields(dir)
 	if err != nil {
 		return st, err
 	}
-	// Fields after the command name, which is in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return st, errors.New("malformed stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return st, errors.New("malformed stat")
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	sy, _ := strconv.ParseInt(f[12], 10, 64)
-	st.CPU = time.Duration(ut+sy) * time.Second / clockTick
+	st.CPU = ticks(f, 11, 12)
 	s, err := os.ReadFile(dir + "/status")
 	if err != nil {
 		return st, err
