@@ -83,9 +83,7 @@ func fastPage(data []byte, out any) bool {
 					}, nil)
 				})
 			case "nextPageToken":
-				v, ok := d.str()
-				np.NextPageToken = v
-				return ok
+				return d.strTo(&np.NextPageToken)
 			}
 			return false
 		})
@@ -131,13 +129,9 @@ func fastPage(data []byte, out any) bool {
 					})
 				})
 			case "view":
-				v, ok := d.str()
-				np.View = v
-				return ok
+				return d.strTo(&np.View)
 			case "nextPageToken":
-				v, ok := d.str()
-				np.NextPageToken = v
-				return ok
+				return d.strTo(&np.NextPageToken)
 			}
 			return false
 		})
@@ -247,6 +241,13 @@ func (d *flatDecoder) object(str func(k, v string) bool, boolean func(k string, 
 			return false
 		}
 	}
+}
+
+// strTo reads a string (str) into *v.
+func (d *flatDecoder) strTo(v *string) bool {
+	s, ok := d.str()
+	*v = s
+	return ok
 }
 
 // str reads a string without escapes or control characters, in valid

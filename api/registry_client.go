@@ -214,16 +214,26 @@ func wireUnitFile(rec registry.Unit, f *unit.File, placed []registry.Placement, 
 		// neither a current state nor a machine.
 		return u
 	}
-	u.CurrentState = string(registry.StateInactive)
-	if p, ok := pickPlacement(placed, rec.Hash); ok {
-		u.MachineID = p.Machine
-		if reported(p.Machine) {
-			u.CurrentState = string(p.DesiredState)
-		}
-	} else if rec.DesiredState != registry.StateInactive {
-		u.UnplacedReason = unplacedReason
-	}
+	u.CurrentState, u.MachineID, u.UnplacedReason = placedState(rec, placed, unplacedReason, reported)
 	return u
+}
+
+// placedState is what a unit that is not global says of its placement
+// (Unit, UnitSummary): its current state (inactive until its machine
+// reports it), its machine, and unplacedReason if it should run and is
+// placed nowhere.
+func placedState(rec registry.Unit, placed []registry.Placement, unplacedReason string, reported func(machine string) bool) (current, machineID, reason string) {
+	current = string(registry.StateInactive)
+	if p, ok := pickPlacement(placed, rec.Hash); ok {
+		if reported(p.Machine) {
+			current = string(p.DesiredState)
+		}
+		return current, p.Machine, ""
+	}
+	if rec.DesiredState != registry.StateInactive {
+		reason = unplacedReason
+	}
+	return current, "", reason
 }
 
 // pickPlacement chooses the placement that describes a unit: one with the

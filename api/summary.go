@@ -248,15 +248,8 @@ func (c *registryClient) summarize(ctx context.Context, l registry.UnitListing) 
 			out = append(out, s)
 			continue
 		}
-		s.CurrentState = string(registry.StateInactive)
-		if p, ok := pickPlacement(l.Placements[rec.Name], rec.Hash); ok {
-			s.MachineID = p.Machine
-			if l.IsReported(p.Machine, rec.Name) {
-				s.CurrentState = string(p.DesiredState)
-			}
-		} else if rec.DesiredState != registry.StateInactive {
-			s.UnplacedReason = l.Unplaced[rec.Name]
-		}
+		s.CurrentState, s.MachineID, s.UnplacedReason = placedState(rec, l.Placements[rec.Name], l.Unplaced[rec.Name],
+			func(m string) bool { return l.IsReported(m, rec.Name) })
 		out = append(out, s)
 	}
 	return out, nil
