@@ -240,14 +240,15 @@ func (e *Engine) burst(ctx context.Context, sb *standby, w standbyWatches, block
 
 var errNoEvent = errors.New("no event waiting")
 
+// closed is always ready: next selects it to wait for no event.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // next applies one event, waiting for it when block is set (errNoEvent
 // when not and none is waiting).
 func (sb *standby) next(ctx context.Context, w standbyWatches, block bool) error {
-	var none <-chan time.Time
+	var none <-chan struct{}
 	if !block {
-		c := make(chan time.Time)
-		close(c)
-		none = c
+		none = closed
 	}
 	select {
 	case <-ctx.Done():
