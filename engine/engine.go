@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -449,9 +450,25 @@ func (st *leaderState) unref(hash string) {
 // body or options cannot be used is Invalid: it keeps its placements and is
 // placed nowhere new, with the reason users will see.
 func (st *leaderState) schedUnit(u registry.Unit) Unit {
+	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState, Rollout: u.Rollout}
 	b, ok := st.bodies[u.Hash]
-	su := unitFrom(u, b, ok, st.atMostOnceDefault)
-	su.Rollout = u.Rollout
+	switch {
+	case !ok:
+		su.Invalid = fmt.Sprintf("unit body %s is missing", u.Hash)
+	case b.err != "":
+		su.Invalid = b.err
+	default:
+		x, _, err := b.file.FleetOptions(u.Name)
+		if err == nil {
+			err = x.Validate(u.Name)
+		}
+		if err != nil {
+			su.Invalid = "[X-Fleet] options refused: " + strings.ReplaceAll(err.Error(), "\n", "; ")
+		} else {
+			su.Fleet = x
+			su.AtMostOnce = x.RunsAtMostOnce(st.atMostOnceDefault)
+		}
+	}
 	if su.Invalid != "" {
 		st.invalid[u.Name] = true
 	} else {
