@@ -65,14 +65,7 @@ func BenchmarkSchedulePlacement(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%dm_%du", policy, size.machines, size.units), func(b *testing.B) {
 				snap := placementCluster(size.machines, size.units)
 				snap.Policy = policy
-				var plan Plan
-				cpu := cpuTime()
-				for b.Loop() {
-					plan = Schedule(snap)
-				}
-				b.ReportMetric((cpuTime()-cpu).Seconds()*1000/float64(b.N), "cpu-ms/op")
-				b.ReportMetric(float64(len(plan.Ops)), "placements")
-				b.ReportMetric(float64(len(plan.Unplaced)), "unplaced")
+				benchFullPass(b, snap)
 			})
 		}
 	}

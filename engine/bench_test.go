@@ -95,17 +95,22 @@ var benchSizes = []struct{ machines, units int }{{1000, 10000}, {10000, 100000}}
 func BenchmarkSchedule(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dm_%du", size.machines, size.units), func(b *testing.B) {
-			snap := benchCluster(size.machines, size.units)
-			var plan Plan
-			cpu := cpuTime()
-			for b.Loop() {
-				plan = Schedule(snap)
-			}
-			b.ReportMetric((cpuTime()-cpu).Seconds()*1000/float64(b.N), "cpu-ms/op")
-			b.ReportMetric(float64(len(plan.Ops)), "placements")
-			b.ReportMetric(float64(len(plan.Unplaced)), "unplaced")
+			benchFullPass(b, benchCluster(size.machines, size.units))
 		})
 	}
+}
+
+// benchFullPass times Schedule over snap and reports its CPU time and what
+// it decided.
+func benchFullPass(b *testing.B, snap Snapshot) {
+	var plan Plan
+	cpu := cpuTime()
+	for b.Loop() {
+		plan = Schedule(snap)
+	}
+	b.ReportMetric((cpuTime()-cpu).Seconds()*1000/float64(b.N), "cpu-ms/op")
+	b.ReportMetric(float64(len(plan.Ops)), "placements")
+	b.ReportMetric(float64(len(plan.Unplaced)), "unplaced")
 }
 
 // BenchmarkScheduleResync is a full pass over a cluster that is already

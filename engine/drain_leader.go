@@ -366,8 +366,7 @@ func LoadScheduler(ctx context.Context, reg *registry.Registry, policy Policy, a
 	if err != nil {
 		return nil, err
 	}
-	st := newLeaderState()
-	st.atMostOnceDefault = atMostOnceDefault
+	st := e.newState()
 	hashes := make(map[string]bool, len(units))
 	for _, u := range units {
 		hashes[u.Hash] = true
@@ -375,12 +374,8 @@ func LoadScheduler(ctx context.Context, reg *registry.Registry, policy Policy, a
 	if err := e.fetchBodies(ctx, st, hashes); err != nil {
 		return nil, err
 	}
-	snap := Snapshot{Machines: machines, Placements: placements, Policy: policy}
-	for _, u := range units {
-		st.setRecord(u)
-		snap.Units = append(snap.Units, st.schedUnit(u))
-	}
-	s := NewScheduler(snap)
+	st.model(registry.Cluster{Units: units, Machines: machines, Placements: placements}, policy)
+	s := st.sched
 	for _, id := range sortedKeys(drains) {
 		s.SetDrain(drains[id])
 	}

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -293,8 +294,7 @@ func (e *Engine) lead(ctx context.Context, lead *registry.Leadership, sb *standb
 	// fresh is the state a term starts from without a standby's model (or
 	// after a takeover from one failed): sync reads everything into it.
 	fresh := func() *leaderState {
-		st := newLeaderState()
-		st.atMostOnceDefault = e.cfg.AtMostOnceDefault
+		st := e.newState()
 		st.dr.feed = feed
 		return st
 	}
@@ -450,9 +450,25 @@ func (st *leaderState) unref(hash string) {
 // body or options cannot be used is Invalid: it keeps its placements and is
 // placed nowhere new, with the reason users will see.
 func (st *leaderState) schedUnit(u registry.Unit) Unit {
+	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState, Rollout: u.Rollout}
 	b, ok := st.bodies[u.Hash]
-	su := unitFrom(u, b, ok, st.atMostOnceDefault)
-	su.Rollout = u.Rollout
+	switch {
+	case !ok:
+		su.Invalid = fmt.Sprintf("unit body %s is missing", u.Hash)
+	case b.err != "":
+		su.Invalid = b.err
+	default:
+		x, _, err := b.file.FleetOptions(u.Name)
+		if err == nil {
+			err = x.Validate(u.Name)
+		}
+		if err != nil {
+			su.Invalid = "[X-Fleet] options refused: " + strings.ReplaceAll(err.Error(), "\n", "; ")
+		} else {
+			su.Fleet = x
+			su.AtMostOnce = x.RunsAtMostOnce(st.atMostOnceDefault)
+		}
+	}
 	if su.Invalid != "" {
 		st.invalid[u.Name] = true
 	} else {
@@ -528,6 +544,28 @@ func (st *leaderState) parseBodies(hashes map[string]bool, texts map[string]stri
 	}
 }
 
+// newState is an empty leader state with this engine's settings.
+func (e *Engine) newState() *leaderState {
+	st := newLeaderState()
+	st.atMostOnceDefault = e.cfg.AtMostOnceDefault
+	return st
+}
+
+// model builds a new term's scheduler (a full pass) from the cluster read
+// in c, keeping its unit records and machines; the bodies of c's units are
+// already known.
+func (st *leaderState) model(c registry.Cluster, policy Policy) {
+	snap := Snapshot{Machines: c.Machines, Placements: c.Placements, Units: make([]Unit, 0, len(c.Units)), Policy: policy}
+	for _, u := range c.Units {
+		st.setRecord(u)
+		snap.Units = append(snap.Units, st.schedUnit(u))
+	}
+	for _, m := range c.Machines {
+		st.machines[m.ID] = m
+	}
+	st.sched = NewScheduler(snap)
+}
+
 // sync reads the whole cluster. For a new term it builds the scheduler
 // (a full pass); afterwards it feeds the scheduler only what differs from
 // its model, so a resync of an unchanged cluster decides nothing. Either
@@ -537,8 +575,7 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 	start := time.Now()
 	st := *stp
 	if st == nil {
-		st = newLeaderState()
-		st.atMostOnceDefault = e.cfg.AtMostOnceDefault
+		st = e.newState()
 	}
 	// A new term knows no body: it reads them all with the rest. A resync
 	// reads the few it does not know.
@@ -560,15 +597,7 @@ func (e *Engine) sync(ctx context.Context, lead *registry.Leadership, stp **lead
 	}
 	parsed := time.Since(start)
 	if st.sched == nil {
-		snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units)), Policy: e.cfg.Placement}
-		for _, u := range units {
-			st.setRecord(u)
-			snap.Units = append(snap.Units, st.schedUnit(u))
-		}
-		for _, m := range machines {
-			st.machines[m.ID] = m
-		}
-		st.sched = NewScheduler(snap)
+		st.model(c, e.cfg.Placement)
 		*stp = st
 	} else {
 		st.resync(units, machines, placements)

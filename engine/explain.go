@@ -2,35 +2,9 @@ package engine
 
 import (
 	"fmt"
-	"strings"
 
-	"github.com/seed-a1ce88ea/fleet/registry"
 	"github.com/seed-a1ce88ea/fleet/unit"
 )
-
-// unitFrom turns a unit record and its parsed body (ok false: the body is
-// not known) into what the scheduler takes; see leaderState.schedUnit.
-func unitFrom(u registry.Unit, b *fleetBody, ok bool, atMostOnceDefault bool) Unit {
-	su := Unit{Name: u.Name, Hash: u.Hash, State: u.DesiredState}
-	switch {
-	case !ok:
-		su.Invalid = fmt.Sprintf("unit body %s is missing", u.Hash)
-	case b.err != "":
-		su.Invalid = b.err
-	default:
-		x, _, err := b.file.FleetOptions(u.Name)
-		if err == nil {
-			err = x.Validate(u.Name)
-		}
-		if err != nil {
-			su.Invalid = "[X-Fleet] options refused: " + strings.ReplaceAll(err.Error(), "\n", "; ")
-		} else {
-			su.Fleet = x
-			su.AtMostOnce = x.RunsAtMostOnce(atMostOnceDefault)
-		}
-	}
-	return su
-}
 
 // Verdict is one machine's answer for one unit, as fleetctl explain shows it.
 type Verdict struct {

@@ -154,28 +154,18 @@ func (e *Engine) readStandby(ctx context.Context) (*standby, error) {
 	if err != nil {
 		return nil, err
 	}
-	units, machines, placements, reasons := c.Units, c.Machines, c.Placements, c.Unplaced
-	st := newLeaderState()
-	st.atMostOnceDefault = e.cfg.AtMostOnceDefault
-	hashes := make(map[string]bool, len(units))
-	for _, u := range units {
+	st := e.newState()
+	hashes := make(map[string]bool, len(c.Units))
+	for _, u := range c.Units {
 		hashes[u.Hash] = true
 	}
 	st.parseBodies(hashes, c.Bodies)
-	snap := Snapshot{Machines: machines, Placements: placements, Units: make([]Unit, 0, len(units)), Policy: e.cfg.Placement}
-	for _, u := range units {
-		st.setRecord(u)
-		snap.Units = append(snap.Units, st.schedUnit(u))
-	}
-	for _, m := range machines {
-		st.machines[m.ID] = m
-	}
-	st.sched = NewScheduler(snap)
-	st.reasons = reasons
+	st.model(c, e.cfg.Placement)
+	st.reasons = c.Unplaced
 	st.bodyRev, st.unitSeen = c.Rev, c.Rev
 	sb := &standby{st: st, unitRev: c.Rev, machineRev: c.Rev, placeRev: c.Rev, whyRev: c.Rev,
 		deferredFirst: map[[2]string]struct{}{}, deferred: map[[2]string]struct{}{},
-		mirror: newScheduleMirror(placements), touched: map[string]struct{}{}}
+		mirror: newScheduleMirror(c.Placements), touched: map[string]struct{}{}}
 	sb.settle()
 	return sb, nil
 }
@@ -250,14 +240,15 @@ func (e *Engine) burst(ctx context.Context, sb *standby, w standbyWatches, block
 
 var errNoEvent = errors.New("no event waiting")
 
+// closed is always ready: next selects it to wait for no event.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // next applies one event, waiting for it when block is set (errNoEvent
 // when not and none is waiting).
 func (sb *standby) next(ctx context.Context, w standbyWatches, block bool) error {
-	var none <-chan time.Time
+	var none <-chan struct{}
 	if !block {
-		c := make(chan time.Time)
-		close(c)
-		none = c
+		none = closed
 	}
 	select {
 	case <-ctx.Done():

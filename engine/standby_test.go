@@ -195,6 +195,16 @@ func requireSameModel(t *testing.T, got, want *standby) {
 	require.Equal(t, all(want, ws), all(got, gs), "placements")
 }
 
+// runEngine runs an engine of cfg until stop, which returns once Run has
+// (and may be called again).
+func runEngine(ctx context.Context, cfg Config) (e *Engine, stop func()) {
+	e = New(cfg)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ctx) }()
+	return e, func() { cancel(); <-done }
+}
+
 // TestStandbyModelMatchesFullRead follows a cluster that a leader places
 // through random changes, then compares the standby's model with a full
 // read: first as following left it, then after a catch-up from a standby
@@ -203,11 +213,8 @@ func TestStandbyModelMatchesFullRead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	c := newStandbyCluster(t, ctx, 11)
-	leader := New(Config{Registry: c.reg, ID: "leader", LeaderTTL: time.Second, ReconcileInterval: time.Hour, GCInterval: -1})
-	lctx, stopLeader := context.WithCancel(ctx)
-	ldone := make(chan struct{})
-	go func() { defer close(ldone); _ = leader.Run(lctx) }()
-	defer func() { stopLeader(); <-ldone }()
+	_, stopLeader := runEngine(ctx, Config{Registry: c.reg, ID: "leader", LeaderTTL: time.Second, ReconcileInterval: time.Hour, GCInterval: -1})
+	defer stopLeader()
 
 	for range 30 {
 		c.change()
@@ -245,7 +252,6 @@ func TestStandbyModelMatchesFullRead(t *testing.T) {
 	}
 	c.settled()
 	stopLeader()
-	<-ldone
 
 	// Sentinels, one per followed prefix, written after everything else:
 	// once the standby has applied all five it has seen every change.
@@ -288,14 +294,11 @@ func TestStandbyTakesOver(t *testing.T) {
 	defer cancel()
 	c := newStandbyCluster(t, ctx, 7)
 	run := func(id string) func() {
-		e := New(Config{Registry: c.reg, ID: id, LeaderTTL: time.Second, Standby: true, GCInterval: -1})
-		ectx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = e.Run(ectx) }()
+		e, stop := runEngine(ctx, Config{Registry: c.reg, ID: id, LeaderTTL: time.Second, Standby: true, GCInterval: -1})
 		for id == "a" && !e.Leading() {
 			time.Sleep(10 * time.Millisecond)
 		}
-		return func() { stop(); <-done }
+		return stop
 	}
 	stopA := run("a")
 	stopB := run("b")
@@ -338,11 +341,8 @@ func TestLeaderTakesBodiesFromItsWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := newStandbyCluster(t, ctx, 3)
-	e := New(Config{Registry: c.reg, ID: "leader", LeaderTTL: time.Second, ReconcileInterval: time.Hour, GCInterval: -1})
-	ectx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.Run(ectx) }()
-	defer func() { stop(); <-done }()
+	e, stop := runEngine(ctx, Config{Registry: c.reg, ID: "leader", LeaderTTL: time.Second, ReconcileInterval: time.Hour, GCInterval: -1})
+	defer stop()
 	for !e.Leading() {
 		time.Sleep(10 * time.Millisecond)
 	}
